@@ -1,0 +1,15 @@
+"""hf_distil: DistilBERT-style distillation of BERT-family encoders on the Hugging Face stack."""
+
+from .collator import DataCollatorForDistillation
+from .config import DistillationArguments
+from .data import token_counts
+from .student import init_student_from_teacher
+from .trainer import DistillationTrainer
+
+__all__ = [
+    "DataCollatorForDistillation",
+    "DistillationArguments",
+    "DistillationTrainer",
+    "init_student_from_teacher",
+    "token_counts",
+]

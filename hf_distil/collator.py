@@ -1,0 +1,107 @@
+"""`DataCollatorForDistillation`: pad, then mask anew for every batch (no NSP, no student token types)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from . import masking
+
+
+class DataCollatorForDistillation:
+    """Dynamic padding and DistilBERT's dynamic masking.
+
+    Unlike `DataCollatorForLanguageModeling`, it draws ceil(p × real tokens) positions per batch with
+    DistilBERT's count^-0.7 weights (pass `token_counts`, see `hf_distil.token_counts`), and never emits
+    next-sentence labels. `token_type_ids` present in the features are padded and passed on: the trainer
+    gives them to a teacher that takes them, never to a student that does not.
+
+    seed: masks come from a private generator seeded once (same seed → same masks). None: torch's
+    default generator, which `Trainer` seeds and checkpoints, so a resumed run redraws the same masks.
+    mlm=False: causal students; labels are the input ids, -100 on padding.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        token_counts: torch.Tensor | Sequence[int] | None = None,
+        mlm_probability: float = 0.15,
+        mask_replace_prob: float = 0.8,
+        random_replace_prob: float = 0.1,
+        mlm_smoothing: float = 0.7,
+        whole_word_masking: bool = False,
+        pad_to_multiple_of: int | None = None,
+        seed: int | None = None,
+        mlm: bool = True,
+    ) -> None:
+        if mlm and tokenizer.mask_token_id is None:
+            raise ValueError(f"{type(tokenizer).__name__} has no mask token; pass mlm=False for a causal student.")
+        if tokenizer.pad_token_id is None:
+            raise ValueError(f"{type(tokenizer).__name__} has no pad token; set tokenizer.pad_token first.")
+        self.tokenizer = tokenizer
+        self.mlm = mlm
+        self.mlm_probability = mlm_probability
+        self.mask_replace_prob = mask_replace_prob
+        self.random_replace_prob = random_replace_prob
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.vocab_size = len(tokenizer)
+        specials = sorted(set(tokenizer.all_special_ids))
+        if token_counts is None:
+            weights = masking.token_weights(torch.ones(self.vocab_size), 0.0, specials)
+        else:
+            counts = torch.as_tensor(token_counts)
+            if counts.numel() != self.vocab_size:
+                raise ValueError(
+                    f"token_counts has {counts.numel()} entries but the tokenizer has {self.vocab_size} tokens; "
+                    "count with hf_distil.token_counts(texts, tokenizer) using this tokenizer."
+                )
+            weights = masking.token_weights(counts, mlm_smoothing, specials)
+        self.weights = weights
+        self.is_continuation = self._continuation_table(tokenizer) if whole_word_masking else None
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+
+    @staticmethod
+    def _continuation_table(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+        # WordPiece marks word-inner pieces with "##"; other tokenizers mark word starts instead.
+        table = torch.zeros(len(tokenizer), dtype=torch.bool)
+        for token, index in tokenizer.get_vocab().items():
+            if token.startswith("##"):
+                table[index] = True
+        if not table.any():
+            raise ValueError(
+                f"whole_word_masking needs a WordPiece vocabulary ('##' pieces); {type(tokenizer).__name__} has none."
+            )
+        return table
+
+    def __call__(self, features: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        keep = ("input_ids", "attention_mask", "token_type_ids")
+        batch = self.tokenizer.pad(
+            [{k: v for k, v in f.items() if k in keep} for f in features],
+            return_tensors="pt",
+            pad_to_multiple_of=self.pad_to_multiple_of,
+        )
+        batch = dict(batch)
+        input_ids = batch["input_ids"]
+        if not self.mlm:
+            batch["labels"] = input_ids.masked_fill(~batch["attention_mask"].bool(), masking.IGNORE_INDEX)
+            return batch
+        word_ids = None
+        if self.is_continuation is not None:
+            eligible = batch["attention_mask"].bool() & self.weights[input_ids].gt(0)
+            word_ids = masking.word_ids_from_continuation(input_ids, eligible, self.is_continuation)
+        chosen = masking.choose_positions(
+            input_ids, batch["attention_mask"], self.mlm_probability, self.weights, self.generator, word_ids
+        )
+        batch["input_ids"], batch["labels"] = masking.apply_replacements(
+            input_ids,
+            chosen,
+            self.tokenizer.mask_token_id,
+            self.vocab_size,
+            self.mask_replace_prob,
+            self.random_replace_prob,
+            self.generator,
+        )
+        return batch

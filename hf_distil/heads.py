@@ -1,0 +1,60 @@
+"""Run a language model in two halves: the encoder for every token, the LM head only at chosen rows.
+
+The vocabulary projection is the largest matrix product of a small student (H × 30522 per token).
+Running it only where a loss reads it (non-pad rows, or the masked rows with `restrict_ce_to_mask`)
+gives the same numbers as full logits followed by selection, in less time and memory.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import nn
+
+
+def _distilbert_head(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda h: model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
+
+
+# model_type → (encoder attribute, head builder). Models not listed fall back to a full forward.
+_SPLITS: dict[str, tuple[str, Callable[[nn.Module], Callable[[torch.Tensor], torch.Tensor]]]] = {
+    "bert": ("bert", lambda m: m.cls),
+    "distilbert": ("distilbert", _distilbert_head),
+    "roberta": ("roberta", lambda m: m.lm_head),
+}
+
+
+def forward_arguments(model: nn.Module) -> set[str]:
+    """Names the model's forward accepts (used to route token_type_ids to the teacher only)."""
+    return set(inspect.signature(model.forward).parameters)
+
+
+def model_inputs(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    accepted = forward_arguments(model)
+    return {k: v for k, v in inputs.items() if k in accepted and k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def can_split(model: nn.Module) -> bool:
+    split = _SPLITS.get(getattr(getattr(model, "config", None), "model_type", None))
+    return split is not None and hasattr(model, split[0]) and type(model).__name__.endswith("ForMaskedLM")
+
+
+def hidden_and_row_logits(
+    model: nn.Module, inputs: Mapping[str, torch.Tensor], rows: torch.Tensor, split: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Returns (last hidden state (B, L, H), logits at `rows` (N, V), full logits (B, L, V) or None).
+
+    rows (B, L) bool. split=True runs the encoder and then the head at `rows` only (the model must pass
+    `can_split`); split=False runs the model's own forward and selects rows from its full logits (needed
+    when the model is wrapped by DDP or DeepSpeed, whose gradient hooks expect their own forward call).
+    """
+    if split:
+        inner = model.module if hasattr(model, "module") else model
+        encoder_name, head = _SPLITS[inner.config.model_type]
+        encoder = getattr(inner, encoder_name)
+        hidden = encoder(**model_inputs(encoder, inputs), return_dict=True).last_hidden_state
+        return hidden, head(inner)(hidden[rows]), None
+    out = model(**model_inputs(model, inputs), output_hidden_states=True, return_dict=True)
+    return out.hidden_states[-1], out.logits[rows], out.logits

@@ -1,0 +1,117 @@
+"""DistilBERT's loss terms as pure functions: tensors in, a scalar tensor out.
+
+Semantics follow the reference `distiller.py` (huggingface/transformers-research-projects,
+`distillation/`). Every term is a *sum* over its items divided by `num_items` (default: the items in
+this call). Passing the count of the whole accumulated (and gathered) batch makes gradient
+accumulation and data parallelism exact; see `DistillationTrainer._get_num_items_in_batch`.
+All maths runs in fp32, whatever the input dtype; an empty selection gives 0, never NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def _denominator(count: int | torch.Tensor, num_items: int | torch.Tensor | None) -> torch.Tensor | int:
+    total = count if num_items is None else num_items
+    return total.clamp_min(1) if torch.is_tensor(total) else max(total, 1)
+
+
+def soft_target_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    num_items: int | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """L_ce: KL(softmax(t/T) || softmax(s/T)) summed over the vocabulary, averaged over rows, times T².
+
+    student_logits, teacher_logits: (N, V), the selected rows. It differs from the soft cross-entropy
+    Σ t·log s of the paper only by the teacher's entropy, a constant for the student; the KL is what the
+    reference logs and is 0 when the distributions agree.
+    """
+    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    kl = F.kl_div(s, t, reduction="sum", log_target=True)
+    return kl / _denominator(student_logits.shape[0], num_items) * temperature**2
+
+
+def mlm_loss(
+    student_logits: torch.Tensor, labels: torch.Tensor, num_items: int | torch.Tensor | None = None
+) -> torch.Tensor:
+    """L_mlm: cross-entropy at positions whose label is not -100, averaged over them.
+
+    student_logits (..., V); labels (...) with -100 where nothing is predicted.
+    """
+    logits = student_logits.float().reshape(-1, student_logits.shape[-1])
+    labels = labels.reshape(-1)
+    total = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / _denominator(labels.ne(IGNORE_INDEX).sum(), num_items)
+
+
+def logit_mse(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, num_items: int | torch.Tensor | None = None
+) -> torch.Tensor:
+    """L_mse: squared differences of the selected rows (N, V), summed, divided by the number of rows."""
+    total = F.mse_loss(student_logits.float(), teacher_logits.float(), reduction="sum")
+    return total / _denominator(student_logits.shape[0], num_items)
+
+
+def hidden_cosine(
+    student_hidden: torch.Tensor,
+    teacher_hidden: torch.Tensor,
+    attention_mask: torch.Tensor,
+    num_items: int | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """L_cos: mean over non-pad tokens of 1 - cos(h_s, h_t).
+
+    student_hidden, teacher_hidden (B, L, H), the last hidden states; attention_mask (B, L), 1 = real token.
+    """
+    keep = attention_mask.bool()
+    cos = F.cosine_similarity(student_hidden[keep].float(), teacher_hidden[keep].float(), dim=-1)
+    return (1.0 - cos).sum() / _denominator(keep.sum(), num_items)
+
+
+def clm_loss(
+    student_logits: torch.Tensor, labels: torch.Tensor, num_items: int | torch.Tensor | None = None
+) -> torch.Tensor:
+    """L_clm: next-token cross-entropy; logits (B, L, V) at position i predict labels (B, L) at i + 1."""
+    return mlm_loss(student_logits[:, :-1], labels[:, 1:], num_items)
+
+
+def distillation_loss(
+    *,
+    student_logits: torch.Tensor | None,
+    teacher_logits: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    student_hidden: torch.Tensor | None = None,
+    teacher_hidden: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    weights: Mapping[str, float],
+    temperature: float = 1.0,
+    num_items: Mapping[str, int | torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Weighted sum of the terms whose weight is > 0; returns (total, {term name: unweighted value}).
+
+    student_logits/teacher_logits: (N, V) selected rows for "ce"/"mse", with `labels` (N,) for "mlm";
+    for "clm", student_logits (B, L, V) and labels (B, L). weights: {"ce", "mlm", "mse", "cos", "clm"}.
+    num_items: {"rows", "mlm", "tokens"}, the denominators (selected rows, masked tokens, non-pad tokens).
+    """
+    counts = num_items or {}
+    terms: dict[str, torch.Tensor] = {}
+    if weights.get("ce", 0) > 0:
+        terms["ce"] = soft_target_kl(student_logits, teacher_logits, temperature, counts.get("rows"))
+    if weights.get("mlm", 0) > 0:
+        terms["mlm"] = mlm_loss(student_logits, labels, counts.get("mlm"))
+    if weights.get("mse", 0) > 0:
+        terms["mse"] = logit_mse(student_logits, teacher_logits, counts.get("rows"))
+    if weights.get("cos", 0) > 0:
+        terms["cos"] = hidden_cosine(student_hidden, teacher_hidden, attention_mask, counts.get("tokens"))
+    if weights.get("clm", 0) > 0:
+        terms["clm"] = clm_loss(student_logits, labels, counts.get("mlm"))
+    total = sum(weights[name] * value for name, value in terms.items())
+    return total, terms

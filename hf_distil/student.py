@@ -1,0 +1,172 @@
+"""Student surgery: build a shallower student from a teacher by copying a subset of its layers."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Sequence
+
+import torch
+from transformers import (
+    BertForMaskedLM,
+    DistilBertConfig,
+    DistilBertForMaskedLM,
+    PreTrainedModel,
+)
+
+# DistilBERT's extraction (reference scripts/extract_distilbert.py) keeps these of BERT-base's 12 layers.
+DISTILBERT_LAYERS = (0, 2, 4, 7, 9, 11)
+LAYER_RULES = ("uniform", "even", "last")
+
+# BERT (teacher) name → DistilBERT (student) name, inside one transformer layer.
+_BERT_TO_DISTILBERT_LAYER = {
+    "attention.self.query": "attention.q_lin",
+    "attention.self.key": "attention.k_lin",
+    "attention.self.value": "attention.v_lin",
+    "attention.output.dense": "attention.out_lin",
+    "attention.output.LayerNorm": "sa_layer_norm",
+    "intermediate.dense": "ffn.lin1",
+    "output.dense": "ffn.lin2",
+    "output.LayerNorm": "output_layer_norm",
+}
+_BERT_TO_DISTILBERT_HEAD = {
+    "cls.predictions.transform.dense": "vocab_transform",
+    "cls.predictions.transform.LayerNorm": "vocab_layer_norm",
+    "cls.predictions.decoder": "vocab_projector",
+}
+
+
+def select_layers(num_teacher_layers: int, layers: Sequence[int] | str, num_layers: int | None = None) -> list[int]:
+    """Resolve a layer map to sorted teacher layer indices.
+
+    layers: explicit indices, or a rule for `num_layers` layers (default: half the teacher's, rounded up):
+    "uniform" spreads them from the first to the last layer (12 → 6 gives DistilBERT's 0, 2, 4, 7, 9, 11),
+    "even" takes one layer out of every L/n from the bottom (0, 2, 4, 6, 8, 10), "last" the top n.
+    """
+    if isinstance(layers, str):
+        n = num_layers or (num_teacher_layers + 1) // 2
+        if not 1 <= n <= num_teacher_layers:
+            raise ValueError(f"num_layers={n} is outside 1..{num_teacher_layers} (the teacher's layer count).")
+        if layers == "uniform":
+            chosen = torch.linspace(0, num_teacher_layers - 1, n).round().long().tolist() if n > 1 else [0]
+        elif layers == "even":
+            step = num_teacher_layers // n
+            chosen = list(range(0, step * n, step))
+        elif layers == "last":
+            chosen = list(range(num_teacher_layers - n, num_teacher_layers))
+        else:
+            raise ValueError(f"unknown layer rule {layers!r}; use one of {LAYER_RULES} or a list of layer indices.")
+        return chosen
+    chosen = [int(i) for i in layers]
+    bad = [i for i in chosen if not 0 <= i < num_teacher_layers]
+    if bad:
+        raise ValueError(
+            f"layers {bad} are out of range for a teacher with {num_teacher_layers} layers (valid: 0..{num_teacher_layers - 1}); "
+            f"pass a rule such as layers='uniform' to pick them for you."
+        )
+    if not chosen or sorted(set(chosen)) != chosen:
+        raise ValueError(f"layers must be a non-empty, strictly increasing list of teacher layers, got {chosen}.")
+    return chosen
+
+
+def init_student_from_teacher(
+    teacher: PreTrainedModel,
+    layers: Sequence[int] | str = DISTILBERT_LAYERS,
+    num_layers: int | None = None,
+    architecture: str = "distilbert",
+) -> PreTrainedModel:
+    """A student whose weights are copied from `teacher`, keeping only `layers` (see `select_layers`).
+
+    architecture="distilbert" (BertForMaskedLM teachers): a DistilBertForMaskedLM without token types or
+    pooler. BERT adds token-type row 0 to every token when types are all zero; that row is folded into the
+    position embeddings, so a student keeping every layer computes exactly what the teacher computes.
+    architecture="same": the teacher's own class (BERT, RoBERTa, ...) with fewer layers.
+    """
+    chosen = select_layers(teacher.config.num_hidden_layers, layers, num_layers)
+    if architecture == "same":
+        return _same_architecture_student(teacher, chosen)
+    if architecture != "distilbert":
+        raise ValueError(f"architecture must be 'distilbert' or 'same', got {architecture!r}.")
+    if not isinstance(teacher, BertForMaskedLM):
+        raise ValueError(
+            f"a DistilBERT student is extracted from a BertForMaskedLM, got {type(teacher).__name__}; "
+            "pass architecture='same' to keep the teacher's class."
+        )
+    return _distilbert_student(teacher, chosen)
+
+
+def _distilbert_student(teacher: BertForMaskedLM, chosen: list[int]) -> DistilBertForMaskedLM:
+    tc = teacher.config
+    if abs(tc.layer_norm_eps - 1e-12) > 1e-15 or getattr(tc, "position_embedding_type", "absolute") != "absolute":
+        raise ValueError(
+            "DistilBERT hard-codes LayerNorm eps 1e-12 and absolute positions; this teacher differs "
+            f"(eps {tc.layer_norm_eps}, positions {getattr(tc, 'position_embedding_type', 'absolute')}): pass architecture='same'."
+        )
+    if tc.hidden_act not in ("gelu", "relu"):
+        raise ValueError(f"DistilBERT supports gelu or relu activations, the teacher uses {tc.hidden_act!r}: pass architecture='same'.")
+    config = DistilBertConfig(
+        vocab_size=tc.vocab_size,
+        max_position_embeddings=tc.max_position_embeddings,
+        sinusoidal_pos_embds=False,  # the learned BERT positions are copied; sinusoids would overwrite them
+        n_layers=len(chosen),
+        n_heads=tc.num_attention_heads,
+        dim=tc.hidden_size,
+        hidden_dim=tc.intermediate_size,
+        dropout=tc.hidden_dropout_prob,
+        attention_dropout=tc.attention_probs_dropout_prob,
+        activation=tc.hidden_act,
+        initializer_range=tc.initializer_range,
+        pad_token_id=tc.pad_token_id,
+        tie_word_embeddings=tc.tie_word_embeddings,
+    )
+    student = DistilBertForMaskedLM(config)
+    source = teacher.state_dict()
+    token_type_row = source["bert.embeddings.token_type_embeddings.weight"][0]
+    mapped = {
+        "distilbert.embeddings.word_embeddings.weight": source["bert.embeddings.word_embeddings.weight"],
+        "distilbert.embeddings.position_embeddings.weight": source["bert.embeddings.position_embeddings.weight"] + token_type_row,
+        "distilbert.embeddings.LayerNorm.weight": source["bert.embeddings.LayerNorm.weight"],
+        "distilbert.embeddings.LayerNorm.bias": source["bert.embeddings.LayerNorm.bias"],
+        "vocab_projector.bias": source["cls.predictions.bias"],
+    }
+    for new, old in enumerate(chosen):
+        for bert_name, distil_name in _BERT_TO_DISTILBERT_LAYER.items():
+            for param in ("weight", "bias"):
+                mapped[f"distilbert.transformer.layer.{new}.{distil_name}.{param}"] = source[
+                    f"bert.encoder.layer.{old}.{bert_name}.{param}"
+                ]
+    for bert_name, distil_name in _BERT_TO_DISTILBERT_HEAD.items():
+        mapped[f"{distil_name}.weight"] = source[f"{bert_name}.weight"]
+        if distil_name != "vocab_projector":
+            mapped[f"{distil_name}.bias"] = source[f"{bert_name}.bias"]
+    _load_checked(student, mapped)
+    return student
+
+
+def _same_architecture_student(teacher: PreTrainedModel, chosen: list[int]) -> PreTrainedModel:
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = len(chosen)
+    student = type(teacher)(config)
+    renumber = {old: new for new, old in enumerate(chosen)}
+    pattern = re.compile(r"(?<=\.layer\.)(\d+)(?=\.)")
+    mapped = {}
+    for name, tensor in teacher.state_dict().items():
+        match = pattern.search(name)
+        if match is None:
+            mapped[name] = tensor
+        elif int(match.group(1)) in renumber:
+            mapped[pattern.sub(str(renumber[int(match.group(1))]), name, count=1)] = tensor
+    _load_checked(student, mapped)
+    return student
+
+
+@torch.no_grad()
+def _load_checked(student: PreTrainedModel, mapped: dict[str, torch.Tensor]) -> None:
+    """Copy `mapped` into the student, asserting that every key exists on both sides with the same shape."""
+    target = student.state_dict()
+    missing = sorted(set(target) - set(mapped))
+    unexpected = sorted(set(mapped) - set(target))
+    assert not missing and not unexpected, f"mismatched keys: missing {missing}, unexpected {unexpected}"
+    for name, tensor in mapped.items():
+        assert target[name].shape == tensor.shape, f"{name}: student {tuple(target[name].shape)} ≠ teacher {tuple(tensor.shape)}"
+        target[name].copy_(tensor)

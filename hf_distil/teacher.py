@@ -1,0 +1,45 @@
+"""The teacher, prepared in one place: loaded, frozen, placed beside the student, run without grad."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from transformers import AutoModelForMaskedLM, PreTrainedModel
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+
+def load_teacher(name_or_path: str, **from_pretrained_kwargs: Any) -> PreTrainedModel:
+    """A Hub id (e.g. "bert-base-uncased") or a local directory holding a masked-LM checkpoint."""
+    return AutoModelForMaskedLM.from_pretrained(name_or_path, **from_pretrained_kwargs)
+
+
+def check_compatible(student: PreTrainedModel, teacher: PreTrainedModel, needs_hidden: bool) -> None:
+    """Fail at construction, in one line, when the teacher cannot teach this student."""
+    s_vocab, t_vocab = student.config.vocab_size, teacher.config.vocab_size
+    if s_vocab != t_vocab:
+        raise ValueError(
+            f"teacher vocab {t_vocab} ≠ student vocab {s_vocab}; build the student with "
+            "init_student_from_teacher(teacher) or pick a teacher with the same tokenizer."
+        )
+    s_hidden, t_hidden = student.config.hidden_size, teacher.config.hidden_size
+    if needs_hidden and s_hidden != t_hidden:
+        raise ValueError(
+            f"alpha_cos > 0 compares hidden states, but teacher hidden size {t_hidden} ≠ student {s_hidden}; "
+            "set alpha_cos=0 or use a student of the teacher's width."
+        )
+
+
+def prepare_teacher(teacher: PreTrainedModel, accelerator: Accelerator) -> PreTrainedModel:
+    """Freeze the teacher and place it on the student's device.
+
+    `eval()` switches off dropout in every BERT-family layer (attention-probability dropout included, as
+    transformers passes dropout=0.0 to SDPA outside training); `requires_grad_(False)` keeps it out of
+    autograd, and it never reaches the optimizer, which Trainer builds from the student alone.
+    """
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return accelerator.prepare_model(teacher, evaluation_mode=True)

@@ -1,0 +1,57 @@
+"""Tiny models and a tiny WordPiece tokenizer built in memory: no downloads, every test seeded."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+WORDS = ["the", "cat", "dog", "sat", "on", "mat", "a", "big", "small", "ran", "house", "tree", "red", "blue", "and", "is"]
+PIECES = ["##s", "##ing", "##ed", "##ly", "un", "##able", "play", "jump", "walk", "talk"]
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def tokenizer() -> BertTokenizerFast:
+    vocab = {token: i for i, token in enumerate(SPECIALS + WORDS + PIECES + list("abcdefghijklmnopqrstuvwxyz"))}
+    # transformers 5 silently ignores vocab_file=; the vocabulary goes in as a dict.
+    return BertTokenizerFast(vocab=vocab, do_lower_case=True)
+
+
+def tiny_bert_config(vocab_size: int, layers: int = 4, hidden: int = 32, dropout: float = 0.0) -> BertConfig:
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=64,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
+
+
+@pytest.fixture
+def teacher(tokenizer) -> BertForMaskedLM:
+    model = BertForMaskedLM(tiny_bert_config(len(tokenizer)))
+    # Random token-type embeddings: a student that forgets BERT's token-type row 0 would be caught.
+    with torch.no_grad():
+        model.bert.embeddings.token_type_embeddings.weight.normal_(0, 0.5)
+    return model.eval()
+
+
+@pytest.fixture
+def texts() -> list[str]:
+    rng = random.Random(1)
+    vocab = WORDS + ["playing", "jumped", "walks", "talking", "unable"]
+    return [" ".join(rng.choice(vocab) for _ in range(rng.randint(5, 20))) for _ in range(64)]

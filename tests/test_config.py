@@ -1,0 +1,52 @@
+import dataclasses
+
+import pytest
+from transformers import HfArgumentParser, TrainingArguments
+
+from hf_distil import DistillationArguments
+
+
+def make(**kwargs) -> DistillationArguments:
+    return DistillationArguments(output_dir="unused", report_to="none", **kwargs)
+
+
+def test_defaults_are_distilberts_own_run():
+    args = make()
+    assert (args.temperature, args.alpha_ce, args.alpha_mlm, args.alpha_cos) == (2.0, 5.0, 2.0, 1.0)
+    assert (args.alpha_mse, args.alpha_clm, args.restrict_ce_to_mask) == (0.0, 0.0, False)
+    assert (args.mlm_probability, args.mask_replace_prob, args.random_replace_prob, args.mlm_smoothing) == (0.15, 0.8, 0.1, 0.7)
+
+
+def test_every_added_field_is_documented():
+    inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
+    added = [f for f in dataclasses.fields(DistillationArguments) if f.name not in inherited]
+    assert len(added) >= 12
+    for f in added:
+        assert f.metadata.get("help", "").strip(), f"{f.name} has no help"
+
+
+def test_parsable_by_hf_argument_parser():
+    (args,) = HfArgumentParser(DistillationArguments).parse_args_into_dataclasses(
+        ["--output_dir", "x", "--temperature", "3", "--alpha_mse", "1.5", "--restrict_ce_to_mask", "--report_to", "none"]
+    )
+    assert args.temperature == 3.0 and args.alpha_mse == 1.5 and args.restrict_ce_to_mask
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"temperature": 0.0}, "temperature must be > 0"),
+        ({"temperature": -1.0}, "temperature must be > 0"),
+        ({"alpha_ce": 0.0, "alpha_mlm": 0.0, "alpha_cos": 0.0}, "every loss weight is 0"),
+        ({"alpha_cos": -1.0}, "must be >= 0"),
+        ({"mlm_probability": 1.5}, r"mlm_probability must lie in \[0, 1\]"),
+        ({"random_replace_prob": -0.1}, r"random_replace_prob must lie in \[0, 1\]"),
+        ({"mask_replace_prob": 0.8, "random_replace_prob": 0.3}, "sum must be <= 1"),
+        ({"alpha_clm": 1.0}, "alpha_mlm and alpha_clm are both > 0"),
+        ({"mlm_smoothing": -0.5}, "mlm_smoothing must be >= 0"),
+    ],
+)
+def test_invalid_settings_fail_at_construction_with_one_line(kwargs, message):
+    with pytest.raises(ValueError, match=message) as info:
+        make(**kwargs)
+    assert "\n" not in str(info.value)

@@ -1,0 +1,114 @@
+"""Each term against an independent computation with torch's own loss modules, plus literal goldens."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from hf_distil.losses import clm_loss, distillation_loss, hidden_cosine, logit_mse, mlm_loss, soft_target_kl
+
+
+@pytest.fixture
+def rows():
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(7, 11, generator=g) * 3, torch.randn(7, 11, generator=g) * 3
+
+
+def test_soft_target_kl_golden():
+    s = torch.tensor([[1.0, 2.0, 3.0]])
+    t = torch.tensor([[3.0, 2.0, 1.0]])
+    # By hand at T=2: log p - log q = (t - s)/2 = (1, 0, -1) (equal normalisers by symmetry), so
+    # KL = p1 - p3 = (e^1.5 - e^0.5) / (e^1.5 + e^1 + e^0.5) = 0.3201567, times T² = 4.
+    assert soft_target_kl(s, t, temperature=2.0).item() == pytest.approx(0.3201567 * 4, abs=1e-6)
+    assert soft_target_kl(t, t, temperature=2.0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_soft_target_kl_matches_kldivloss_batchmean(rows):
+    s, t = rows
+    T = 2.0
+    expected = nn.KLDivLoss(reduction="batchmean")(torch.log_softmax(s / T, -1), torch.softmax(t / T, -1)) * T**2
+    assert soft_target_kl(s, t, T).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_soft_target_kl_is_soft_cross_entropy_minus_teacher_entropy(rows):
+    s, t = rows
+    p = torch.softmax(t, -1)
+    soft_ce = -(p * torch.log_softmax(s, -1)).sum(-1).mean()
+    entropy = -(p * torch.log_softmax(t, -1)).sum(-1).mean()
+    assert soft_target_kl(s, t, 1.0).item() == pytest.approx((soft_ce - entropy).item(), rel=1e-5)
+
+
+def test_mlm_loss_matches_cross_entropy_and_golden():
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    labels = torch.tensor([0, -100, 2])
+    # mean of -log softmax: row 0 → log(e²+2) - 2 = 0.2395447; row 2 → log 3 = 1.0986123.
+    assert mlm_loss(logits, labels).item() == pytest.approx((0.2395447 + 1.0986123) / 2, abs=1e-6)
+    assert mlm_loss(logits, labels).item() == pytest.approx(nn.CrossEntropyLoss()(logits, labels).item(), abs=1e-7)
+
+
+def test_logit_mse_is_sum_over_vocab_mean_over_rows(rows):
+    s, t = rows
+    expected = nn.MSELoss(reduction="sum")(s, t) / s.shape[0]
+    assert logit_mse(s, t).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert logit_mse(torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 0.0]])).item() == pytest.approx(5.0)
+
+
+def test_hidden_cosine_matches_cosine_embedding_loss_over_real_tokens():
+    g = torch.Generator().manual_seed(4)
+    hs, ht = torch.randn(2, 5, 8, generator=g), torch.randn(2, 5, 8, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    keep = mask.bool()
+    expected = nn.CosineEmbeddingLoss()(hs[keep], ht[keep], torch.ones(int(keep.sum())))
+    assert hidden_cosine(hs, ht, mask).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert hidden_cosine(hs, hs * 3, mask).item() == pytest.approx(0.0, abs=1e-6)
+    assert hidden_cosine(hs, -hs, mask).item() == pytest.approx(2.0, abs=1e-6)
+
+
+def test_clm_loss_shifts_labels():
+    logits = torch.zeros(1, 3, 4)
+    logits[0, 0, 2] = 10.0  # position 0 predicts token 2 at position 1
+    labels = torch.tensor([[1, 2, -100]])
+    expected = -torch.log_softmax(logits[0, 0], -1)[2]
+    assert clm_loss(logits, labels).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_empty_selection_gives_zero_not_nan():
+    empty = torch.zeros(0, 5)
+    assert soft_target_kl(empty, empty, 2.0).item() == 0.0
+    assert logit_mse(empty, empty).item() == 0.0
+    assert mlm_loss(torch.zeros(3, 5), torch.full((3,), -100)).item() == 0.0
+    assert hidden_cosine(torch.ones(1, 2, 3), torch.ones(1, 2, 3), torch.zeros(1, 2)).item() == 0.0
+
+
+def test_num_items_sets_the_denominator(rows):
+    s, t = rows
+    half = s.shape[0] / 2
+    assert soft_target_kl(s, t, 2.0, num_items=half).item() == pytest.approx(2 * soft_target_kl(s, t, 2.0).item(), rel=1e-6)
+    # Two halves normalised by the whole count add up to the whole.
+    a = soft_target_kl(s[:3], t[:3], 2.0, num_items=7) + soft_target_kl(s[3:], t[3:], 2.0, num_items=7)
+    assert a.item() == pytest.approx(soft_target_kl(s, t, 2.0).item(), rel=1e-6)
+
+
+def test_low_precision_inputs_are_computed_in_fp32(rows):
+    s, t = rows
+    value = soft_target_kl(s.bfloat16(), t.bfloat16(), 2.0)
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx(soft_target_kl(s.bfloat16().float(), t.bfloat16().float(), 2.0).item(), rel=1e-6)
+
+
+def test_distillation_loss_weights_and_terms(rows):
+    s, t = rows
+    labels = torch.tensor([1, -100, 3, -100, -100, 0, 2])
+    hs, ht, mask = torch.randn(1, 7, 4), torch.randn(1, 7, 4), torch.ones(1, 7)
+    weights = {"ce": 5.0, "mlm": 2.0, "cos": 1.0, "mse": 0.0, "clm": 0.0}
+    total, terms = distillation_loss(
+        student_logits=s, teacher_logits=t, labels=labels, student_hidden=hs, teacher_hidden=ht,
+        attention_mask=mask, weights=weights, temperature=2.0,
+    )
+    assert set(terms) == {"ce", "mlm", "cos"}
+    assert terms["ce"].item() == pytest.approx(soft_target_kl(s, t, 2.0).item())
+    assert terms["mlm"].item() == pytest.approx(mlm_loss(s, labels).item())
+    expected = 5 * terms["ce"] + 2 * terms["mlm"] + terms["cos"]
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert math.isfinite(total.item())
