@@ -1,0 +1,207 @@
+"""DistillationTrainer on tiny models: reference parity, accumulation, the frozen teacher, logging."""
+
+from __future__ import annotations
+
+import copy
+
+import datasets
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from transformers import DistilBertConfig, DistilBertForMaskedLM
+
+from hf_distil import DataCollatorForDistillation, DistillationArguments, DistillationTrainer, init_student_from_teacher
+from hf_distil.heads import hidden_and_row_logits
+
+from conftest import tiny_bert_config
+
+
+def make_args(tmp_path, **kwargs) -> DistillationArguments:
+    defaults = dict(
+        output_dir=str(tmp_path / "out"), report_to="none", per_device_train_batch_size=8, max_steps=4,
+        logging_steps=1, save_strategy="no", learning_rate=1e-3, use_cpu=True, seed=0, disable_tqdm=True,
+    )
+    return DistillationArguments(**{**defaults, **kwargs})
+
+
+@pytest.fixture
+def dataset(tokenizer, texts) -> datasets.Dataset:
+    return datasets.Dataset.from_dict({"text": texts}).map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
+
+
+@pytest.fixture
+def student(teacher):
+    return init_student_from_teacher(teacher, layers=[0, 3])
+
+
+def reference_step(student, teacher, batch, T=2.0, restrict=False, alphas=(5.0, 2.0, 1.0, 0.0)):
+    """An independent transcription of the reference distiller.step: full logits, then masked_select."""
+    a_ce, a_mlm, a_cos, a_mse = alphas
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    s_out = student(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    with torch.no_grad():
+        t_out = teacher(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids), output_hidden_states=True)
+    s_logits, t_logits = s_out.logits, t_out.logits
+    sel = (labels > -1) if restrict else mask.bool()
+    sel = sel.unsqueeze(-1).expand_as(s_logits)
+    V = s_logits.size(-1)
+    s_slct, t_slct = torch.masked_select(s_logits, sel).view(-1, V), torch.masked_select(t_logits, sel).view(-1, V)
+    loss_ce = nn.KLDivLoss(reduction="batchmean")(nn.functional.log_softmax(s_slct / T, -1), nn.functional.softmax(t_slct / T, -1)) * T**2
+    loss_mlm = nn.CrossEntropyLoss(ignore_index=-100)(s_logits.view(-1, V), labels.view(-1))
+    loss_mse = nn.MSELoss(reduction="sum")(s_slct, t_slct) / s_slct.size(0)
+    hs, ht = s_out.hidden_states[-1], t_out.hidden_states[-1]
+    m = mask.bool().unsqueeze(-1).expand_as(hs)
+    H = hs.size(-1)
+    hs_s, ht_s = torch.masked_select(hs, m).view(-1, H), torch.masked_select(ht, m).view(-1, H)
+    loss_cos = nn.CosineEmbeddingLoss()(hs_s, ht_s, hs_s.new_ones(hs_s.size(0)))
+    return a_ce * loss_ce + a_mlm * loss_mlm + a_cos * loss_cos + a_mse * loss_mse
+
+
+@pytest.mark.parametrize("restrict", [False, True])
+def test_compute_loss_matches_the_reference_formulas(tmp_path, teacher, student, tokenizer, dataset, restrict):
+    args = make_args(tmp_path, restrict_ce_to_mask=restrict, alpha_mse=0.5)
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, data_collator=DataCollatorForDistillation(tokenizer, seed=0))
+    batch = DataCollatorForDistillation(tokenizer, seed=0)([dataset[i] for i in range(8)])
+    batch.pop("token_type_ids", None)
+    student.train()
+    loss = trainer.compute_loss(student, dict(batch))
+    expected = reference_step(student, teacher, batch, restrict=restrict, alphas=(5.0, 2.0, 1.0, 0.5))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("model_kind", ["bert", "distilbert"])
+def test_row_projection_equals_full_logits_then_selection(teacher, student, tokenizer, dataset, model_kind):
+    model = teacher if model_kind == "bert" else student.eval()
+    batch = DataCollatorForDistillation(tokenizer, seed=0)([dataset[i] for i in range(8)])
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    rows = batch["labels"] != -100
+    with torch.no_grad():
+        h_split, rows_split, _ = hidden_and_row_logits(model, inputs, rows, split=True)
+        h_full, rows_full, full = hidden_and_row_logits(model, inputs, rows, split=False)
+    assert rows_split.shape == (int(rows.sum()), len(tokenizer)) and full.shape[:2] == rows.shape
+    torch.testing.assert_close(rows_split, rows_full, rtol=0, atol=1e-5)
+    torch.testing.assert_close(h_split, h_full, rtol=0, atol=1e-6)
+
+
+def premasked(tokenizer, texts, n=8, length=24):
+    """A fixed masked dataset with varying padding, so that per-micro-batch means would be wrong."""
+    g = torch.Generator().manual_seed(5)
+    rows = []
+    for i, text in enumerate(texts[:n]):
+        enc = tokenizer(text, padding="max_length", max_length=length, truncation=True, return_token_type_ids=False)
+        ids, mask = torch.tensor(enc["input_ids"]), torch.tensor(enc["attention_mask"])
+        chosen = (torch.rand(length, generator=g) < 0.1 + 0.05 * (i % 4)) & mask.bool() & (ids > 4)
+        chosen[1] = True
+        labels = torch.where(chosen, ids, -100)
+        rows.append({"input_ids": ids.masked_fill(chosen, tokenizer.mask_token_id).tolist(), "attention_mask": mask.tolist(), "labels": labels.tolist()})
+    return datasets.Dataset.from_list(rows)
+
+
+def stack(features):
+    return {k: torch.tensor([f[k] for f in features]) for k in features[0]}
+
+
+def one_sgd_step(tmp_path, teacher, student, data, batch, accumulation):
+    args = make_args(
+        tmp_path, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation, max_steps=1,
+        optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", max_grad_norm=0.0,
+    )
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data, data_collator=stack)
+    trainer.train()
+    logged = next(h for h in trainer.state.log_history if "loss" in h)
+    return logged, student
+
+
+def test_accumulation_equals_one_large_batch(tmp_path, teacher, tokenizer, texts):
+    data = premasked(tokenizer, texts)
+    base = init_student_from_teacher(teacher, layers=[0, 3])
+    big_log, big = one_sgd_step(tmp_path / "a", teacher, copy.deepcopy(base), data, batch=8, accumulation=1)
+    acc_log, acc = one_sgd_step(tmp_path / "b", teacher, copy.deepcopy(base), data, batch=4, accumulation=2)
+    for key in ("loss", "loss_ce", "loss_mlm", "loss_cos"):
+        assert acc_log[key] == pytest.approx(big_log[key], rel=1e-5), key
+    moved = 0.0
+    for (name, p_big), p_acc, p0 in zip(big.named_parameters(), acc.parameters(), base.parameters()):
+        torch.testing.assert_close(p_acc, p_big, rtol=1e-4, atol=1e-6, msg=name)
+        moved = max(moved, (p_big - p0).abs().max().item())
+    assert moved > 1e-3  # the step really changed the weights
+
+
+def test_training_lowers_the_loss_and_leaves_the_teacher_untouched(tmp_path, teacher, tokenizer, dataset):
+    config = DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64, dropout=0.0, attention_dropout=0.0)
+    student = DistilBertForMaskedLM(config)
+    with torch.no_grad():  # a random teacher's outputs are nearly uniform: sharpen them so L_ce has work to do
+        teacher.cls.predictions.transform.LayerNorm.weight.mul_(50)
+    before_teacher = copy.deepcopy(teacher.state_dict())
+    before_student = copy.deepcopy(student.state_dict())
+    args = make_args(tmp_path, max_steps=40, learning_rate=3e-3, logging_steps=5, save_strategy="steps", save_steps=40)
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=dataset, data_collator=DataCollatorForDistillation(tokenizer, seed=0))
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert logs[-1]["loss_ce"] < 0.7 * logs[0]["loss_ce"]
+    assert logs[-1]["loss"] < logs[0]["loss"]
+    for log in logs:
+        assert log["loss"] == pytest.approx(5 * log["loss_ce"] + 2 * log["loss_mlm"] + log["loss_cos"], rel=1e-4)
+    for name, value in teacher.state_dict().items():
+        assert torch.equal(value, before_teacher[name]), name
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters()) and not teacher.training
+    optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert not optimised & {id(p) for p in teacher.parameters()}
+    assert any(not torch.equal(v, before_student[k]) for k, v in student.state_dict().items())
+    saved = load_file(str(tmp_path / "out" / "checkpoint-40" / "model.safetensors"))
+    assert set(saved) <= set(student.state_dict()) and not any(k.startswith("bert.") for k in saved)
+
+
+def test_teacher_receives_token_types_the_student_does_not_take(tmp_path, teacher, student, tokenizer, texts):
+    data = datasets.Dataset.from_dict({"text": texts}).map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
+    data = data.map(lambda ex: {"token_type_ids": [1] * len(ex["input_ids"])})
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=make_args(tmp_path), train_dataset=data, data_collator=DataCollatorForDistillation(tokenizer, seed=0))
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert "token_type_ids" in batch and (batch["token_type_ids"][batch["attention_mask"].bool()] == 1).all()
+    student.train()
+    with_types = trainer.compute_loss(student, dict(batch))
+    batch.pop("token_type_ids")
+    assert with_types.item() != pytest.approx(trainer.compute_loss(student, dict(batch)).item(), rel=1e-4)
+
+
+def test_evaluate_reports_each_term(tmp_path, teacher, student, tokenizer, dataset):
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=make_args(tmp_path), eval_dataset=dataset, data_collator=DataCollatorForDistillation(tokenizer, seed=0))
+    metrics = trainer.evaluate()
+    assert {"eval_loss", "eval_loss_ce", "eval_loss_mlm", "eval_loss_cos"} <= set(metrics)
+    assert metrics["eval_loss"] == pytest.approx(5 * metrics["eval_loss_ce"] + 2 * metrics["eval_loss_mlm"] + metrics["eval_loss_cos"], rel=1e-4)
+
+
+def test_loss_is_fp32_under_bf16_autocast(tmp_path, teacher, student, tokenizer, dataset):
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=make_args(tmp_path, bf16=True), data_collator=DataCollatorForDistillation(tokenizer, seed=0))
+    batch = DataCollatorForDistillation(tokenizer, seed=0)([dataset[i] for i in range(8)])
+    with trainer.compute_loss_context_manager():
+        loss = trainer.compute_loss(student, dict(batch))
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+def test_mlm_only_baseline_needs_no_teacher(tmp_path, student, tokenizer, dataset):
+    args = make_args(tmp_path, alpha_ce=0.0, alpha_cos=0.0, max_steps=2)
+    trainer = DistillationTrainer(model=student, args=args, train_dataset=dataset, data_collator=DataCollatorForDistillation(tokenizer, seed=0))
+    trainer.train()
+    assert [k for k in trainer.state.log_history[0] if k.startswith("loss_")] == ["loss_mlm"]
+
+
+@pytest.mark.parametrize(
+    "change, kwargs, message",
+    [
+        ("vocab", {}, "teacher vocab 60 ≠ student vocab"),
+        ("hidden", {}, "teacher hidden size 48 ≠ student 32"),
+        ("none", {}, "alpha_ce, alpha_cos > 0 but no teacher_model was given"),
+    ],
+)
+def test_incompatible_teachers_fail_at_construction(tmp_path, tokenizer, student, change, kwargs, message):
+    from transformers import BertForMaskedLM
+
+    teacher = {
+        "vocab": BertForMaskedLM(tiny_bert_config(60)),
+        "hidden": BertForMaskedLM(tiny_bert_config(len(tokenizer), hidden=48)),
+        "none": None,
+    }[change]
+    with pytest.raises(ValueError, match=message) as info:
+        DistillationTrainer(model=student, teacher_model=teacher, args=make_args(tmp_path, **kwargs))
+    assert "\n" not in str(info.value)
