@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -49,10 +52,82 @@ class DistillationArguments(TrainingArguments):
     whole_word_masking: bool = field(
         default=False, metadata={"help": "Choose whole words: a chosen word-piece brings the pieces of its word along."}
     )
+    target_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Sequences per update (the paper used up to 4096): sets gradient_accumulation_steps from "
+                  "per_device_train_batch_size × world size, with a warning when it cannot be met exactly."},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         validate_distillation_settings(self)
+        if self.target_batch_size is not None:
+            self.gradient_accumulation_steps = accumulation_for(
+                self.target_batch_size, self.per_device_train_batch_size, self.world_size
+            )
+
+
+def accumulation_for(target: int, per_device: int, world_size: int) -> int:
+    """Gradient-accumulation steps that bring per_device × world_size closest to `target` sequences."""
+    if target < 1:
+        raise ValueError(f"target_batch_size must be >= 1, got {target}.")
+    per_step = per_device * world_size
+    steps = max(1, round(target / per_step))
+    if steps * per_step != target:
+        logger.warning(
+            f"target_batch_size {target} is not a multiple of {per_device} per device × {world_size} processes; "
+            f"using {steps} accumulation steps = {steps * per_step} sequences per update."
+        )
+    return steps
+
+
+@dataclass
+class ModelArguments:
+    """Which teacher teaches which student (recipes)."""
+
+    teacher: str | None = field(
+        default=None,
+        metadata={"help": "Hub id (e.g. bert-base-uncased) or local folder of a masked-LM teacher; default: the shipped "
+                  "offline teacher (hf_distil.teachers.load_default_teacher)."},
+    )
+    student: str | None = field(
+        default=None, metadata={"help": "Hub id or folder of a ready student; default: extract one from the teacher."}
+    )
+    student_layers: str = field(
+        default="uniform",
+        metadata={"help": "Teacher layers the student keeps: a rule (uniform, even, last) or indices like 0,2,4,7,9,11."},
+    )
+    student_num_layers: int | None = field(
+        default=None, metadata={"help": "Student depth for a layer rule; default half the teacher's, rounded up."}
+    )
+    student_architecture: str = field(
+        default="distilbert",
+        metadata={"help": "distilbert (DistilBertForMaskedLM, BERT teachers) or same (the teacher's class, fewer layers)."},
+    )
+    random_init_student: bool = field(
+        default=False, metadata={"help": "Re-initialise the extracted student's weights (the paper's ablation)."}
+    )
+
+    @property
+    def layers(self) -> str | list[int]:
+        rule = self.student_layers.strip()
+        return [int(i) for i in rule.split(",")] if rule[:1].isdigit() else rule
+
+
+@dataclass
+class DataArguments:
+    """Where the text comes from and how it is cut (recipes)."""
+
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id (needs the Hub); default: the gensim Wikipedia excerpt."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name."})
+    train_file: str | None = field(default=None, metadata={"help": "Local .txt (one text per line) or .json/.jsonl file with a text column."})
+    validation_file: str | None = field(default=None, metadata={"help": "Held-out file in the same format; default: a 5% split of the train texts."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the text."})
+    max_seq_length: int = field(default=128, metadata={"help": "Longest sequence; longer texts are cut into chunks, each wrapped in [CLS]/[SEP]."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training sequences (quick runs)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many held-out sequences."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for datasets.map."})
+    data_cache_dir: str = field(default="outputs/data_cache", metadata={"help": "Processed data and token counts are kept here; a second run reuses them."})
 
 
 def validate_distillation_settings(args: DistillationArguments) -> None:

@@ -1,0 +1,21 @@
+"""Offline teachers that the project builds and ships, by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from . import minilm
+
+TEACHERS: dict[str, Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase]]] = {
+    minilm.NAME: minilm.load_minilm_wiki_mlm,
+}
+DEFAULT_TEACHER = minilm.NAME
+
+
+def load_default_teacher(name: str = DEFAULT_TEACHER) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(BertForMaskedLM, tokenizer) of a shipped teacher; needs no network."""
+    if name not in TEACHERS:
+        raise ValueError(f"unknown shipped teacher {name!r}; available: {sorted(TEACHERS)}.")
+    return TEACHERS[name]()

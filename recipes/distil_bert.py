@@ -1,0 +1,150 @@
+"""Distil a BERT-family masked LM into a shallower student, as DistilBERT (Sanh et al. 2019).
+
+    accelerate launch recipes/distil_bert.py                                  # offline default, ~8 min on 2 CPU cores
+    accelerate launch --config_file ds_configs/multi_gpu.yaml recipes/distil_bert.py \\
+        --config recipes/configs/distil_bert_paper.yaml --teacher bert-base-uncased --dataset_name wikipedia ...
+
+Settings come from a YAML file (`--config`, default `recipes/configs/distil_bert.yaml`), then from the
+command line, which wins. Every option: `python recipes/distil_bert.py --help`.
+
+The story of a run: arguments → logging → last checkpoint → seed → teacher and tokenizer → student
+(extracted from the teacher's layers) → corpus (tokenised once, cached) → masking collator →
+DistillationTrainer → train (resuming if a checkpoint exists) → save → evaluate teacher and student on
+held-out text → summary table.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+from transformers import AutoModelForMaskedLM, AutoTokenizer, HfArgumentParser, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import logging
+
+from hf_distil import DataCollatorForDistillation, DistillationArguments, DistillationTrainer, init_student_from_teacher
+from hf_distil.config import DataArguments, ModelArguments
+from hf_distil.data import prepare_corpus
+from hf_distil.evaluation import masked_lm_metrics, relative_speed
+from hf_distil.teachers import DEFAULT_TEACHER, load_default_teacher
+
+logger = logging.get_logger("distil_bert")
+DEFAULT_CONFIG = Path(__file__).with_name("configs") / "distil_bert.yaml"
+
+
+def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, DistillationArguments]:
+    """YAML values first, command-line flags after them (argparse keeps the last value given)."""
+    config = DEFAULT_CONFIG
+    if "--config" in argv:
+        at = argv.index("--config")
+        config, argv = Path(argv[at + 1]), argv[:at] + argv[at + 2 :]
+    from_file = []
+    for key, value in (yaml.safe_load(config.read_text()) or {}).items():
+        values = value if isinstance(value, list) else [value]
+        from_file += [f"--{key}", *(str(v) for v in values)]
+    parser = HfArgumentParser((ModelArguments, DataArguments, DistillationArguments))
+    return parser.parse_args_into_dataclasses(args=from_file + argv)
+
+
+def main() -> None:
+    model_args, data_args, args = parse_arguments(sys.argv[1:])
+
+    # Logging: info on the main process, warnings elsewhere.
+    logging.set_verbosity(args.get_process_log_level())
+    logger.info(f"model {model_args}\ndata {data_args}")
+
+    # A run that finds its own checkpoints resumes from the last one.
+    last_checkpoint = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
+    if last_checkpoint:
+        logger.warning(f"resuming from {last_checkpoint}; to start afresh, pass another --output_dir or delete it")
+    set_seed(args.seed)
+
+    # Teacher and tokenizer: a Hub id or folder, else the teacher this project ships (offline).
+    if model_args.teacher:
+        teacher = AutoModelForMaskedLM.from_pretrained(model_args.teacher)
+        tokenizer = AutoTokenizer.from_pretrained(model_args.teacher)
+    else:
+        logger.info(f"no --teacher given: using the shipped offline teacher {DEFAULT_TEACHER}")
+        teacher, tokenizer = load_default_teacher()
+    teacher_name = model_args.teacher or DEFAULT_TEACHER
+
+    # Student: taken from the teacher's layers (DistilBERT's initialisation) unless one is given.
+    if model_args.student:
+        student = AutoModelForMaskedLM.from_pretrained(model_args.student)
+    else:
+        student = init_student_from_teacher(
+            teacher, model_args.layers, model_args.student_num_layers, model_args.student_architecture
+        )
+        if model_args.random_init_student:
+            student = type(student)(student.config)
+
+    # Corpus: tokenised, chunked and counted once (main process first), then read from the cache.
+    with args.main_process_first(desc="corpus preparation"):
+        train, held_out, counts = prepare_corpus(data_args, tokenizer)
+    collator = DataCollatorForDistillation(
+        tokenizer,
+        token_counts=counts,
+        mlm_probability=args.mlm_probability,
+        mask_replace_prob=args.mask_replace_prob,
+        random_replace_prob=args.random_replace_prob,
+        mlm_smoothing=args.mlm_smoothing,
+        whole_word_masking=args.whole_word_masking,
+    )
+
+    # Train.
+    needs_teacher = any(a > 0 for a in (args.alpha_ce, args.alpha_mse, args.alpha_cos))
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher if needs_teacher else None,
+        args=args,
+        train_dataset=train,
+        eval_dataset=held_out,
+        data_collator=collator,
+        processing_class=tokenizer,
+    )
+    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint or last_checkpoint)
+    trainer.save_model()
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+
+    # Evaluate teacher and student on held-out text: masked-token accuracy, perplexity, agreement, speed.
+    if trainer.is_world_process_zero():
+        student = trainer.accelerator.unwrap_model(trainer.model)
+        teacher = teacher.to(student.device)
+        summary = {
+            "teacher": masked_lm_metrics(teacher, held_out, tokenizer),
+            "student": masked_lm_metrics(student, held_out, tokenizer, teacher=teacher),
+        }
+        sentences = [{k: torch.tensor([v]).to(student.device) for k, v in held_out[i].items()} for i in range(min(32, len(held_out)))]
+        summary["speed_batch_1"] = relative_speed(teacher, student, sentences)
+        summary["params"] = {"teacher": teacher.num_parameters(), "student": student.num_parameters()}
+        summary["teacher_name"] = teacher_name
+        Path(args.output_dir, "held_out_results.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print_summary(summary)
+
+
+def print_summary(summary: dict) -> None:
+    t, s = summary["teacher"], summary["student"]
+    p = summary["params"]
+    rows = [
+        ("params (M)", f"{p['teacher'] / 1e6:.1f}", f"{p['student'] / 1e6:.1f}"),
+        ("top-1 at [MASK] (%)", f"{100 * t['accuracy']:.1f}", f"{100 * s['accuracy']:.1f}"),
+        ("top-5 at [MASK] (%)", f"{100 * t['top5_accuracy']:.1f}", f"{100 * s['top5_accuracy']:.1f}"),
+        ("MLM loss", f"{t['loss']:.3f}", f"{s['loss']:.3f}"),
+        ("perplexity", f"{t['perplexity']:.1f}", f"{s['perplexity']:.1f}"),
+        ("top-1 agreement with teacher (%)", "100.0", f"{100 * s['teacher_agreement']:.1f}"),
+        ("CPU time, batch 1 (s)", f"{summary['speed_batch_1']['teacher_seconds']:.2f}", f"{summary['speed_batch_1']['student_seconds']:.2f}"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'held-out (' + summary['teacher_name'] + ')':<{width}}  {'teacher':>9}  {'student':>9}"]
+    lines += [f"{name:<{width}}  {a:>9}  {b:>9}" for name, a, b in rows]
+    lines.append(f"student is {summary['speed_batch_1']['speedup']:.2f}x faster than the teacher at batch 1")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
