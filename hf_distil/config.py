@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+
+import torch
 
 from transformers import TrainingArguments
 from transformers.utils import logging
@@ -59,6 +62,10 @@ class DistillationArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        # Several processes on a machine without any accelerator: Accelerate forms a gloo (MULTI_CPU)
+        # group only when asked for the CPU; otherwise each process silently trains alone.
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
+            self.use_cpu = True
         super().__post_init__()
         validate_distillation_settings(self)
         if self.target_batch_size is not None:

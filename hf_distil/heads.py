@@ -27,8 +27,11 @@ _SPLITS: dict[str, tuple[str, Callable[[nn.Module], Callable[[torch.Tensor], tor
 
 
 def forward_arguments(model: nn.Module) -> set[str]:
-    """Names the model's forward accepts (used to route token_type_ids to the teacher only)."""
-    return set(inspect.signature(model.forward).parameters)
+    """Names the model's forward accepts (used to route token_type_ids to the teacher only).
+
+    DDP and DeepSpeed wrappers take **kwargs: the wrapped module's signature is the one that counts.
+    """
+    return set(inspect.signature(getattr(model, "module", model).forward).parameters)
 
 
 def model_inputs(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

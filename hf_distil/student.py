@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from transformers import (
     DistilBertForMaskedLM,
     PreTrainedModel,
 )
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 # DistilBERT's extraction (reference scripts/extract_distilbert.py) keeps these of BERT-base's 12 layers.
 DISTILBERT_LAYERS = (0, 2, 4, 7, 9, 11)
@@ -83,6 +85,20 @@ def init_student_from_teacher(
     architecture="same": the teacher's own class (BERT, RoBERTa, ...) with fewer layers.
     """
     chosen = select_layers(teacher.config.num_hidden_layers, layers, num_layers)
+    with _gathered(teacher):
+        return _build_student(teacher, chosen, architecture)
+
+
+def _gathered(teacher: PreTrainedModel) -> contextlib.AbstractContextManager:
+    """Under DeepSpeed ZeRO-3 a loaded teacher is sharded; gather it whole for the copy."""
+    if is_deepspeed_zero3_enabled():
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(list(teacher.parameters()), modifier_rank=None)
+    return contextlib.nullcontext()
+
+
+def _build_student(teacher: PreTrainedModel, chosen: list[int], architecture: str) -> PreTrainedModel:
     if architecture == "same":
         return _same_architecture_student(teacher, chosen)
     if architecture != "distilbert":

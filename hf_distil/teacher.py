@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -42,4 +43,35 @@ def prepare_teacher(teacher: PreTrainedModel, accelerator: Accelerator) -> PreTr
     """
     teacher.eval()
     teacher.requires_grad_(False)
+    if accelerator.state.deepspeed_plugin is not None:
+        return _deepspeed_inference_engine(teacher, accelerator.state.deepspeed_plugin.deepspeed_config)
     return accelerator.prepare_model(teacher, evaluation_mode=True)
+
+
+def _deepspeed_inference_engine(teacher: PreTrainedModel, training_config: dict) -> Any:
+    """Under ZeRO-3 the teacher is sharded like the student (never whole on every rank); under ZeRO-0/1/2
+    each rank keeps a full replica (stage 0). No optimizer, no scheduler: it never trains.
+
+    A plain forward of a ZeRO-3-partitioned model fails ("'weight' must be 2-D"); the engine's hooks
+    gather each layer's shards for its forward. Same approach as TRL's `prepare_deepspeed`.
+    """
+    import deepspeed
+
+    config = copy.deepcopy(training_config)
+    config.pop("optimizer", None)
+    config.pop("scheduler", None)
+    zero = config.setdefault("zero_optimization", {})
+    if zero.get("stage", 0) == 3:
+        hidden = teacher.config.hidden_size
+        for key, value in (
+            ("reduce_bucket_size", hidden * hidden),
+            ("stage3_prefetch_bucket_size", int(0.9 * hidden * hidden)),
+            ("stage3_param_persistence_threshold", 10 * hidden),
+        ):
+            if zero.get(key) == "auto":
+                zero[key] = value
+    else:
+        config["zero_optimization"] = {"stage": 0}
+    engine, *_ = deepspeed.initialize(model=teacher, config=config)
+    engine.eval()
+    return engine

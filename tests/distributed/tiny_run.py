@@ -1,0 +1,72 @@
+"""One SGD step of DistillationTrainer on a fixed, pre-masked batch of 8; launched by test_distributed.py.
+
+    python tests/distributed/tiny_run.py OUT                      # one process, batch 8
+    accelerate launch --config_file ds_configs/cpu_2proc.yaml tests/distributed/tiny_run.py OUT   # 2 × 4
+
+Every rank writes a checksum of its student weights and the size of its teacher; rank 0 also
+writes the weights and the log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import datasets
+import torch
+from safetensors.torch import save_file
+from transformers import BertConfig, BertForMaskedLM
+
+from hf_distil import DistillationArguments, DistillationTrainer, init_student_from_teacher
+
+
+def fixed_batch(vocab: int = 50, n: int = 8, length: int = 16) -> datasets.Dataset:
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for i in range(n):
+        real = length - i  # varying padding: per-rank means would differ from the global one
+        ids = torch.randint(5, vocab, (length,), generator=g)
+        ids[real:] = 0
+        mask = (torch.arange(length) < real).long()
+        chosen = (torch.rand(length, generator=g) < 0.3) & mask.bool()
+        chosen[1] = True
+        rows.append({"input_ids": ids.masked_fill(chosen, 4).tolist(), "attention_mask": mask.tolist(), "labels": torch.where(chosen, ids, -100).tolist()})
+    return datasets.Dataset.from_list(rows)
+
+
+def stack(features: list[dict]) -> dict[str, torch.Tensor]:
+    return {k: torch.tensor([f[k] for f in features]) for k in features[0]}
+
+
+def main(out: Path) -> None:
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
+                        max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    teacher = BertForMaskedLM(config)
+    student = init_student_from_teacher(teacher, layers=[0, 3])
+    args = DistillationArguments(
+        output_dir=str(out / "trainer"), report_to="none", max_steps=1, logging_steps=1, save_strategy="no",
+        target_batch_size=8, per_device_train_batch_size=8 // int(os.environ.get("WORLD_SIZE", "1")),
+        optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", max_grad_norm=0.0, disable_tqdm=True,
+    )
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=fixed_batch(), data_collator=stack)
+    trainer.train()
+    weights = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    rank = trainer.args.process_index
+    if weights is not None and rank == 0:
+        save_file({k: v.detach().clone() for k, v in weights.items()}, str(out / "student.safetensors"))
+        (out / "log.json").write_text(json.dumps(trainer.state.log_history))
+    local = trainer.accelerator.unwrap_model(trainer.model)
+    report = {
+        "checksum": sum(float(p.detach().double().sum()) for p in local.parameters()),
+        # Under ZeRO-3 a rank holds only shards: the local tensors of a partitioned model are empty.
+        "teacher_local_numel": sum(p.numel() for p in trainer.accelerator.unwrap_model(trainer.teacher).parameters()),
+        "teacher_numel": sum(getattr(p, "ds_numel", p.numel()) for p in trainer.accelerator.unwrap_model(trainer.teacher).parameters()),
+    }
+    (out / f"rank-{rank}.json").write_text(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
