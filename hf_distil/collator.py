@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,8 +20,11 @@ class DataCollatorForDistillation:
     next-sentence labels. `token_type_ids` present in the features are padded and passed on: the trainer
     gives them to a teacher that takes them, never to a student that does not.
 
-    seed: masks come from a private generator seeded once (same seed → same masks). None: torch's
-    default generator, which `Trainer` seeds and checkpoints, so a resumed run redraws the same masks.
+    seed: the masks of a batch are a function of (seed, epoch, the batch's token ids), drawn from a private
+    generator. Every batch of an epoch differs, so masks are still drawn anew for each batch and each
+    epoch (`set_epoch`, called by `DistillationTrainer`), yet a resumed run redraws exactly the masks of
+    the uninterrupted one: no draw depends on how many batches the data loader prefetched, and the
+    global RNG (dropout) is left alone.
     mlm=False: causal students; labels are the input ids, -100 on padding.
     """
 
@@ -34,7 +38,7 @@ class DataCollatorForDistillation:
         mlm_smoothing: float = 0.7,
         whole_word_masking: bool = False,
         pad_to_multiple_of: int | None = None,
-        seed: int | None = None,
+        seed: int = 0,
         mlm: bool = True,
     ) -> None:
         if mlm and tokenizer.mask_token_id is None:
@@ -61,7 +65,15 @@ class DataCollatorForDistillation:
             weights = masking.token_weights(counts, mlm_smoothing, specials)
         self.weights = weights
         self.is_continuation = self._continuation_table(tokenizer) if whole_word_masking else None
-        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _generator(self, input_ids: torch.Tensor) -> torch.Generator:
+        digest = hashlib.blake2b(input_ids.numpy().tobytes(), digest_size=8, key=f"{self.seed}:{self.epoch}".encode())
+        return torch.Generator().manual_seed(int.from_bytes(digest.digest(), "little") >> 1)
 
     @staticmethod
     def _continuation_table(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
@@ -92,8 +104,9 @@ class DataCollatorForDistillation:
         if self.is_continuation is not None:
             eligible = batch["attention_mask"].bool() & self.weights[input_ids].gt(0)
             word_ids = masking.word_ids_from_continuation(input_ids, eligible, self.is_continuation)
+        generator = self._generator(input_ids)
         chosen = masking.choose_positions(
-            input_ids, batch["attention_mask"], self.mlm_probability, self.weights, self.generator, word_ids
+            input_ids, batch["attention_mask"], self.mlm_probability, self.weights, generator, word_ids
         )
         batch["input_ids"], batch["labels"] = masking.apply_replacements(
             input_ids,
@@ -102,6 +115,6 @@ class DataCollatorForDistillation:
             self.vocab_size,
             self.mask_replace_prob,
             self.random_replace_prob,
-            self.generator,
+            generator,
         )
         return batch

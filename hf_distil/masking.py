@@ -1,7 +1,6 @@
 """Dynamic masking maths (RoBERTa-style, as in DistilBERT): which tokens to predict and what they become.
 
-Pure tensor functions; every random draw comes from the `torch.Generator` passed in (None: torch's
-default generator, which Trainer seeds and saves in its checkpoints, so resumed runs draw the same masks).
+Pure tensor functions; every random draw comes from the `torch.Generator` passed in.
 """
 
 from __future__ import annotations

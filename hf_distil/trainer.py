@@ -9,6 +9,7 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer
 
 from . import heads
+from .callbacks import MaskingEpochCallback
 from .config import DistillationArguments
 from .losses import IGNORE_INDEX, distillation_loss
 from .teacher import check_compatible, load_teacher, prepare_teacher
@@ -45,6 +46,8 @@ class DistillationTrainer(Trainer):
         if teacher is not None:
             check_compatible(model, teacher, needs_hidden=args.alpha_cos > 0)
         super().__init__(model=model, args=args, **kwargs)
+        if hasattr(self.data_collator, "set_epoch"):
+            self.add_callback(MaskingEpochCallback(self.data_collator))
         self.teacher = prepare_teacher(teacher, self.accelerator) if teacher is not None else None
         self._term_sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
         self._eval_batches = 0

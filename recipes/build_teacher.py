@@ -82,7 +82,7 @@ def main() -> None:
     )
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.05 * steps), steps)
     trainer = DistillationTrainer(
-        model=model, args=args, train_dataset=train, data_collator=DataCollatorForDistillation(tokenizer),
+        model=model, args=args, train_dataset=train, data_collator=DataCollatorForDistillation(tokenizer, seed=build.seed),
         optimizers=(optimizer, scheduler),
     )
     trainer.train()

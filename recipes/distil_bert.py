@@ -92,6 +92,7 @@ def main() -> None:
         random_replace_prob=args.random_replace_prob,
         mlm_smoothing=args.mlm_smoothing,
         whole_word_masking=args.whole_word_masking,
+        seed=args.seed,
     )
 
     # Train.
@@ -106,9 +107,11 @@ def main() -> None:
         processing_class=tokenizer,
     )
     result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint or last_checkpoint)
+    checksums = replica_checksums(trainer)
+    metrics = {**result.metrics, "replicas": len(checksums), "replica_checksum_spread": max(checksums) - min(checksums)}
     trainer.save_model()
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
     trainer.save_state()
 
     # Evaluate teacher and student on held-out text: masked-token accuracy, perplexity, agreement, speed.
@@ -125,6 +128,16 @@ def main() -> None:
         summary["teacher_name"] = teacher_name
         Path(args.output_dir, "held_out_results.json").write_text(json.dumps(summary, indent=2) + "\n")
         print_summary(summary)
+
+
+def replica_checksums(trainer: DistillationTrainer) -> list[float]:
+    """Sum of the student's weights on every process: replicas that drifted apart show at once.
+
+    (Under ZeRO-3 each process holds shards, so the sums differ by design.)
+    """
+    student = trainer.accelerator.unwrap_model(trainer.model)
+    local = torch.tensor([sum(float(p.detach().double().sum()) for p in student.parameters())], dtype=torch.float64)
+    return trainer.accelerator.gather(local.to(trainer.args.device)).tolist()
 
 
 def print_summary(summary: dict) -> None:

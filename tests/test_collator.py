@@ -19,19 +19,22 @@ def test_batch_has_labels_padding_and_no_nsp(tokenizer, features):
     assert not specials.any()
 
 
-def test_same_seed_same_masks_new_masks_every_batch(tokenizer, features):
+def test_same_seed_same_masks_new_masks_every_batch_and_epoch(tokenizer, features):
     a, b = DataCollatorForDistillation(tokenizer, seed=7), DataCollatorForDistillation(tokenizer, seed=7)
     first, again = a(features), b(features)
     assert torch.equal(first["labels"], again["labels"]) and torch.equal(first["input_ids"], again["input_ids"])
-    assert not torch.equal(a(features)["labels"], first["labels"])  # dynamic: drawn anew per batch
+    assert not torch.equal(DataCollatorForDistillation(tokenizer, seed=8)(features)["labels"], first["labels"])
+    assert not torch.equal(a(features[:8])["labels"], first["labels"][:8, : a(features[:8])["labels"].shape[1]])
+    a.set_epoch(1)
+    assert not torch.equal(a(features)["labels"], first["labels"])  # the same batch, next epoch: new masks
 
 
-def test_default_generator_follows_torch_seed(tokenizer, features):
-    collator = DataCollatorForDistillation(tokenizer)
+def test_masking_leaves_the_global_rng_alone(tokenizer, features):
     torch.manual_seed(11)
-    first = collator(features)["labels"]
+    DataCollatorForDistillation(tokenizer)(features)
+    after = torch.rand(1)
     torch.manual_seed(11)
-    assert torch.equal(collator(features)["labels"], first)
+    assert torch.equal(torch.rand(1), after)
 
 
 def test_token_types_are_padded_and_passed_on(tokenizer, features):

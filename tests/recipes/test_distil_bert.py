@@ -1,0 +1,84 @@
+"""The recipe end to end, as users launch it, on a tiny teacher saved to disk (no Hub)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import BertForMaskedLM
+
+from conftest import WORDS, tiny_bert_config
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "recipes" / "distil_bert.py"
+pytestmark = pytest.mark.recipe
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> Path:
+    """A tiny BERT teacher with its tokenizer in a folder, and a text file: what a user would pass."""
+    from conftest import PIECES, SPECIALS
+    from transformers import BertTokenizerFast
+
+    root = tmp_path_factory.mktemp("assets")
+    vocab = {t: i for i, t in enumerate(SPECIALS + WORDS + PIECES + list("bcdefghijklmnopqrstuvwxyz"))}
+    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True)
+    torch.manual_seed(0)
+    BertForMaskedLM(tiny_bert_config(len(tokenizer), dropout=0.1)).save_pretrained(root / "teacher")
+    tokenizer.save_pretrained(root / "teacher")
+    rng = random.Random(0)
+    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(12, 40))) for _ in range(200)]
+    (root / "train.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def run(assets: Path, out: Path, *flags: str, processes: int = 1) -> subprocess.CompletedProcess:
+    common = ["--teacher", str(assets / "teacher"), "--train_file", str(assets / "train.txt"), "--output_dir", str(out),
+              "--data_cache_dir", str(assets / "cache"), "--per_device_train_batch_size", "8", "--logging_steps", "1", *flags]
+    if processes == 1:
+        cmd = [sys.executable, str(RECIPE), *common]
+    else:
+        cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file", str(ROOT / "ds_configs" / "cpu_2proc.yaml"), str(RECIPE), *common]
+    done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def test_recipe_trains_saves_and_reports(assets, tmp_path):
+    done = run(assets, tmp_path / "out", "--max_steps", "6", "--save_steps", "3")
+    out = tmp_path / "out"
+    assert (out / "model.safetensors").exists() and not (out / "pytorch_model.bin").exists()
+    assert (out / "tokenizer.json").exists() and (out / "config.json").exists()
+    logs = [h for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+    assert len(logs) == 6 and all({"loss_ce", "loss_mlm", "loss_cos"} <= set(h) for h in logs)
+    results = json.loads((out / "held_out_results.json").read_text())
+    assert 0 <= results["student"]["accuracy"] <= 1 and results["params"]["student"] < results["params"]["teacher"]
+    assert "top-1 agreement with teacher" in done.stdout and "faster than the teacher" in done.stdout
+
+
+def test_resumed_run_ends_identical_to_an_uninterrupted_one(assets, tmp_path):
+    flags = ("--max_steps", "6", "--save_steps", "3", "--train_sampling_strategy", "random")
+    run(assets, tmp_path / "full", *flags)
+    run(assets, tmp_path / "crashed", *flags)
+    crashed = tmp_path / "crashed"
+    shutil.rmtree(crashed / "checkpoint-6")  # as if the run had died after step 3's checkpoint
+    (crashed / "model.safetensors").unlink()
+    run(assets, crashed, *flags)
+    a, b = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(crashed / "model.safetensors"))
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+@pytest.mark.distributed
+def test_two_process_launch_keeps_replicas_identical(assets, tmp_path):
+    run(assets, tmp_path / "ddp", "--max_steps", "4", "--save_strategy", "no", processes=2)
+    metrics = json.loads((tmp_path / "ddp" / "train_results.json").read_text())
+    assert metrics["replicas"] == 2 and metrics["replica_checksum_spread"] == 0.0
