@@ -4,6 +4,7 @@ from .collator import DataCollatorForDistillation
 from .config import DistillationArguments
 from .data import token_counts
 from .student import init_student_from_teacher
+from .hub import push_to_hub
 from .trainer import DistillationTrainer
 
 __all__ = [
@@ -11,5 +12,6 @@ __all__ = [
     "DistillationArguments",
     "DistillationTrainer",
     "init_student_from_teacher",
+    "push_to_hub",
     "token_counts",
 ]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import random
 
+import datasets
 import numpy as np
 import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+from hf_distil import DistillationArguments, init_student_from_teacher
 
 WORDS = ["the", "cat", "dog", "sat", "on", "mat", "a", "big", "small", "ran", "house", "tree", "red", "blue", "and", "is"]
 PIECES = ["##s", "##ing", "##ed", "##ly", "un", "##able", "play", "jump", "walk", "talk"]
@@ -55,3 +58,32 @@ def texts() -> list[str]:
     rng = random.Random(1)
     vocab = WORDS + ["playing", "jumped", "walks", "talking", "unable"]
     return [" ".join(rng.choice(vocab) for _ in range(rng.randint(5, 20))) for _ in range(64)]
+
+
+def make_args(tmp_path, **kwargs) -> DistillationArguments:
+    defaults = dict(
+        output_dir=str(tmp_path / "out"), report_to="none", per_device_train_batch_size=8, max_steps=4,
+        logging_steps=1, save_strategy="no", learning_rate=1e-3, use_cpu=True, seed=0, disable_tqdm=True,
+    )
+    return DistillationArguments(**{**defaults, **kwargs})
+
+
+@pytest.fixture
+def dataset(tokenizer, texts) -> datasets.Dataset:
+    return datasets.Dataset.from_dict({"text": texts}).map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
+
+
+@pytest.fixture
+def student(teacher):
+    return init_student_from_teacher(teacher, layers=[0, 3])
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """A local Hub: HF_ENDPOINT points at it for the duration of the test."""
+    from hub_server import start
+
+    server, state, endpoint = start()
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    yield state
+    server.shutdown()

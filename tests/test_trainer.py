@@ -14,25 +14,7 @@ from transformers import DistilBertConfig, DistilBertForMaskedLM
 from hf_distil import DataCollatorForDistillation, DistillationArguments, DistillationTrainer, init_student_from_teacher
 from hf_distil.heads import hidden_and_row_logits
 
-from conftest import tiny_bert_config
-
-
-def make_args(tmp_path, **kwargs) -> DistillationArguments:
-    defaults = dict(
-        output_dir=str(tmp_path / "out"), report_to="none", per_device_train_batch_size=8, max_steps=4,
-        logging_steps=1, save_strategy="no", learning_rate=1e-3, use_cpu=True, seed=0, disable_tqdm=True,
-    )
-    return DistillationArguments(**{**defaults, **kwargs})
-
-
-@pytest.fixture
-def dataset(tokenizer, texts) -> datasets.Dataset:
-    return datasets.Dataset.from_dict({"text": texts}).map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
-
-
-@pytest.fixture
-def student(teacher):
-    return init_student_from_teacher(teacher, layers=[0, 3])
+from conftest import make_args, tiny_bert_config
 
 
 def reference_step(student, teacher, batch, T=2.0, restrict=False, alphas=(5.0, 2.0, 1.0, 0.0)):

@@ -1,0 +1,1 @@
+"""Model card templates (Jinja), shipped inside hf_distil as hf_distil.model_cards."""
