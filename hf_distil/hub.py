@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.resources
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -60,17 +61,24 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _hub_id(name: str) -> str | None:
+    """`name` if it can be a Hub model id (not a local folder), else None."""
+    return name if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) and not Path(name).exists() else None
+
+
 def render_model_card(
     folder: str | Path,
     repo_id: str | None = None,
     teacher: str | None = None,
     datasets: list[str] | None = None,
     license: str = "apache-2.0",
+    base_model: str | None = None,
 ) -> ModelCard:
     """Build the card of a saved student from what its folder holds.
 
     Reads config.json, training_args.json, trainer_state.json (loss curve and steps), and
     held_out_results.json (written by recipes/distil_bert.py); writes loss_terms.png beside them.
+    base_model defaults to the teacher when that is a Hub id.
     """
     folder = Path(folder)
     config = _read_json(folder / "config.json")
@@ -96,7 +104,7 @@ def render_model_card(
             eval_results.append(EvalResult(task_type="fill-mask", dataset_type=dataset_name, dataset_name=dataset_name, metric_type=key, metric_value=value))
 
     card_data = ModelCardData(
-        base_model=teacher if "/" in teacher or teacher.startswith("bert") else None,
+        base_model=base_model or results.get("base_model") or _hub_id(teacher),
         tags=["distillation", "distilbert", "fill-mask", "hf_distil"],
         datasets=datasets,
         license=license,

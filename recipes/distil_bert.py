@@ -10,13 +10,15 @@ command line, which wins. Every option: `python recipes/distil_bert.py --help`.
 The story of a run: arguments → logging → last checkpoint → seed → teacher and tokenizer → student
 (extracted from the teacher's layers) → corpus (tokenised once, cached) → masking collator →
 DistillationTrainer → train (resuming if a checkpoint exists) → save → evaluate teacher and student on
-held-out text → summary table.
+held-out text → summary table → model card → push to the Hub (--push_to_hub --hub_model_id NAME).
 """
 
 from __future__ import annotations
 
 import json
+import platform
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -25,11 +27,14 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, HfArgumentParser, 
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
-from hf_distil import DataCollatorForDistillation, DistillationArguments, DistillationTrainer, init_student_from_teacher
+from hf_distil import DataCollatorForDistillation, DistillationArguments, DistillationTrainer, init_student_from_teacher, push_to_hub
+from hf_distil.callbacks import NonFiniteLossGuard, PushToHubCallback, TeacherAgreementCallback
 from hf_distil.config import DataArguments, ModelArguments
 from hf_distil.data import prepare_corpus
 from hf_distil.evaluation import masked_lm_metrics, relative_speed
-from hf_distil.teachers import DEFAULT_TEACHER, load_default_teacher
+from hf_distil.hub import RESULTS_FILE, render_model_card, save_training_arguments
+from hf_distil.student import select_layers
+from hf_distil.teachers import DEFAULT_TEACHER, load_default_teacher, minilm
 
 logger = logging.get_logger("distil_bert")
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "distil_bert.yaml"
@@ -95,6 +100,15 @@ def main() -> None:
         seed=args.seed,
     )
 
+    # Callbacks: skip NaN/Inf updates, agreement with the teacher at each evaluation, background pushes.
+    # Trainer's own Hub pushing is switched off: ours uploads safetensors and JSON only, never pickles.
+    push, args.push_to_hub = args.push_to_hub, False
+    callbacks = [NonFiniteLossGuard(), TeacherAgreementCallback(teacher, held_out, tokenizer)]
+    if push:
+        if not args.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id, e.g. --hub_model_id your-name/distilbert-mini")
+        callbacks.append(PushToHubCallback(args.hub_model_id, private=bool(args.hub_private_repo), token=args.hub_token, revision=args.hub_revision))
+
     # Train.
     needs_teacher = any(a > 0 for a in (args.alpha_ce, args.alpha_mse, args.alpha_cos))
     trainer = DistillationTrainer(
@@ -105,14 +119,18 @@ def main() -> None:
         eval_dataset=held_out,
         data_collator=collator,
         processing_class=tokenizer,
+        callbacks=callbacks,
     )
+    started = time.time()
     result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint or last_checkpoint)
+    train_seconds = time.time() - started
     checksums = replica_checksums(trainer)
     metrics = {**result.metrics, "replicas": len(checksums), "replica_checksum_spread": max(checksums) - min(checksums)}
     trainer.save_model()
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     trainer.save_state()
+    save_training_arguments(trainer, args.output_dir)
 
     # Evaluate teacher and student on held-out text: masked-token accuracy, perplexity, agreement, speed.
     if trainer.is_world_process_zero():
@@ -124,10 +142,32 @@ def main() -> None:
         }
         sentences = [{k: torch.tensor([v]).to(student.device) for k, v in held_out[i].items()} for i in range(min(32, len(held_out)))]
         summary["speed_batch_1"] = relative_speed(teacher, student, sentences)
-        summary["params"] = {"teacher": teacher.num_parameters(), "student": student.num_parameters()}
-        summary["teacher_name"] = teacher_name
-        Path(args.output_dir, "held_out_results.json").write_text(json.dumps(summary, indent=2) + "\n")
+        summary.update(
+            params={"teacher": teacher.num_parameters(), "student": student.num_parameters()},
+            teacher_name=teacher_name,
+            base_model=None if model_args.teacher else minilm.BASE_MODEL,  # a --teacher Hub id is used as is
+            teacher_layers=teacher.config.num_hidden_layers,
+            layer_map=model_args.student or select_layers(teacher.config.num_hidden_layers, model_args.layers, model_args.student_num_layers),
+            speed_sentences=len(sentences),
+            hardware=describe_hardware(),
+            world_size=args.world_size,
+            train_seconds=round(train_seconds, 1),
+        )
+        Path(args.output_dir, RESULTS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
         print_summary(summary)
+
+        # Model card, then the Hub (awaiting the background checkpoint pushes first).
+        datasets = [data_args.dataset_name] if data_args.dataset_name else None
+        render_model_card(args.output_dir, repo_id=args.hub_model_id, datasets=datasets).save(Path(args.output_dir, "README.md"))
+        if push:
+            callbacks[-1].wait()
+            logger.warning(f"pushed: {push_to_hub(args.output_dir, args.hub_model_id, private=bool(args.hub_private_repo), token=args.hub_token, revision=args.hub_revision)}")
+
+
+def describe_hardware() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} × {torch.cuda.get_device_name(0)}"
+    return f"CPU, {torch.get_num_threads()} threads ({platform.processor() or platform.machine()})"
 
 
 def replica_checksums(trainer: DistillationTrainer) -> list[float]:

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, PreTrainedTokenizerBase
 
 NAME = "minilm-wiki-mlm"
+BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # the packaged encoder, for model cards
 DELTA_FILE = Path(__file__).with_name("minilm_wiki_mlm.safetensors")
 DELTA_SHA256 = "unset"  # recorded by recipes/build_teacher.py
 # Trained by the build (and shipped): everything but the embeddings.

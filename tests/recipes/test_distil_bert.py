@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from transformers import BertForMaskedLM
 
@@ -82,3 +83,17 @@ def test_two_process_launch_keeps_replicas_identical(assets, tmp_path):
     run(assets, tmp_path / "ddp", "--max_steps", "4", "--save_strategy", "no", processes=2)
     metrics = json.loads((tmp_path / "ddp" / "train_results.json").read_text())
     assert metrics["replicas"] == 2 and metrics["replica_checksum_spread"] == 0.0
+
+
+def test_push_to_hub_flag_publishes_the_student_and_its_card(assets, tmp_path, hub):
+    run(assets, tmp_path / "out", "--max_steps", "4", "--save_steps", "2", "--push_to_hub", "--hub_model_id", "alice/recipe", "--hub_token", "hf_secret_in_flags")
+    files = hub.files[("alice/recipe", "main")]
+    assert {"model.safetensors", "README.md", "loss_terms.png", "training_args.json", "held_out_results.json"} <= set(files)
+    assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl"))]
+    assert all(b"hf_secret_in_flags" not in content for content in files.values())
+    messages = [c["message"] for c in hub.commits]
+    assert messages[:2] == ["Checkpoint at step 2", "Checkpoint at step 4"] and len(messages) == 3
+    card = files["README.md"].decode()
+    header = yaml.safe_load(card.split("---")[1])
+    assert "base_model" not in header  # a local folder is not a Hub id
+    assert "top-1 accuracy at [MASK]" in card and "layer map" in card

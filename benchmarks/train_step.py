@@ -1,0 +1,113 @@
+"""What does one distillation step cost against its parts? Prints one JSON line.
+
+    python benchmarks/train_step.py            # shipped teacher (MiniLM, 6 layers) -> 3-layer student, batch 32 x 128
+    python benchmarks/train_step.py --tiny     # tiny models built in code (CI)
+
+Parts, each timed alone: the teacher's forward (no grad) and the student's forward + backward on its own
+MLM loss. The step: DistillationTrainer.compute_loss + backward with DistilBERT's triple loss. Phases
+alternate within each repeat and medians are compared, so machine noise hits all alike. Target:
+step / (teacher + student) <= 1.05. Peak memory is measured on CUDA only (CPU: null).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+
+import torch
+from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+from hf_distil import DataCollatorForDistillation, DistillationArguments, DistillationTrainer, init_student_from_teacher
+from hf_distil.heads import hidden_and_row_logits
+from hf_distil.losses import mlm_loss
+
+
+def models_and_batch(tiny: bool, batch_size: int, length: int):
+    if tiny:
+        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(specials + [f"w{i}" for i in range(995)])})
+        teacher = BertForMaskedLM(BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128))
+    else:
+        from hf_distil.teachers import load_default_teacher
+
+        teacher, tokenizer = load_default_teacher()
+    student = init_student_from_teacher(teacher, layers="even")
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5 if tiny else 1000, len(tokenizer), (batch_size, length), generator=g)
+    ids[:, 0], ids[:, -1] = tokenizer.cls_token_id, tokenizer.sep_token_id
+    features = [{"input_ids": row.tolist()} for row in ids]
+    return teacher.eval(), student.train(), DataCollatorForDistillation(tokenizer, seed=0)(features)
+
+
+def timed(fn) -> tuple[float, float | None]:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        return time.perf_counter() - start, torch.cuda.max_memory_allocated() / 2**20
+    return time.perf_counter() - start, None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch_size", type=int, default=None, help="default 32 (--tiny: 8)")
+    parser.add_argument("--length", type=int, default=None, help="default 128 (--tiny: 32)")
+    cli = parser.parse_args()
+    cli.batch_size = cli.batch_size or (8 if cli.tiny else 32)
+    cli.length = cli.length or (32 if cli.tiny else 128)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    teacher, student, batch = models_and_batch(cli.tiny, cli.batch_size, cli.length)
+    teacher, student = teacher.to(device), student.to(device)
+    batch = {k: v.to(device) for k, v in batch.items()}
+    report = {"benchmark": "train_step", "torch": torch.__version__, "threads": torch.get_num_threads(), "device": device,
+              "batch": [cli.batch_size, cli.length], "tiny": cli.tiny}
+    with tempfile.TemporaryDirectory() as out:
+        for restrict in (False, True):
+            args = DistillationArguments(output_dir=out, report_to="none", restrict_ce_to_mask=restrict, use_cpu=device == "cpu")
+            trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args)
+            rows = batch["labels"] != -100 if restrict else batch["attention_mask"].bool()
+
+            def teacher_part():
+                with torch.no_grad():
+                    hidden_and_row_logits(teacher, batch, rows, split=True)
+
+            def student_part():
+                _, logits, _ = hidden_and_row_logits(student, batch, rows, split=True)
+                mlm_loss(logits, batch["labels"][rows]).backward()
+                student.zero_grad(set_to_none=True)
+
+            def step():
+                trainer.compute_loss(student, dict(batch)).backward()
+                student.zero_grad(set_to_none=True)
+
+            phases = {"teacher_forward": teacher_part, "student_forward_backward": student_part, "distillation_step": step}
+            for fn in phases.values():  # warm-up
+                fn()
+            times = {name: [] for name in phases}
+            memory = {}
+            for _ in range(cli.repeats):
+                for name, fn in phases.items():
+                    seconds, peak = timed(fn)
+                    times[name].append(seconds)
+                    memory[name] = peak
+            median = {name: statistics.median(values) for name, values in times.items()}
+            key = "restrict_ce_to_mask" if restrict else "all_tokens"
+            report[key] = {
+                "seconds": {k: round(v, 4) for k, v in median.items()},
+                "peak_mib": memory if device == "cuda" else None,
+                "step_over_parts": round(median["distillation_step"] / (median["teacher_forward"] + median["student_forward_backward"]), 3),
+            }
+    report["restrict_speedup"] = round(report["all_tokens"]["seconds"]["distillation_step"] / report["restrict_ce_to_mask"]["seconds"]["distillation_step"], 3)
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
