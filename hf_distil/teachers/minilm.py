@@ -18,7 +18,7 @@ from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, PreTrainedT
 NAME = "minilm-wiki-mlm"
 BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # the packaged encoder, for model cards
 DELTA_FILE = Path(__file__).with_name("minilm_wiki_mlm.safetensors")
-DELTA_SHA256 = "unset"  # recorded by recipes/build_teacher.py
+DELTA_SHA256 = "a964c50a399ba52a05e06a7453e63f446bef3b611209834a6df854e7427d5c7d"  # from recipes/build_teacher.py
 # Trained by the build (and shipped): everything but the embeddings.
 TRAINED_PREFIXES = ("bert.encoder.", "cls.predictions.transform.", "cls.predictions.bias")
 

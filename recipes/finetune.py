@@ -1,0 +1,184 @@
+"""Fine-tune and evaluate a teacher or a student on a downstream task, optionally with task distillation.
+
+    python recipes/finetune.py --model default-teacher --output_dir outputs/ft/teacher       # offline demo
+    python recipes/finetune.py --model outputs/distil_bert --output_dir outputs/ft/student
+    python recipes/finetune.py --model outputs/distil_bert --teacher outputs/ft/teacher --output_dir outputs/ft/student_d
+    accelerate launch recipes/finetune.py --model bert-base-uncased --task mrpc --output_dir outputs/ft/mrpc
+
+Tasks: the GLUE tasks (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli) and imdb from the Hub, any local
+CSV/JSON file with the same columns (--train_file/--validation_file), and offline the 200 labelled movie
+review sentences of gensim's pang_lee_polarity (--task polarity, the default). With --teacher (a model
+already fine-tuned on the task) the student is trained with the paper's "DistilBERT (D)" loss.
+Metrics come from a metric module kept in hf_distil (Matthews for CoLA, Pearson/Spearman for STS-B,
+accuracy and F1 for MRPC/QQP, accuracy otherwise). Each run adds its row to outputs/finetune_results.json
+and prints the table so far, laid out like the paper's Tables 1 and 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import evaluate
+import numpy as np
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    HfArgumentParser,
+    Trainer,
+    set_seed,
+)
+from transformers.utils import logging
+
+from hf_distil.metrics import metric_path
+from hf_distil.task_distillation import TaskDistillationArguments, TaskDistillationTrainer
+
+logger = logging.get_logger("finetune")
+
+# task -> (Hub dataset, config, text columns, number of labels, evaluation split)
+TASKS = {
+    "cola": ("nyu-mll/glue", "cola", ("sentence", None), 2, "validation"),
+    "sst2": ("nyu-mll/glue", "sst2", ("sentence", None), 2, "validation"),
+    "mrpc": ("nyu-mll/glue", "mrpc", ("sentence1", "sentence2"), 2, "validation"),
+    "qqp": ("nyu-mll/glue", "qqp", ("question1", "question2"), 2, "validation"),
+    "stsb": ("nyu-mll/glue", "stsb", ("sentence1", "sentence2"), 1, "validation"),
+    "mnli": ("nyu-mll/glue", "mnli", ("premise", "hypothesis"), 3, "validation_matched"),
+    "qnli": ("nyu-mll/glue", "qnli", ("question", "sentence"), 2, "validation"),
+    "rte": ("nyu-mll/glue", "rte", ("sentence1", "sentence2"), 2, "validation"),
+    "wnli": ("nyu-mll/glue", "wnli", ("sentence1", "sentence2"), 2, "validation"),
+    "imdb": ("stanfordnlp/imdb", None, ("text", None), 2, "test"),
+    "polarity": (None, None, ("sentence", None), 2, "validation"),
+}
+MAIN_METRIC = {"cola": "matthews_correlation", "stsb": "pearson", "mrpc": "f1", "qqp": "f1"}
+RESULTS = Path("outputs/finetune_results.json")
+
+
+@dataclass
+class TaskArguments:
+    model: str = field(default="default-teacher", metadata={"help": "Model folder or Hub id; 'default-teacher' is the shipped offline teacher."})
+    teacher: str | None = field(default=None, metadata={"help": "A teacher fine-tuned on this task: enables task distillation."})
+    task: str = field(default="polarity", metadata={"help": f"One of {', '.join(TASKS)}."})
+    train_file: str | None = field(default=None, metadata={"help": "Local CSV/JSON training file with the task's columns and 'label'."})
+    validation_file: str | None = field(default=None, metadata={"help": "Local evaluation file in the same format."})
+    max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training examples."})
+
+    def __post_init__(self) -> None:
+        if self.task == "squad":
+            raise ValueError("SQuAD (span extraction) is not supported by this recipe yet; use a classification task.")
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}.")
+
+
+def polarity_demo() -> datasets.DatasetDict:
+    """gensim's 200 labelled sentences (100 negative, 100 positive); every fifth is held out."""
+    import gensim
+
+    path = Path(gensim.__file__).parent / "test" / "test_data" / "pang_lee_polarity.cor"
+    rows = [line.split(" ", 1) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    data = {"sentence": [text.strip() for _, text in rows], "label": [int(tag == "__label__pos") for tag, _ in rows]}
+    full = datasets.Dataset.from_dict(data)
+    return datasets.DatasetDict({
+        "train": full.filter(lambda _, i: i % 5 != 0, with_indices=True),
+        "validation": full.filter(lambda _, i: i % 5 == 0, with_indices=True),
+    })
+
+
+def load_task(task: TaskArguments) -> tuple[datasets.Dataset, datasets.Dataset]:
+    hub_id, config, _, _, eval_split = TASKS[task.task]
+    if task.train_file:
+        files = {"train": task.train_file, "validation": task.validation_file or task.train_file}
+        raw = datasets.load_dataset("csv" if task.train_file.endswith(".csv") else "json", data_files=files)
+        return raw["train"], raw["validation"]
+    raw = polarity_demo() if hub_id is None else datasets.load_dataset(hub_id, config)
+    return raw["train"], raw[eval_split]
+
+
+def resolve_model(name: str, output_dir: str) -> str:
+    """A folder to load from; the shipped teacher is written out once (it has no folder of its own)."""
+    if name != "default-teacher":
+        return name
+    from hf_distil.teachers import load_default_teacher
+
+    folder = Path("outputs/default_teacher")
+    if not (folder / "config.json").exists():
+        model, tokenizer = load_default_teacher()
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def main() -> None:
+    task, args = HfArgumentParser((TaskArguments, TaskDistillationArguments)).parse_args_into_dataclasses(sys.argv[1:])
+    logging.set_verbosity(args.get_process_log_level())
+    set_seed(args.seed)
+
+    # Data: the task's two text columns and its label.
+    _, _, (first, second), num_labels, _ = TASKS[task.task]
+    train, held_out = load_task(task)
+    if task.max_train_samples:
+        train = train.select(range(min(task.max_train_samples, len(train))))
+
+    # Model and tokenizer; the teacher, when given, must already know the task.
+    path = resolve_model(task.model, args.output_dir)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
+
+    def encode(batch: dict) -> dict:
+        texts = (batch[first],) if second is None else (batch[first], batch[second])
+        return tokenizer(*texts, truncation=True, max_length=task.max_seq_length)
+
+    with args.main_process_first(desc="tokenizing"):
+        columns = [c for c in train.column_names if c != "label"]
+        train = train.map(encode, batched=True, remove_columns=columns, desc="Tokenizing train")
+        held_out = held_out.map(encode, batched=True, remove_columns=[c for c in held_out.column_names if c != "label"], desc="Tokenizing eval")
+
+    metric = evaluate.load(metric_path("glue_like"), task.task if task.task in MAIN_METRIC else "accuracy")
+
+    def compute_metrics(prediction) -> dict:
+        logits, labels = prediction
+        predictions = logits.squeeze(-1) if num_labels == 1 else np.argmax(logits, axis=-1)
+        return metric.compute(predictions=predictions, references=labels)
+
+    # Train: plain fine-tuning, or task distillation from the fine-tuned teacher.
+    common = dict(model=model, args=args, train_dataset=train, eval_dataset=held_out, processing_class=tokenizer,
+                  data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics)
+    if task.teacher:
+        teacher = AutoModelForSequenceClassification.from_pretrained(task.teacher)
+        trainer: Trainer = TaskDistillationTrainer(teacher_model=teacher, **common)
+    else:
+        trainer = Trainer(**common)
+    trainer.train()
+    trainer.save_model()
+    metrics = trainer.evaluate()
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("eval", metrics)
+
+    # The table so far (one row per model, one column per task).
+    if trainer.is_world_process_zero():
+        label = task.model + (" (D)" if task.teacher else "")
+        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        score = metrics.get(f"eval_{MAIN_METRIC.get(task.task, 'accuracy')}")
+        results.setdefault(label, {})[task.task] = {"score": round(100 * score, 2), "params": model.num_parameters()}
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        print(format_table(results))
+
+
+def format_table(results: dict[str, dict[str, dict]]) -> str:
+    tasks = sorted({t for row in results.values() for t in row})
+    name_width = max(len(m) for m in results) + 2
+    lines = [f"{'Model':<{name_width}}" + "".join(f"{t:>10}" for t in tasks) + f"{'params (M)':>12}"]
+    for model, row in results.items():
+        cells = "".join(f"{row[t]['score']:>10.2f}" if t in row else f"{'-':>10}" for t in tasks)
+        params = next(iter(row.values()))["params"] / 1e6
+        lines.append(f"{model:<{name_width}}{cells}{params:>12.1f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
