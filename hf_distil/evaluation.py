@@ -94,6 +94,8 @@ def relative_speed(
             start = time.perf_counter()
             for batch in batches:
                 model(**heads.model_inputs(model, batch))
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
             times[name].append(time.perf_counter() - start)
     teacher_s, student_s = statistics.median(times["teacher"]), statistics.median(times["student"])
     return {"teacher_seconds": teacher_s, "student_seconds": student_s, "speedup": teacher_s / student_s}

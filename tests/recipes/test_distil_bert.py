@@ -97,3 +97,15 @@ def test_push_to_hub_flag_publishes_the_student_and_its_card(assets, tmp_path, h
     header = yaml.safe_load(card.split("---")[1])
     assert "base_model" not in header  # a local folder is not a Hub id
     assert "top-1 accuracy at [MASK]" in card and "layer map" in card
+
+
+def test_ablation_runs_every_variant(assets, tmp_path):
+    cmd = [sys.executable, str(ROOT / "recipes" / "ablation.py"), "--output_dir", str(tmp_path / "abl"), "--max_steps", "2",
+           "--finetune_steps", "2", "--", "--teacher", str(assets / "teacher"), "--train_file", str(assets / "train.txt"),
+           "--data_cache_dir", str(assets / "cache"), "--per_device_train_batch_size", "8", "--max_eval_samples", "16"]
+    done = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    table = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    assert list(table) == ["triple loss", "no L_cos", "no L_mlm", "L_ce alone", "random init"]
+    assert all(0 <= row["mlm_top1"] <= 100 and 0 <= row["polarity_accuracy"] <= 100 for row in table.values())
+    assert "random init" in done.stdout

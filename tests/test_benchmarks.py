@@ -1,0 +1,37 @@
+"""Each benchmark runs in its --tiny mode and prints one JSON line with its ratios and the machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(name: str, *flags: str) -> dict:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), "--tiny", *flags], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_train_step_reports_step_against_its_parts():
+    report = bench("train_step.py", "--repeats", "2")
+    assert report["device"] in ("cpu", "cuda") and report["torch"] and report["threads"] >= 1
+    for key in ("all_tokens", "restrict_ce_to_mask"):
+        seconds = report[key]["seconds"]
+        assert set(seconds) == {"teacher_forward", "student_forward_backward", "distillation_step"}
+        assert all(v > 0 for v in seconds.values())
+        assert report[key]["step_over_parts"] == pytest.approx(seconds["distillation_step"] / (seconds["teacher_forward"] + seconds["student_forward_backward"]), rel=0.01)
+
+
+def test_inference_reports_params_and_speed_ratios():
+    report = bench("inference.py", "--repeats", "2")
+    assert report["params"]["student"] < report["params"]["teacher"] and report["layers"] == {"teacher": 4, "student": 2}
+    for key in ("cpu_batch_1", "cpu_batch_32"):
+        assert report[key]["speedup"] == pytest.approx(report[key]["teacher_seconds"] / report[key]["student_seconds"], rel=0.01)
