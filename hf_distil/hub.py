@@ -91,7 +91,7 @@ def render_model_card(
 
     eval_results, eval_rows = [], []
     student_metrics, teacher_metrics = results.get("student", {}), results.get("teacher", {})
-    dataset_name = (datasets or ["held-out text"])[0]
+    dataset_name = (datasets or [results.get("eval_dataset", "held-out text")])[0]
     for key, label, scale in (
         ("accuracy", "top-1 accuracy at [MASK] (%)", 100),
         ("top5_accuracy", "top-5 accuracy at [MASK] (%)", 100),
@@ -136,7 +136,7 @@ def render_model_card(
         model_name=repo_id,
         repo_id=repo_id,
         teacher=teacher,
-        teacher_url=f"https://huggingface.co/{teacher}" if card_data.base_model else "#",
+        teacher_link=f"[{teacher}](https://huggingface.co/{card_data.base_model})" if card_data.base_model else f"`{teacher}`",
         layer_map=results.get("layer_map", "?"),
         student_layers=layers,
         teacher_layers=results.get("teacher_layers", "?"),

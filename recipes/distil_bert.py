@@ -146,6 +146,7 @@ def main() -> None:
             params={"teacher": teacher.num_parameters(), "student": student.num_parameters()},
             teacher_name=teacher_name,
             base_model=None if model_args.teacher else minilm.BASE_MODEL,  # a --teacher Hub id is used as is
+            eval_dataset=data_args.dataset_name or data_args.validation_file or data_args.train_file or "gensim enwiki excerpt, held-out articles",
             teacher_layers=teacher.config.num_hidden_layers,
             layer_map=model_args.student or select_layers(teacher.config.num_hidden_layers, model_args.layers, model_args.student_num_layers),
             speed_sentences=len(sentences),
