@@ -79,7 +79,8 @@ def polarity_demo() -> datasets.DatasetDict:
     import gensim
 
     path = Path(gensim.__file__).parent / "test" / "test_data" / "pang_lee_polarity.cor"
-    rows = [line.split(" ", 1) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    text = path.read_bytes().decode("cp1252", errors="replace")  # the 2005 corpus is Windows-1252, not UTF-8
+    rows = [line.split(" ", 1) for line in text.splitlines() if line.strip()]
     data = {"sentence": [text.strip() for _, text in rows], "label": [int(tag == "__label__pos") for tag, _ in rows]}
     full = datasets.Dataset.from_dict(data)
     return datasets.DatasetDict({
