@@ -1,5 +1,6 @@
 """Task-specific distillation (the paper's "DistilBERT (D)"): a fine-tuned teacher's task logits guide the
-student's fine-tuning. loss = alpha_task · task loss + alpha_kd · KL(softmax(t/T) ‖ softmax(s/T)) · T²."""
+student's fine-tuning. loss = alpha_task · task loss + alpha_kd · KL(softmax(t/T) ‖ softmax(s/T)) · T²
+(for extractive QA the KL is the mean over start and end logits, as in the paper's SQuAD run)."""
 
 from __future__ import annotations
 
@@ -44,17 +45,23 @@ class TaskDistillationTrainer(Trainer):
         self.teacher = prepare_teacher(teacher_model, self.accelerator)
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool = False, num_items_in_batch: Any = None):
-        labels = inputs.pop("labels")
-        outputs = model(**inputs)
+        teacher_inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         with torch.no_grad():
-            teacher_inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-            teacher_logits = self.teacher(**teacher_inputs).logits
-        logits = outputs.logits.float()
-        if logits.shape[-1] == 1:  # regression (STS-B): match the teacher's score
-            task = F.mse_loss(logits.squeeze(-1), labels.float())
-            kd = F.mse_loss(logits, teacher_logits.float())
+            teacher_out = self.teacher(**teacher_inputs)
+        T = self.args.temperature
+        if "start_positions" in inputs:  # extractive QA: the model's own span loss; KD on start and end
+            outputs = model(**inputs)
+            task = outputs.loss
+            kd = (soft_target_kl(outputs.start_logits, teacher_out.start_logits, T) + soft_target_kl(outputs.end_logits, teacher_out.end_logits, T)) / 2
         else:
-            task = F.cross_entropy(logits, labels)
-            kd = soft_target_kl(logits, teacher_logits, self.args.temperature)
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            logits, teacher_logits = outputs.logits.float(), teacher_out.logits.float()
+            if logits.shape[-1] == 1:  # regression (STS-B): match the teacher's score
+                task = F.mse_loss(logits.squeeze(-1), labels.float())
+                kd = F.mse_loss(logits, teacher_logits)
+            else:
+                task = F.cross_entropy(logits, labels)
+                kd = soft_target_kl(logits, teacher_logits, T)
         loss = self.args.alpha_task * task + self.args.alpha_kd * kd
         return (loss, outputs) if return_outputs else loss

@@ -5,12 +5,13 @@
     python recipes/finetune.py --model outputs/distil_bert --teacher outputs/ft/teacher --output_dir outputs/ft/student_d
     accelerate launch recipes/finetune.py --model bert-base-uncased --task mrpc --output_dir outputs/ft/mrpc
 
-Tasks: the GLUE tasks (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli) and imdb from the Hub, any local
+Tasks: the GLUE tasks (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), imdb and squad (v1.1, EM/F1) from the
+Hub, any local
 CSV/JSON file with the same columns (--train_file/--validation_file), and offline the 200 labelled movie
 review sentences of gensim's pang_lee_polarity (--task polarity, the default). With --teacher (a model
 already fine-tuned on the task) the student is trained with the paper's "DistilBERT (D)" loss.
 Metrics come from a metric module kept in hf_distil (Matthews for CoLA, Pearson/Spearman for STS-B,
-accuracy and F1 for MRPC/QQP, accuracy otherwise). Each run adds its row to outputs/finetune_results.json
+accuracy and F1 for MRPC/QQP, exact match and F1 for SQuAD, accuracy otherwise). Each run adds its row to outputs/finetune_results.json
 and prints the table so far, laid out like the paper's Tables 1 and 2.
 """
 
@@ -25,15 +26,18 @@ import datasets
 import evaluate
 import numpy as np
 from transformers import (
+    AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
     HfArgumentParser,
+    PreTrainedTokenizerBase,
     Trainer,
     set_seed,
 )
 from transformers.utils import logging
 
+from hf_distil import qa as qa_lib
 from hf_distil.metrics import metric_path
 from hf_distil.task_distillation import TaskDistillationArguments, TaskDistillationTrainer
 
@@ -51,9 +55,10 @@ TASKS = {
     "rte": ("nyu-mll/glue", "rte", ("sentence1", "sentence2"), 2, "validation"),
     "wnli": ("nyu-mll/glue", "wnli", ("sentence1", "sentence2"), 2, "validation"),
     "imdb": ("stanfordnlp/imdb", None, ("text", None), 2, "test"),
+    "squad": ("rajpurkar/squad", None, ("question", "context"), 2, "validation"),
     "polarity": (None, None, ("sentence", None), 2, "validation"),
 }
-MAIN_METRIC = {"cola": "matthews_correlation", "stsb": "pearson", "mrpc": "f1", "qqp": "f1"}
+MAIN_METRIC = {"cola": "matthews_correlation", "stsb": "pearson", "mrpc": "f1", "qqp": "f1", "squad": "f1"}
 RESULTS = Path("outputs/finetune_results.json")
 
 
@@ -64,12 +69,11 @@ class TaskArguments:
     task: str = field(default="polarity", metadata={"help": f"One of {', '.join(TASKS)}."})
     train_file: str | None = field(default=None, metadata={"help": "Local CSV/JSON training file with the task's columns and 'label'."})
     validation_file: str | None = field(default=None, metadata={"help": "Local evaluation file in the same format."})
-    max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated."})
+    max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated (SQuAD: cut into windows; 384 in the paper)."})
+    doc_stride: int = field(default=128, metadata={"help": "SQuAD: tokens shared by consecutive windows of a long context."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training examples."})
 
     def __post_init__(self) -> None:
-        if self.task == "squad":
-            raise ValueError("SQuAD (span extraction) is not supported by this recipe yet; use a classification task.")
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}.")
 
@@ -113,6 +117,12 @@ def resolve_model(name: str, output_dir: str) -> str:
     return str(folder)
 
 
+def encode_pairs(batch: dict, tokenizer: PreTrainedTokenizerBase, columns: tuple[str, str | None], max_length: int) -> dict:
+    first, second = columns
+    texts = (batch[first],) if second is None else (batch[first], batch[second])
+    return tokenizer(*texts, truncation=True, max_length=max_length)
+
+
 def main() -> None:
     task, args = HfArgumentParser((TaskArguments, TaskDistillationArguments)).parse_args_into_dataclasses(sys.argv[1:])
     logging.set_verbosity(args.get_process_log_level())
@@ -127,18 +137,24 @@ def main() -> None:
     # Model and tokenizer; the teacher, when given, must already know the task.
     path = resolve_model(task.model, args.output_dir)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
+    qa = task.task == "squad"
+    model_class = AutoModelForQuestionAnswering if qa else AutoModelForSequenceClassification
+    model = model_class.from_pretrained(path) if qa else model_class.from_pretrained(path, num_labels=num_labels)
 
-    def encode(batch: dict) -> dict:
-        texts = (batch[first],) if second is None else (batch[first], batch[second])
-        return tokenizer(*texts, truncation=True, max_length=task.max_seq_length)
-
+    # Features: windows with answer spans for SQuAD, tokenised text pairs otherwise.
     with args.main_process_first(desc="tokenizing"):
-        columns = [c for c in train.column_names if c != "label"]
-        train = train.map(encode, batched=True, remove_columns=columns, desc="Tokenizing train")
-        held_out = held_out.map(encode, batched=True, remove_columns=[c for c in held_out.column_names if c != "label"], desc="Tokenizing eval")
+        if qa:
+            train = train.map(qa_lib.train_features, batched=True, remove_columns=train.column_names, desc="SQuAD windows",
+                              fn_kwargs=dict(tokenizer=tokenizer, max_length=task.max_seq_length, stride=task.doc_stride))
+            eval_features = held_out.map(qa_lib.eval_features, batched=True, remove_columns=held_out.column_names, desc="SQuAD eval windows",
+                                         fn_kwargs=dict(tokenizer=tokenizer, max_length=task.max_seq_length, stride=task.doc_stride))
+        else:
+            train = train.map(encode_pairs, batched=True, remove_columns=[c for c in train.column_names if c != "label"], desc="Tokenizing train",
+                              fn_kwargs=dict(tokenizer=tokenizer, columns=(first, second), max_length=task.max_seq_length))
+            held_out = held_out.map(encode_pairs, batched=True, remove_columns=[c for c in held_out.column_names if c != "label"], desc="Tokenizing eval",
+                                    fn_kwargs=dict(tokenizer=tokenizer, columns=(first, second), max_length=task.max_seq_length))
 
-    metric = evaluate.load(metric_path("glue_like"), task.task if task.task in MAIN_METRIC else "accuracy")
+    metric = evaluate.load(metric_path("squad_v1")) if qa else evaluate.load(metric_path("glue_like"), task.task if task.task in MAIN_METRIC else "accuracy")
 
     def compute_metrics(prediction) -> dict:
         logits, labels = prediction
@@ -146,16 +162,22 @@ def main() -> None:
         return metric.compute(predictions=predictions, references=labels)
 
     # Train: plain fine-tuning, or task distillation from the fine-tuned teacher.
-    common = dict(model=model, args=args, train_dataset=train, eval_dataset=held_out, processing_class=tokenizer,
-                  data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics)
+    common = dict(model=model, args=args, train_dataset=train, processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer))
+    if not qa:
+        common.update(eval_dataset=held_out, compute_metrics=compute_metrics)
     if task.teacher:
-        teacher = AutoModelForSequenceClassification.from_pretrained(task.teacher)
-        trainer: Trainer = TaskDistillationTrainer(teacher_model=teacher, **common)
+        trainer: Trainer = TaskDistillationTrainer(teacher_model=model_class.from_pretrained(task.teacher), **common)
     else:
         trainer = Trainer(**common)
     trainer.train()
     trainer.save_model()
-    metrics = trainer.evaluate()
+    if qa:  # spans from the best window of each question, then EM/F1 against every gold answer
+        output = trainer.predict(eval_features.remove_columns(["example_id", "offset_mapping"]))
+        spans = qa_lib.best_spans(held_out[:], eval_features[:], *output.predictions)
+        scores = metric.compute(predictions=[spans[i] for i in held_out["id"]], references=[a["text"] for a in held_out["answers"]])
+        metrics = {f"eval_{k}": v / 100 for k, v in scores.items()}
+    else:
+        metrics = trainer.evaluate()
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics)
 

@@ -26,3 +26,10 @@ def test_pearson_and_spearman_with_ties():
     # ranks (0, 1.5, 1.5, 3) vs (0, 2, 1, 3)
     assert result["spearmanr"] == pytest.approx(0.9486833, abs=1e-6)
     assert result["pearson"] == pytest.approx(6.25 / (4.75 * 8.75) ** 0.5, abs=1e-6)  # centred sums by hand
+
+
+def test_squad_exact_match_and_f1_follow_the_official_normalisation():
+    squad = evaluate.load(metric_path("squad_v1"))
+    result = squad.compute(predictions=["The Eiffel tower!", "in paris"], references=[["eiffel tower"], ["Paris, France", "Lyon"]])
+    # 1: exact after dropping "the" and "!"; 2: "in paris" vs "paris france" shares 1 token: P=1/2, R=1/2, F1=1/2
+    assert result == pytest.approx({"exact_match": 50.0, "f1": 75.0})
