@@ -17,9 +17,39 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 
 
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """fp16/bf16 → fp32; fp32 and fp64 stay as they are."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def _denominator(count: int | torch.Tensor, num_items: int | torch.Tensor | None) -> torch.Tensor | int:
     total = count if num_items is None else num_items
     return total.clamp_min(1) if torch.is_tensor(total) else max(total, 1)
+
+
+class _SoftTargetKL(torch.autograd.Function):
+    """Σ softmax(t/T)·(log softmax(t/T) − log softmax(s/T)) with its gradient (softmax(s/T) − softmax(t/T))/T
+    computed in the forward pass.
+
+    Why not plain autograd: on a 30522-word vocabulary these (rows × V) element-wise passes cost more than
+    the matrix products on a CPU. Writing the gradient directly keeps one (rows × V) tensor alive instead
+    of autograd's several and skips the log-softmax and KL backward passes (benchmarks/train_step.py).
+    """
+
+    @staticmethod
+    def forward(ctx, student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+        log_s = torch.log_softmax(_upcast(student_logits) / temperature, dim=-1)
+        log_t = torch.log_softmax(_upcast(teacher_logits).to(log_s.dtype) / temperature, dim=-1)
+        p_t = log_t.exp()
+        kl = log_t.sub_(log_s).mul_(p_t).sum()
+        ctx.save_for_backward(log_s.exp_().sub_(p_t).div_(temperature))
+        ctx.input_dtype = student_logits.dtype
+        return kl
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (grad,) = ctx.saved_tensors
+        return (grad * grad_output).to(ctx.input_dtype), None, None
 
 
 def soft_target_kl(
@@ -32,11 +62,9 @@ def soft_target_kl(
 
     student_logits, teacher_logits: (N, V), the selected rows. It differs from the soft cross-entropy
     Σ t·log s of the paper only by the teacher's entropy, a constant for the student; the KL is what the
-    reference logs and is 0 when the distributions agree.
+    reference logs and is 0 when the distributions agree. No gradient flows to the teacher.
     """
-    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    kl = F.kl_div(s, t, reduction="sum", log_target=True)
+    kl = _SoftTargetKL.apply(student_logits, teacher_logits.detach(), temperature)
     return kl / _denominator(student_logits.shape[0], num_items) * temperature**2
 
 
@@ -47,17 +75,19 @@ def mlm_loss(
 
     student_logits (..., V); labels (...) with -100 where nothing is predicted.
     """
-    logits = student_logits.float().reshape(-1, student_logits.shape[-1])
     labels = labels.reshape(-1)
-    total = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
-    return total / _denominator(labels.ne(IGNORE_INDEX).sum(), num_items)
+    keep = labels.ne(IGNORE_INDEX)
+    # Only the labelled rows enter the softmax: with soft targets at every token they are ~15% of the rows.
+    logits = _upcast(student_logits.reshape(-1, student_logits.shape[-1])[keep])
+    total = F.cross_entropy(logits, labels[keep], reduction="sum")
+    return total / _denominator(keep.sum(), num_items)
 
 
 def logit_mse(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, num_items: int | torch.Tensor | None = None
 ) -> torch.Tensor:
     """L_mse: squared differences of the selected rows (N, V), summed, divided by the number of rows."""
-    total = F.mse_loss(student_logits.float(), teacher_logits.float(), reduction="sum")
+    total = F.mse_loss(_upcast(student_logits), _upcast(teacher_logits), reduction="sum")
     return total / _denominator(student_logits.shape[0], num_items)
 
 
@@ -72,7 +102,7 @@ def hidden_cosine(
     student_hidden, teacher_hidden (B, L, H), the last hidden states; attention_mask (B, L), 1 = real token.
     """
     keep = attention_mask.bool()
-    cos = F.cosine_similarity(student_hidden[keep].float(), teacher_hidden[keep].float(), dim=-1)
+    cos = F.cosine_similarity(_upcast(student_hidden[keep]), _upcast(teacher_hidden[keep]), dim=-1)
     return (1.0 - cos).sum() / _denominator(keep.sum(), num_items)
 
 

@@ -112,3 +112,26 @@ def test_distillation_loss_weights_and_terms(rows):
     expected = 5 * terms["ce"] + 2 * terms["mlm"] + terms["cos"]
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
     assert math.isfinite(total.item())
+
+
+def test_soft_target_kl_gradient_equals_autograd_of_the_textbook_formula(rows):
+    s, t = rows
+    s1, s2 = s.clone().requires_grad_(), s.clone().requires_grad_()
+    T = 2.0
+    soft_target_kl(s1, t, T, num_items=3).backward()
+    reference = nn.KLDivLoss(reduction="sum")(torch.log_softmax(s2 / T, -1), torch.softmax(t / T, -1)) / 3 * T**2
+    reference.backward()
+    torch.testing.assert_close(s1.grad, s2.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_soft_target_kl_gradcheck_in_double():
+    g = torch.Generator().manual_seed(9)
+    s = torch.randn(4, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    t = torch.randn(4, 6, dtype=torch.float64, generator=g)
+    assert torch.autograd.gradcheck(lambda x: soft_target_kl(x.double(), t, 1.5), (s,))
+
+
+def test_mlm_loss_gradient_reaches_only_labelled_rows():
+    logits = torch.randn(4, 5, requires_grad=True)
+    mlm_loss(logits, torch.tensor([1, -100, 3, -100])).backward()
+    assert logits.grad[[1, 3]].abs().sum() == 0 and logits.grad[[0, 2]].abs().sum() > 0
