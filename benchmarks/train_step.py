@@ -75,16 +75,16 @@ def main() -> None:
             trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args)
             rows = batch["labels"] != -100 if restrict else batch["attention_mask"].bool()
 
-            def teacher_part():
+            def teacher_part(rows=rows):
                 with torch.no_grad():
                     hidden_and_row_logits(teacher, batch, rows, split=True)
 
-            def student_part():
+            def student_part(rows=rows):
                 _, logits, _ = hidden_and_row_logits(student, batch, rows, split=True)
                 mlm_loss(logits, batch["labels"][rows]).backward()
                 student.zero_grad(set_to_none=True)
 
-            def step():
+            def step(trainer=trainer):
                 trainer.compute_loss(student, dict(batch)).backward()
                 student.zero_grad(set_to_none=True)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import torch
 from accelerate import Accelerator
 from transformers import AutoModelForMaskedLM, PreTrainedModel
 from transformers.utils import logging

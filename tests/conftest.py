@@ -24,11 +24,15 @@ def _seed_everything():
     torch.manual_seed(0)
 
 
-@pytest.fixture
-def tokenizer() -> BertTokenizerFast:
+def tiny_tokenizer() -> BertTokenizerFast:
     vocab = {token: i for i, token in enumerate(SPECIALS + WORDS + PIECES + list("bcdefghijklmnopqrstuvwxyz"))}
     # transformers 5 silently ignores vocab_file=; the vocabulary goes in as a dict.
     return BertTokenizerFast(vocab=vocab, do_lower_case=True)
+
+
+@pytest.fixture
+def tokenizer() -> BertTokenizerFast:
+    return tiny_tokenizer()
 
 
 def tiny_bert_config(vocab_size: int, layers: int = 4, hidden: int = 32, dropout: float = 0.0) -> BertConfig:
@@ -42,6 +46,15 @@ def tiny_bert_config(vocab_size: int, layers: int = 4, hidden: int = 32, dropout
         hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=dropout,
     )
+
+
+def save_tiny_teacher(folder, dropout: float = 0.0):
+    """A tiny BERT masked LM and its tokenizer in a folder: what a user would pass as --teacher or --model."""
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(0)
+    BertForMaskedLM(tiny_bert_config(len(tokenizer), dropout=dropout)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture

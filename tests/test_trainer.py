@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import DistilBertConfig, DistilBertForMaskedLM
 
-from hf_distil import DataCollatorForDistillation, DistillationArguments, DistillationTrainer, init_student_from_teacher
+from hf_distil import DataCollatorForDistillation, DistillationTrainer, init_student_from_teacher
 from hf_distil.heads import hidden_and_row_logits
 
 from conftest import make_args, tiny_bert_config

@@ -14,9 +14,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from transformers import BertForMaskedLM
-
-from conftest import WORDS, tiny_bert_config
+from conftest import WORDS, save_tiny_teacher
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "distil_bert.py"
@@ -26,15 +24,8 @@ pytestmark = pytest.mark.recipe
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> Path:
     """A tiny BERT teacher with its tokenizer in a folder, and a text file: what a user would pass."""
-    from conftest import PIECES, SPECIALS
-    from transformers import BertTokenizerFast
-
     root = tmp_path_factory.mktemp("assets")
-    vocab = {t: i for i, t in enumerate(SPECIALS + WORDS + PIECES + list("bcdefghijklmnopqrstuvwxyz"))}
-    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True)
-    torch.manual_seed(0)
-    BertForMaskedLM(tiny_bert_config(len(tokenizer), dropout=0.1)).save_pretrained(root / "teacher")
-    tokenizer.save_pretrained(root / "teacher")
+    save_tiny_teacher(root / "teacher", dropout=0.1)
     rng = random.Random(0)
     lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(12, 40))) for _ in range(200)]
     (root / "train.txt").write_text("\n".join(lines) + "\n")

@@ -10,10 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import BertForMaskedLM, BertTokenizerFast
 
-from conftest import PIECES, SPECIALS, WORDS, tiny_bert_config
+from conftest import WORDS, save_tiny_teacher
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.recipe
@@ -28,11 +26,7 @@ def finetune(cwd: Path, *flags: str) -> subprocess.CompletedProcess:
 
 
 def test_finetune_then_task_distillation_fill_the_table(tmp_path):
-    vocab = {t: i for i, t in enumerate(SPECIALS + WORDS + PIECES + list("bcdefghijklmnopqrstuvwxyz"))}
-    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True)
-    torch.manual_seed(0)
-    BertForMaskedLM(tiny_bert_config(len(tokenizer))).save_pretrained(tmp_path / "tiny")
-    tokenizer.save_pretrained(tmp_path / "tiny")
+    save_tiny_teacher(tmp_path / "tiny")
     finetune(tmp_path, "--model", str(tmp_path / "tiny"), "--output_dir", str(tmp_path / "teacher"))
     done = finetune(tmp_path, "--model", str(tmp_path / "tiny"), "--teacher", str(tmp_path / "teacher"), "--output_dir", str(tmp_path / "student"))
     eval_metrics = json.loads((tmp_path / "student" / "eval_results.json").read_text())
@@ -60,11 +54,7 @@ def squad_file(path: Path, n: int, seed: int) -> Path:
 
 
 def test_squad_finetune_and_task_distillation_report_em_and_f1(tmp_path):
-    vocab = {t: i for i, t in enumerate(SPECIALS + WORDS + PIECES + list("bcdefghijklmnopqrstuvwxyz"))}
-    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True)
-    torch.manual_seed(0)
-    BertForMaskedLM(tiny_bert_config(len(tokenizer))).save_pretrained(tmp_path / "tiny")
-    tokenizer.save_pretrained(tmp_path / "tiny")
+    save_tiny_teacher(tmp_path / "tiny")
     files = ["--task", "squad", "--train_file", str(squad_file(tmp_path / "train.jsonl", 40, 0)),
              "--validation_file", str(squad_file(tmp_path / "dev.jsonl", 12, 1)), "--max_seq_length", "48", "--doc_stride", "16"]
     finetune(tmp_path, "--model", str(tmp_path / "tiny"), "--output_dir", str(tmp_path / "teacher"), *files)
