@@ -80,7 +80,7 @@ def main() -> None:
                     hidden_and_row_logits(teacher, batch, rows, split=True)
 
             def student_part(rows=rows):
-                _, logits, _ = hidden_and_row_logits(student, batch, rows, split=True)
+                logits = hidden_and_row_logits(student, batch, rows, split=True).row_logits
                 mlm_loss(logits, batch["labels"][rows]).backward()
                 student.zero_grad(set_to_none=True)
 

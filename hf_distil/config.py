@@ -13,11 +13,14 @@ from transformers.utils import logging
 logger = logging.get_logger(__name__)
 
 
+LOSS_WEIGHTS = ("alpha_ce", "alpha_mlm", "alpha_cos", "alpha_mse", "alpha_clm", "alpha_hidden_mse", "alpha_attention_mse", "alpha_pkd")
+
+
 @dataclass
 class DistillationArguments(TrainingArguments):
     """TrainingArguments plus the distillation settings of DistilBERT (Sanh et al. 2019).
 
-    > Parameters that control the loss: `temperature`, `alpha_*`, `restrict_ce_to_mask`.
+    > Parameters that control the loss: `temperature`, `alpha_*`, `intermediate_layers`, `restrict_ce_to_mask`.
     > Parameters that control dynamic masking: `mlm_probability`, `mask_replace_prob`,
       `random_replace_prob`, `mlm_smoothing`, `whole_word_masking`.
 
@@ -36,6 +39,14 @@ class DistillationArguments(TrainingArguments):
     alpha_cos: float = field(default=1.0, metadata={"help": "Weight of L_cos, 1 - cosine between student and teacher last hidden states (non-pad tokens)."})
     alpha_mse: float = field(default=0.0, metadata={"help": "Weight of L_mse, squared error between student and teacher logits, summed over the vocabulary."})
     alpha_clm: float = field(default=0.0, metadata={"help": "Weight of L_clm, the next-token cross-entropy of a causal student (exclusive with alpha_mlm)."})
+    alpha_hidden_mse: float = field(default=0.0, metadata={"help": "Weight of TinyBERT's hidden-state MSE over the layer pairs of intermediate_layers (embeddings included)."})
+    alpha_attention_mse: float = field(default=0.0, metadata={"help": "Weight of TinyBERT's attention-map MSE over the mapped layers (probabilities; head counts must match)."})
+    alpha_pkd: float = field(default=0.0, metadata={"help": "Weight of BERT-PKD's loss: MSE of L2-normalised [CLS] states of the mapped layers."})
+    intermediate_layers: str = field(
+        default="uniform",
+        metadata={"help": "Student→teacher layer pairs for the intermediate losses: uniform (TinyBERT), skip or last "
+                  "(BERT-PKD), or explicit pairs like 1:2,2:4 (0 is the embedding output)."},
+    )
     restrict_ce_to_mask: bool = field(
         default=False,
         metadata={"help": "Compute L_ce and L_mse at the masked positions only (default: every non-pad token). "
@@ -141,7 +152,7 @@ def validate_distillation_settings(args: DistillationArguments) -> None:
     """Raise one actionable ValueError for settings that cannot train (see DistillationArguments)."""
     if not args.temperature > 0:
         raise ValueError(f"temperature must be > 0, got {args.temperature}; use 1.0 for no softening.")
-    alphas = {name: getattr(args, name) for name in ("alpha_ce", "alpha_mlm", "alpha_cos", "alpha_mse", "alpha_clm")}
+    alphas = {name: getattr(args, name) for name in LOSS_WEIGHTS}
     negative = {k: v for k, v in alphas.items() if v < 0}
     if negative:
         raise ValueError(f"loss weights must be >= 0, got {negative}; set them to 0 to switch a term off.")

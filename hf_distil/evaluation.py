@@ -46,7 +46,7 @@ def masked_lm_metrics(
             ids = features[start : start + batch_size]["input_ids"]
             batch = {k: v.to(device) for k, v in collator([{"input_ids": x} for x in ids]).items()}
             rows = batch["labels"] != -100
-            _, logits, _ = heads.hidden_and_row_logits(model, batch, rows, split=heads.can_split(model))
+            logits = heads.hidden_and_row_logits(model, batch, rows, split=heads.can_split(model)).row_logits
             labels = batch["labels"][rows]
             at_mask = batch["input_ids"][rows] == tokenizer.mask_token_id
             top5 = logits.topk(5, dim=-1).indices
@@ -58,7 +58,7 @@ def masked_lm_metrics(
             totals["chosen"] += int(rows.sum())
             totals["nll"] += float(torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum"))
             if teacher is not None:
-                _, t_logits, _ = heads.hidden_and_row_logits(teacher, batch, rows, split=heads.can_split(teacher))
+                t_logits = heads.hidden_and_row_logits(teacher, batch, rows, split=heads.can_split(teacher)).row_logits
                 totals["agree"] += float((t_logits.argmax(-1) == logits.argmax(-1)).sum())
                 totals["kl"] += float(soft_target_kl(logits, t_logits, 1.0, num_items=1))
             progress.update()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -44,20 +45,38 @@ def can_split(model: nn.Module) -> bool:
     return split is not None and hasattr(model, split[0]) and type(model).__name__.endswith("ForMaskedLM")
 
 
-def hidden_and_row_logits(
-    model: nn.Module, inputs: Mapping[str, torch.Tensor], rows: torch.Tensor, split: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Returns (last hidden state (B, L, H), logits at `rows` (N, V), full logits (B, L, V) or None).
+class LMOutputs(NamedTuple):
+    hidden: torch.Tensor  # (B, L, H) last hidden state
+    row_logits: torch.Tensor  # (N, V) logits at the chosen rows
+    full_logits: torch.Tensor | None  # (B, L, V) when the model's own forward ran, else None
+    hidden_states: tuple[torch.Tensor, ...] | None  # embeddings + every layer, when asked for
+    attentions: tuple[torch.Tensor, ...] | None  # (B, heads, L, L) per layer, when asked for
 
-    rows (B, L) bool. split=True runs the encoder and then the head at `rows` only (the model must pass
-    `can_split`); split=False runs the model's own forward and selects rows from its full logits (needed
-    when the model is wrapped by DDP or DeepSpeed, whose gradient hooks expect their own forward call).
+
+def hidden_and_row_logits(
+    model: nn.Module,
+    inputs: Mapping[str, torch.Tensor],
+    rows: torch.Tensor,
+    split: bool,
+    all_hidden_states: bool = False,
+    attentions: bool = False,
+) -> LMOutputs:
+    """Run `model`, with the LM head only at `rows` (B, L) bool when `split`.
+
+    split=True runs the encoder and then the head at `rows` only (the model must pass `can_split`);
+    split=False runs the model's own forward and selects rows from its full logits (needed when the model
+    is wrapped by DDP or DeepSpeed, whose gradient hooks expect their own forward call).
+    all_hidden_states / attentions also return every layer's output / attention probabilities.
     """
+    extra = {"output_hidden_states": True} if all_hidden_states else {}
+    if attentions:
+        extra["output_attentions"] = True
     if split:
         inner = model.module if hasattr(model, "module") else model
         encoder_name, head = _SPLITS[inner.config.model_type]
         encoder = getattr(inner, encoder_name)
-        hidden = encoder(**model_inputs(encoder, inputs), return_dict=True).last_hidden_state
-        return hidden, head(inner)(hidden[rows]), None
-    out = model(**model_inputs(model, inputs), output_hidden_states=True, return_dict=True)
-    return out.hidden_states[-1], out.logits[rows], out.logits
+        out = encoder(**model_inputs(encoder, inputs), return_dict=True, **extra)
+        hidden = out.last_hidden_state
+        return LMOutputs(hidden, head(inner)(hidden[rows]), None, out.hidden_states, out.attentions)
+    out = model(**model_inputs(model, inputs), return_dict=True, **{**extra, "output_hidden_states": True})
+    return LMOutputs(out.hidden_states[-1], out.logits[rows], out.logits, out.hidden_states if all_hidden_states else None, out.attentions)

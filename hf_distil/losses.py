@@ -113,6 +113,50 @@ def clm_loss(
     return mlm_loss(student_logits[:, :-1], labels[:, 1:], num_items)
 
 
+def hidden_mse(
+    student_hidden: torch.Tensor,
+    teacher_hidden: torch.Tensor,
+    attention_mask: torch.Tensor,
+    num_items: int | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """TinyBERT's hidden-state loss: mean squared error over non-pad tokens and hidden units.
+
+    student_hidden (B, L, H) already projected to the teacher's width; teacher_hidden (B, L, H);
+    attention_mask (B, L). num_items counts tokens (each brings H units).
+    """
+    keep = attention_mask.bool()
+    total = F.mse_loss(_upcast(student_hidden[keep]), _upcast(teacher_hidden[keep]), reduction="sum")
+    return total / (_denominator(keep.sum(), num_items) * student_hidden.shape[-1])
+
+
+def attention_mse(
+    student_attention: torch.Tensor,
+    teacher_attention: torch.Tensor,
+    attention_mask: torch.Tensor,
+    num_items: int | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """TinyBERT's attention loss: mean squared error of attention maps over real (query, key) pairs and heads.
+
+    student_attention, teacher_attention (B, heads, L, L): probabilities (or scores); head counts must
+    match. attention_mask (B, L). num_items counts real tokens; each brings heads × (its row's real keys).
+    """
+    real = attention_mask.bool()
+    pairs = real[:, None, :, None] & real[:, None, None, :]
+    pairs = pairs.expand_as(student_attention)
+    total = F.mse_loss(_upcast(student_attention[pairs]), _upcast(teacher_attention[pairs]), reduction="sum")
+    return total / _denominator(pairs.sum(), None if num_items is None else num_items)
+
+
+def pkd_loss(student_cls: torch.Tensor, teacher_cls: torch.Tensor, num_items: int | torch.Tensor | None = None) -> torch.Tensor:
+    """BERT-PKD's patient loss for one mapped layer: ||s/||s|| − t/||t|| ||², averaged over sequences.
+
+    student_cls, teacher_cls (B, H): the [CLS] states of a student layer and its teacher layer.
+    """
+    s = F.normalize(_upcast(student_cls), dim=-1)
+    t = F.normalize(_upcast(teacher_cls), dim=-1)
+    return (s - t).pow(2).sum() / _denominator(student_cls.shape[0], num_items)
+
+
 def distillation_loss(
     *,
     student_logits: torch.Tensor | None,

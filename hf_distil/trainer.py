@@ -10,11 +10,19 @@ from transformers import PreTrainedModel, Trainer
 
 from . import heads
 from .callbacks import MaskingEpochCallback
-from .config import DistillationArguments
-from .losses import IGNORE_INDEX, distillation_loss
+from .config import LOSS_WEIGHTS, DistillationArguments
+from .layer_map import intermediate_pairs
+from .losses import IGNORE_INDEX, attention_mse, distillation_loss, hidden_mse, pkd_loss
 from .teacher import check_compatible, load_teacher, prepare_teacher
 
-_TEACHER_TERMS = ("ce", "mse", "cos")
+_TEACHER_TERMS = ("ce", "mse", "cos", "hidden_mse", "attention_mse", "pkd")
+_COUNTS = ("mlm", "tokens", "rows", "pairs", "sequences")
+PROJECTION_FILE = "hidden_projection.safetensors"
+
+
+def loss_weights(args: DistillationArguments) -> dict[str, float]:
+    """{term: weight}, read from the arguments each time (schedules may change them during training)."""
+    return {name.removeprefix("alpha_"): getattr(args, name) for name in LOSS_WEIGHTS}
 
 
 class DistillationTrainer(Trainer):
@@ -38,20 +46,63 @@ class DistillationTrainer(Trainer):
     ) -> None:
         if not isinstance(args, DistillationArguments):
             raise TypeError(f"args must be DistillationArguments, got {type(args).__name__}; build it like TrainingArguments.")
-        self.weights = {"ce": args.alpha_ce, "mlm": args.alpha_mlm, "mse": args.alpha_mse, "cos": args.alpha_cos, "clm": args.alpha_clm}
+        weights = loss_weights(args)
         teacher = load_teacher(teacher_model) if isinstance(teacher_model, str) else teacher_model
-        needs_teacher = [f"alpha_{t}" for t in _TEACHER_TERMS if self.weights[t] > 0]
+        needs_teacher = [f"alpha_{t}" for t in _TEACHER_TERMS if weights[t] > 0]
         if teacher is None and needs_teacher:
             raise ValueError(f"{', '.join(needs_teacher)} > 0 but no teacher_model was given; pass one or set them to 0.")
+        self.layer_pairs: list[tuple[int, int]] = []
+        self.hidden_projection: nn.Linear | None = None
         if teacher is not None:
             check_compatible(model, teacher, needs_hidden=args.alpha_cos > 0)
+            self._prepare_intermediate(model, teacher, args, weights)
         super().__init__(model=model, args=args, **kwargs)
         if hasattr(self.data_collator, "set_epoch"):
             self.add_callback(MaskingEpochCallback(self.data_collator))
+        if self.hidden_projection is not None:
+            self.hidden_projection.to(self.args.device)
         self.teacher = prepare_teacher(teacher, self.accelerator) if teacher is not None else None
         self._term_sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
         self._eval_batches = 0
         self._terms_logged_step = 0
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return loss_weights(self.args)
+
+    def _prepare_intermediate(self, student: PreTrainedModel, teacher: PreTrainedModel, args: DistillationArguments, weights: dict[str, float]) -> None:
+        """Layer pairs, eager attention (SDPA returns no attention maps) and a width projection if needed."""
+        if not any(weights[t] > 0 for t in ("hidden_mse", "attention_mse", "pkd")):
+            return
+        s_layers = getattr(student.config, "n_layers", None) or student.config.num_hidden_layers
+        self.layer_pairs = intermediate_pairs(s_layers, teacher.config.num_hidden_layers, args.intermediate_layers)
+        if weights["attention_mse"] > 0:
+            s_heads = getattr(student.config, "n_heads", None) or student.config.num_attention_heads
+            if s_heads != teacher.config.num_attention_heads:
+                raise ValueError(f"alpha_attention_mse compares attention maps head by head, but the student has {s_heads} heads and the teacher {teacher.config.num_attention_heads}.")
+            student.set_attn_implementation("eager")
+            teacher.set_attn_implementation("eager")
+        if student.config.hidden_size != teacher.config.hidden_size:
+            if args.world_size > 1:
+                raise ValueError("a learned hidden-size projection is not synchronised across processes yet; use one process or a student of the teacher's width.")
+            # Trained with the student and saved beside it (PROJECTION_FILE), never inside its weights.
+            self.hidden_projection = nn.Linear(student.config.hidden_size, teacher.config.hidden_size)
+
+    def create_optimizer(self, *args: Any, **kwargs: Any) -> torch.optim.Optimizer:
+        optimizer = super().create_optimizer(*args, **kwargs)
+        if self.hidden_projection is not None and not any(
+            p is q for group in optimizer.param_groups for p in group["params"] for q in self.hidden_projection.parameters()
+        ):
+            optimizer.add_param_group({"params": list(self.hidden_projection.parameters()), "weight_decay": 0.0})
+        return optimizer
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict)
+        if self.hidden_projection is not None:
+            from safetensors.torch import save_file
+
+            folder = output_dir or self.args.output_dir
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.hidden_projection.state_dict().items()}, f"{folder}/{PROJECTION_FILE}")
 
     # ---- data: keep the columns the teacher needs, even if the student does not take them ----
 
@@ -71,17 +122,18 @@ class DistillationTrainer(Trainer):
         """Denominators of every term over the accumulated batch (and all processes), see losses.py."""
         if not batch_samples or "labels" not in batch_samples[0]:
             return None
-        counts = torch.zeros(3, dtype=torch.long, device=device)
+        counts = torch.zeros(len(_COUNTS), dtype=torch.long, device=device)
         for batch in batch_samples:
             labels = batch["labels"].to(device)
             mask = batch.get("attention_mask", torch.ones_like(labels)).to(device)
             target = labels[:, 1:] if self.weights["clm"] > 0 else labels
+            lengths = mask.sum(1)
             counts += torch.stack(
-                [target.ne(IGNORE_INDEX).sum(), mask.sum(), self._selected_rows(labels, mask).sum()]
+                [target.ne(IGNORE_INDEX).sum(), mask.sum(), self._selected_rows(labels, mask).sum(), lengths.pow(2).sum(), torch.tensor(len(labels), device=device)]
             )
         if self._gathers_counts:
             counts = self.accelerator.gather(counts.unsqueeze(0)).sum(0)
-        return dict(zip(("mlm", "tokens", "rows"), counts))
+        return dict(zip(_COUNTS, counts))
 
     @property
     def _gathers_counts(self) -> bool:
@@ -104,13 +156,18 @@ class DistillationTrainer(Trainer):
         causal = self.weights["clm"] > 0
         # A wrapped student (DDP, DeepSpeed) must run its own forward for its gradient hooks: full logits.
         split = model is self.model and not causal and heads.can_split(self.model)
-        s_hidden, s_rows, s_full = heads.hidden_and_row_logits(model, inputs, rows, split)
-        t_hidden = t_rows = None
+        weights = self.weights
+        states = weights["hidden_mse"] > 0 or weights["pkd"] > 0
+        maps = weights["attention_mse"] > 0
+        student = heads.hidden_and_row_logits(model, inputs, rows, split, states, maps)
+        s_hidden, s_rows, s_full = student.hidden, student.row_logits, student.full_logits
+        t_hidden = t_rows = teacher = None
         if self.teacher is not None:
             with torch.no_grad():
-                t_hidden, t_rows, _ = heads.hidden_and_row_logits(
-                    self.teacher, inputs, rows, heads.can_split(self.accelerator.unwrap_model(self.teacher))
+                teacher = heads.hidden_and_row_logits(
+                    self.teacher, inputs, rows, heads.can_split(self.accelerator.unwrap_model(self.teacher)), states, maps
                 )
+            t_hidden, t_rows = teacher.hidden, teacher.row_logits
         # The loss maths in fp32 whatever autocast is active (each term also upcasts its inputs).
         with torch.autocast(device_type=s_rows.device.type, enabled=False):
             total, terms = distillation_loss(
@@ -120,16 +177,44 @@ class DistillationTrainer(Trainer):
                 student_hidden=s_hidden,
                 teacher_hidden=t_hidden,
                 attention_mask=attention_mask,
-                weights=self.weights,
+                weights=weights,
                 temperature=self.args.temperature,
                 num_items=num_items_in_batch,
             )
+            if self.layer_pairs:
+                extra = self._intermediate_terms(student, teacher, attention_mask, weights, num_items_in_batch or {})
+                total = total + sum(weights[name] * value for name, value in extra.items())
+                terms.update(extra)
         if num_items_in_batch is not None and self._gathers_counts:
             # Terms are shares of the global batch; DDP averages gradients over processes, so undo that mean.
             total = total * self.accelerator.num_processes
             terms = {k: v * self.accelerator.num_processes for k, v in terms.items()}
         self._accumulate_terms("train" if model.training else "eval", terms)
         return (total, {"terms": terms}) if return_outputs else total
+
+    def _intermediate_terms(
+        self, student: heads.LMOutputs, teacher: heads.LMOutputs, attention_mask: torch.Tensor, weights: dict[str, float], counts: dict
+    ) -> dict[str, torch.Tensor]:
+        """TinyBERT / BERT-PKD terms summed over `self.layer_pairs` (student index, teacher index)."""
+        project = self.hidden_projection or (lambda h: h)
+        terms: dict[str, torch.Tensor] = {}
+        layer_pairs = [(i, j) for i, j in self.layer_pairs if i > 0 and j > 0]
+        if weights["hidden_mse"] > 0:
+            terms["hidden_mse"] = sum(
+                hidden_mse(project(student.hidden_states[i]), teacher.hidden_states[j], attention_mask, counts.get("tokens"))
+                for i, j in self.layer_pairs
+            )
+        if weights["attention_mse"] > 0:
+            heads_count = student.attentions[0].shape[1]
+            pairs_count = counts["pairs"] * heads_count if "pairs" in counts else None
+            terms["attention_mse"] = sum(
+                attention_mse(student.attentions[i - 1], teacher.attentions[j - 1], attention_mask, pairs_count) for i, j in layer_pairs
+            )
+        if weights["pkd"] > 0:
+            terms["pkd"] = sum(
+                pkd_loss(project(student.hidden_states[i][:, 0]), teacher.hidden_states[j][:, 0], counts.get("sequences")) for i, j in layer_pairs
+            )
+        return terms
 
     def prediction_step(
         self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from hf_distil.losses import clm_loss, distillation_loss, hidden_cosine, logit_mse, mlm_loss, soft_target_kl
+from hf_distil.losses import attention_mse, clm_loss, distillation_loss, hidden_cosine, hidden_mse, logit_mse, mlm_loss, pkd_loss, soft_target_kl
 
 
 @pytest.fixture
@@ -135,3 +135,31 @@ def test_mlm_loss_gradient_reaches_only_labelled_rows():
     logits = torch.randn(4, 5, requires_grad=True)
     mlm_loss(logits, torch.tensor([1, -100, 3, -100])).backward()
     assert logits.grad[[1, 3]].abs().sum() == 0 and logits.grad[[0, 2]].abs().sum() > 0
+
+
+def test_hidden_mse_golden_and_mask():
+    hs = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]]])
+    ht = torch.tensor([[[1.0, 0.0], [0.0, 4.0], [0.0, 0.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    # real tokens: squared errors (0 + 4) and (9 + 0) over 2 tokens × 2 units
+    assert hidden_mse(hs, ht, mask).item() == pytest.approx(13 / 4)
+    assert hidden_mse(hs, ht, mask).item() == pytest.approx(nn.MSELoss()(hs[0, :2], ht[0, :2]).item())
+
+
+def test_attention_mse_ignores_padded_queries_and_keys():
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.rand(2, 3, 4, 4, generator=g), torch.rand(2, 3, 4, 4, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    expected = (nn.MSELoss(reduction="sum")(a[0, :, :3, :3], b[0, :, :3, :3]) + nn.MSELoss(reduction="sum")(a[1], b[1])) / (3 * 9 + 3 * 16)
+    assert attention_mse(a, b, mask).item() == pytest.approx(expected.item(), rel=1e-6)
+    b2 = b.clone()
+    b2[0, :, 3, :] = 100.0  # a padded query row must not matter
+    assert attention_mse(a, b2, mask).item() == pytest.approx(attention_mse(a, b, mask).item())
+
+
+def test_pkd_loss_is_scale_invariant_and_golden():
+    s = torch.tensor([[3.0, 0.0], [0.0, 2.0]])
+    t = torch.tensor([[0.0, 5.0], [0.0, 7.0]])
+    # row 1: unit vectors (1,0) vs (0,1) → 2; row 2: identical directions → 0; mean over 2 rows = 1
+    assert pkd_loss(s, t).item() == pytest.approx(1.0)
+    assert pkd_loss(s * 10, t * 0.1).item() == pytest.approx(1.0)

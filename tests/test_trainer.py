@@ -59,8 +59,8 @@ def test_row_projection_equals_full_logits_then_selection(teacher, student, toke
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
     rows = batch["labels"] != -100
     with torch.no_grad():
-        h_split, rows_split, _ = hidden_and_row_logits(model, inputs, rows, split=True)
-        h_full, rows_full, full = hidden_and_row_logits(model, inputs, rows, split=False)
+        h_split, rows_split, *_ = hidden_and_row_logits(model, inputs, rows, split=True)
+        h_full, rows_full, full, *_ = hidden_and_row_logits(model, inputs, rows, split=False)
     assert rows_split.shape == (int(rows.sum()), len(tokenizer)) and full.shape[:2] == rows.shape
     torch.testing.assert_close(rows_split, rows_full, rtol=0, atol=1e-5)
     torch.testing.assert_close(h_split, h_full, rtol=0, atol=1e-6)
@@ -84,10 +84,10 @@ def stack(features):
     return {k: torch.tensor([f[k] for f in features]) for k in features[0]}
 
 
-def one_sgd_step(tmp_path, teacher, student, data, batch, accumulation):
+def one_sgd_step(tmp_path, teacher, student, data, batch, accumulation, **extra):
     args = make_args(
         tmp_path, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation, max_steps=1,
-        optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", max_grad_norm=0.0,
+        optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", max_grad_norm=0.0, **extra,
     )
     trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data, data_collator=stack)
     trainer.train()
@@ -95,12 +95,17 @@ def one_sgd_step(tmp_path, teacher, student, data, batch, accumulation):
     return logged, student
 
 
-def test_accumulation_equals_one_large_batch(tmp_path, teacher, tokenizer, texts):
+INTERMEDIATE = {"alpha_hidden_mse": 1.0, "alpha_attention_mse": 3.0, "alpha_pkd": 0.5}
+
+
+@pytest.mark.parametrize("extra", [{}, INTERMEDIATE], ids=["triple", "with_intermediate"])
+def test_accumulation_equals_one_large_batch(tmp_path, teacher, tokenizer, texts, extra):
     data = premasked(tokenizer, texts)
     base = init_student_from_teacher(teacher, layers=[0, 3])
-    big_log, big = one_sgd_step(tmp_path / "a", teacher, copy.deepcopy(base), data, batch=8, accumulation=1)
-    acc_log, acc = one_sgd_step(tmp_path / "b", teacher, copy.deepcopy(base), data, batch=4, accumulation=2)
-    for key in ("loss", "loss_ce", "loss_mlm", "loss_cos"):
+    big_log, big = one_sgd_step(tmp_path / "a", teacher, copy.deepcopy(base), data, batch=8, accumulation=1, **extra)
+    acc_log, acc = one_sgd_step(tmp_path / "b", teacher, copy.deepcopy(base), data, batch=4, accumulation=2, **extra)
+    keys = ["loss", "loss_ce", "loss_mlm", "loss_cos"] + [f"loss_{k.removeprefix('alpha_')}" for k in extra]
+    for key in keys:
         assert acc_log[key] == pytest.approx(big_log[key], rel=1e-5), key
     moved = 0.0
     for (name, p_big), p_acc, p0 in zip(big.named_parameters(), acc.parameters(), base.parameters()):
@@ -187,3 +192,49 @@ def test_incompatible_teachers_fail_at_construction(tmp_path, tokenizer, student
     with pytest.raises(ValueError, match=message) as info:
         DistillationTrainer(model=student, teacher_model=teacher, args=make_args(tmp_path, **kwargs))
     assert "\n" not in str(info.value)
+
+
+def test_intermediate_terms_vanish_for_an_identity_student_and_match_by_hand(tmp_path, teacher, tokenizer, dataset):
+    batch = DataCollatorForDistillation(tokenizer, seed=0)([dataset[i] for i in range(8)])
+    batch.pop("token_type_ids", None)
+    identity = init_student_from_teacher(teacher, layers=[0, 1, 2, 3]).eval()
+    trainer = DistillationTrainer(model=identity, teacher_model=teacher, args=make_args(tmp_path, **INTERMEDIATE))
+    _, out = trainer.compute_loss(identity, dict(batch), return_outputs=True)
+    for name in ("hidden_mse", "attention_mse", "pkd"):
+        assert out["terms"][name].item() == pytest.approx(0.0, abs=1e-6), name
+    half = init_student_from_teacher(teacher, layers=[1, 3]).eval()
+    trainer = DistillationTrainer(model=half, teacher_model=teacher, args=make_args(tmp_path, intermediate_layers="uniform", **INTERMEDIATE))
+    assert trainer.layer_pairs == [(0, 0), (1, 2), (2, 4)]
+    _, out = trainer.compute_loss(half, dict(batch), return_outputs=True)
+    with torch.no_grad():
+        s = half.distilbert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True, output_attentions=True)
+        t = teacher.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True, output_attentions=True)
+    real = batch["attention_mask"].bool()
+    by_hand = sum(((s.hidden_states[i][real] - t.hidden_states[j][real]) ** 2).mean() for i, j in [(0, 0), (1, 2), (2, 4)])
+    assert out["terms"]["hidden_mse"].item() == pytest.approx(by_hand.item(), rel=1e-5)
+    pairs = (real[:, None, :, None] & real[:, None, None, :]).expand_as(s.attentions[0])
+    by_hand = sum(((s.attentions[i - 1][pairs] - t.attentions[j - 1][pairs]) ** 2).mean() for i, j in [(1, 2), (2, 4)])
+    assert out["terms"]["attention_mse"].item() == pytest.approx(by_hand.item(), rel=1e-5)
+    unit = lambda x: x / x.norm(dim=-1, keepdim=True)  # noqa: E731
+    by_hand = sum(((unit(s.hidden_states[i][:, 0]) - unit(t.hidden_states[j][:, 0])) ** 2).sum(-1).mean() for i, j in [(1, 2), (2, 4)])
+    assert out["terms"]["pkd"].item() == pytest.approx(by_hand.item(), rel=1e-5)
+
+
+def test_narrower_student_learns_a_projection_saved_beside_it(tmp_path, teacher, tokenizer, dataset):
+    config = DistilBertConfig(vocab_size=len(tokenizer), dim=16, n_layers=2, n_heads=4, hidden_dim=32, max_position_embeddings=64)
+    student = DistilBertForMaskedLM(config)
+    args = make_args(tmp_path, alpha_cos=0.0, alpha_hidden_mse=1.0, alpha_pkd=1.0, intermediate_layers="skip", max_steps=3, save_strategy="steps", save_steps=3)
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=dataset, data_collator=DataCollatorForDistillation(tokenizer))
+    before = trainer.hidden_projection.weight.detach().clone()
+    trainer.train()
+    assert trainer.hidden_projection.weight.shape == (32, 16) and not torch.equal(before, trainer.hidden_projection.weight)
+    checkpoint = tmp_path / "out" / "checkpoint-3"
+    assert (checkpoint / "hidden_projection.safetensors").exists()
+    assert not any("projection" in k and "vocab" not in k for k in load_file(str(checkpoint / "model.safetensors")))
+    assert {"loss_hidden_mse", "loss_pkd"} <= set(trainer.state.log_history[0])
+
+
+def test_attention_loss_needs_equal_head_counts(tmp_path, teacher, tokenizer):
+    config = DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64)
+    with pytest.raises(ValueError, match="the student has 2 heads and the teacher 4"):
+        DistillationTrainer(model=DistilBertForMaskedLM(config), teacher_model=teacher, args=make_args(tmp_path, alpha_attention_mse=1.0))
