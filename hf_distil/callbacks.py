@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +131,58 @@ class NonFiniteLossGuard(TrainerCallback):
                 f"stopped at step {state.global_step + 1}: {self.in_a_row} updates in a row had NaN/Inf gradients; "
                 "the last good weights are saved. Lower the learning rate, raise max_grad_norm clipping, or use bf16 instead of fp16."
             )
+
+
+SCHEDULE_KINDS = ("constant", "linear", "cosine")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A value moving from `start` to `end` over training: constant, linear, or half-cosine."""
+
+    start: float
+    end: float
+    kind: str = "linear"
+
+    def at(self, progress: float) -> float:
+        p = min(max(progress, 0.0), 1.0)
+        shape = {"constant": 0.0, "linear": p, "cosine": (1 - math.cos(math.pi * p)) / 2}[self.kind]
+        return self.start + (self.end - self.start) * shape
+
+
+def parse_schedules(text: str) -> dict[str, Schedule]:
+    """"temperature=4:1:cosine,alpha_mlm=0:2" → {name: Schedule}; the kind defaults to linear."""
+    from .config import LOSS_WEIGHTS
+
+    schedules = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, spec = item.partition("=")
+        fields = spec.split(":")
+        if name not in ("temperature", *LOSS_WEIGHTS) or len(fields) not in (2, 3):
+            raise ValueError(f"bad loss schedule {item!r}; write name=start:end[:kind] with name temperature or an alpha_*, kind one of {SCHEDULE_KINDS}.")
+        kind = fields[2] if len(fields) == 3 else "linear"
+        start, end = float(fields[0]), float(fields[1])
+        if kind not in SCHEDULE_KINDS or min(start, end) < 0 or (name == "temperature" and min(start, end) <= 0):
+            raise ValueError(f"bad loss schedule {item!r}: kind must be one of {SCHEDULE_KINDS}, values >= 0 (temperature > 0).")
+        schedules[name] = Schedule(start, end, kind)
+    return schedules
+
+
+class LossScheduleCallback(TrainerCallback):
+    """Moves the temperature and loss weights along their schedules before every optimizer step.
+
+    The current values are logged with the losses (DistillationTrainer asks `current_values`).
+    """
+
+    def __init__(self, schedules: dict[str, Schedule]) -> None:
+        self.schedules = schedules
+        self.current: dict[str, float] = {}
+
+    def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        progress = state.global_step / max(state.max_steps, 1)
+        for name, schedule in self.schedules.items():
+            self.current[name] = schedule.at(progress)
+            setattr(args, name, self.current[name])
+
+    def current_values(self) -> dict[str, float]:
+        return {f"schedule_{k}": round(v, 6) for k, v in self.current.items()}

@@ -47,6 +47,11 @@ class DistillationArguments(TrainingArguments):
         metadata={"help": "Student→teacher layer pairs for the intermediate losses: uniform (TinyBERT), skip or last "
                   "(BERT-PKD), or explicit pairs like 1:2,2:4 (0 is the embedding output)."},
     )
+    loss_schedules: str = field(
+        default="",
+        metadata={"help": "Schedules for the temperature and loss weights over training, e.g. "
+                  "temperature=4:1:cosine,alpha_mlm=0:2 (name=start:end[:constant|linear|cosine])."},
+    )
     restrict_ce_to_mask: bool = field(
         default=False,
         metadata={"help": "Compute L_ce and L_mse at the masked positions only (default: every non-pad token). "
@@ -79,6 +84,9 @@ class DistillationArguments(TrainingArguments):
             self.use_cpu = True
         super().__post_init__()
         validate_distillation_settings(self)
+        from .callbacks import parse_schedules
+
+        parse_schedules(self.loss_schedules)  # fail now, in one line, not at step 1
         if self.target_batch_size is not None:
             self.gradient_accumulation_steps = accumulation_for(
                 self.target_batch_size, self.per_device_train_batch_size, self.world_size

@@ -9,7 +9,7 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer
 
 from . import heads
-from .callbacks import MaskingEpochCallback
+from .callbacks import LossScheduleCallback, MaskingEpochCallback, parse_schedules
 from .config import LOSS_WEIGHTS, DistillationArguments
 from .layer_map import intermediate_pairs
 from .losses import IGNORE_INDEX, attention_mse, distillation_loss, hidden_mse, pkd_loss
@@ -59,6 +59,8 @@ class DistillationTrainer(Trainer):
         super().__init__(model=model, args=args, **kwargs)
         if hasattr(self.data_collator, "set_epoch"):
             self.add_callback(MaskingEpochCallback(self.data_collator))
+        if args.loss_schedules:
+            self.add_callback(LossScheduleCallback(parse_schedules(args.loss_schedules)))
         if self.hidden_projection is not None:
             self.hidden_projection.to(self.args.device)
         self.teacher = prepare_teacher(teacher, self.accelerator) if teacher is not None else None
@@ -238,6 +240,8 @@ class DistillationTrainer(Trainer):
             steps = max(self.state.global_step - self._terms_logged_step, 1)
             logs.update(self._flush("train", steps, prefix="loss_"))
             self._terms_logged_step = self.state.global_step
+            for callback in self.callback_handler.callbacks:
+                logs.update(getattr(callback, "current_values", dict)())
         elif any(k.startswith("eval_") for k in logs) and self._term_sums["eval"]:
             logs.update(self._flush("eval", max(self._eval_batches, 1), prefix="eval_loss_"))
             self._eval_batches = 0
@@ -248,4 +252,4 @@ class DistillationTrainer(Trainer):
         values = torch.stack([torch.as_tensor(self._term_sums[mode][n], device=self.args.device) for n in names])
         values = self.accelerator.reduce(values, reduction="mean") / count
         self._term_sums[mode] = {}
-        return {f"{prefix}{n}": round(v, 6) for n, v in zip(names, values.tolist())}
+        return {f"{prefix}{n}": v for n, v in zip(names, values.tolist())}
