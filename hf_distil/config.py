@@ -47,6 +47,11 @@ class DistillationArguments(TrainingArguments):
         metadata={"help": "Student→teacher layer pairs for the intermediate losses: uniform (TinyBERT), skip or last "
                   "(BERT-PKD), or explicit pairs like 1:2,2:4 (0 is the embedding output)."},
     )
+    teacher_weights: str = field(
+        default="",
+        metadata={"help": "With several teachers: weights of their softened distributions in L_ce/L_mse, e.g. 0.7,0.3 "
+                  "(default equal). L_cos and the intermediate terms use the first teacher."},
+    )
     loss_schedules: str = field(
         default="",
         metadata={"help": "Schedules for the temperature and loss weights over training, e.g. "
@@ -113,8 +118,8 @@ class ModelArguments:
 
     teacher: str | None = field(
         default=None,
-        metadata={"help": "Hub id (e.g. bert-base-uncased) or local folder of a masked-LM teacher; default: the shipped "
-                  "offline teacher (hf_distil.teachers.load_default_teacher)."},
+        metadata={"help": "Hub id (e.g. bert-base-uncased) or local folder of a masked-LM teacher, or several separated by "
+                  "commas (their soft targets are mixed, see --teacher_weights); default: the shipped offline teacher."},
     )
     student: str | None = field(
         default=None, metadata={"help": "Hub id or folder of a ready student; default: extract one from the teacher."}

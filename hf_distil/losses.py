@@ -68,6 +68,18 @@ def soft_target_kl(
     return kl / _denominator(student_logits.shape[0], num_items) * temperature**2
 
 
+def mix_teacher_logits(teacher_logits: list[torch.Tensor], weights: list[float], temperature: float) -> torch.Tensor:
+    """Logits whose softened distribution is the weighted mean of the teachers' softened distributions.
+
+    Returns T·log Σ_i w_i softmax(t_i/T), (N, V): softmax of it over T gives back the mixture exactly, so
+    every logit term can take it in place of a single teacher's logits. Weights are normalised to sum 1.
+    """
+    w = torch.tensor(weights, dtype=torch.float32, device=teacher_logits[0].device)
+    log_w = (w / w.sum()).log()
+    stacked = torch.stack([torch.log_softmax(_upcast(t) / temperature, dim=-1) for t in teacher_logits])
+    return temperature * torch.logsumexp(stacked + log_w[:, None, None], dim=0)
+
+
 def mlm_loss(
     student_logits: torch.Tensor, labels: torch.Tensor, num_items: int | torch.Tensor | None = None
 ) -> torch.Tensor:

@@ -12,7 +12,7 @@ from . import heads
 from .callbacks import LossScheduleCallback, MaskingEpochCallback, parse_schedules
 from .config import LOSS_WEIGHTS, DistillationArguments
 from .layer_map import intermediate_pairs
-from .losses import IGNORE_INDEX, attention_mse, distillation_loss, hidden_mse, pkd_loss
+from .losses import IGNORE_INDEX, attention_mse, distillation_loss, hidden_mse, mix_teacher_logits, pkd_loss
 from .teacher import check_compatible, load_teacher, prepare_teacher
 
 _TEACHER_TERMS = ("ce", "mse", "cos", "hidden_mse", "attention_mse", "pkd")
@@ -40,14 +40,20 @@ class DistillationTrainer(Trainer):
     def __init__(
         self,
         model: PreTrainedModel,
-        teacher_model: PreTrainedModel | str | None = None,
+        teacher_model: PreTrainedModel | str | list[PreTrainedModel | str] | None = None,
         args: DistillationArguments | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(args, DistillationArguments):
             raise TypeError(f"args must be DistillationArguments, got {type(args).__name__}; build it like TrainingArguments.")
         weights = loss_weights(args)
-        teacher = load_teacher(teacher_model) if isinstance(teacher_model, str) else teacher_model
+        teachers = [load_teacher(t) if isinstance(t, str) else t for t in (teacher_model if isinstance(teacher_model, (list, tuple)) else [teacher_model])]
+        teacher, others = teachers[0], [t for t in teachers[1:] if t is not None]
+        self.teacher_weights = [float(w) for w in args.teacher_weights.split(",")] if args.teacher_weights else [1.0] * len(teachers)
+        if len(self.teacher_weights) != len(teachers) or min(self.teacher_weights) < 0 or sum(self.teacher_weights) == 0:
+            raise ValueError(f"teacher_weights {args.teacher_weights!r} must hold {len(teachers)} non-negative weights, not all 0.")
+        for other in others:
+            check_compatible(model, other, needs_hidden=False)
         needs_teacher = [f"alpha_{t}" for t in _TEACHER_TERMS if weights[t] > 0]
         if teacher is None and needs_teacher:
             raise ValueError(f"{', '.join(needs_teacher)} > 0 but no teacher_model was given; pass one or set them to 0.")
@@ -64,6 +70,8 @@ class DistillationTrainer(Trainer):
         if self.hidden_projection is not None:
             self.hidden_projection.to(self.args.device)
         self.teacher = prepare_teacher(teacher, self.accelerator) if teacher is not None else None
+        # Further teachers feed only the logit terms (their distributions are mixed), see mix_teacher_logits.
+        self.other_teachers = [prepare_teacher(t, self.accelerator) for t in others]
         self._term_sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
         self._eval_batches = 0
         self._terms_logged_step = 0
@@ -170,6 +178,13 @@ class DistillationTrainer(Trainer):
                     self.teacher, inputs, rows, heads.can_split(self.accelerator.unwrap_model(self.teacher)), states, maps
                 )
             t_hidden, t_rows = teacher.hidden, teacher.row_logits
+            if self.other_teachers and (weights["ce"] > 0 or weights["mse"] > 0):
+                with torch.no_grad():
+                    others = [
+                        heads.hidden_and_row_logits(t, inputs, rows, heads.can_split(self.accelerator.unwrap_model(t))).row_logits
+                        for t in self.other_teachers
+                    ]
+                    t_rows = mix_teacher_logits([t_rows, *others], self.teacher_weights, self.args.temperature)
         # The loss maths in fp32 whatever autocast is active (each term also upcasts its inputs).
         with torch.autocast(device_type=s_rows.device.type, enabled=False):
             total, terms = distillation_loss(

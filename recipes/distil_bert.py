@@ -68,13 +68,16 @@ def main() -> None:
     set_seed(args.seed)
 
     # Teacher and tokenizer: a Hub id or folder, else the teacher this project ships (offline).
+    other_teachers = []
     if model_args.teacher:
-        teacher = AutoModelForMaskedLM.from_pretrained(model_args.teacher)
-        tokenizer = AutoTokenizer.from_pretrained(model_args.teacher)
+        first, *others = model_args.teacher.split(",")
+        teacher = AutoModelForMaskedLM.from_pretrained(first)
+        tokenizer = AutoTokenizer.from_pretrained(first)
+        other_teachers = [AutoModelForMaskedLM.from_pretrained(name) for name in others]
     else:
         logger.info(f"no --teacher given: using the shipped offline teacher {DEFAULT_TEACHER}")
         teacher, tokenizer = load_default_teacher()
-    teacher_name = model_args.teacher or DEFAULT_TEACHER
+    teacher_name = (model_args.teacher or DEFAULT_TEACHER).split(",")[0]
 
     # Student: taken from the teacher's layers (DistilBERT's initialisation) unless one is given.
     if model_args.student:
@@ -113,7 +116,7 @@ def main() -> None:
     needs_teacher = any(a > 0 for a in (args.alpha_ce, args.alpha_mse, args.alpha_cos))
     trainer = DistillationTrainer(
         model=student,
-        teacher_model=teacher if needs_teacher else None,
+        teacher_model=[teacher, *other_teachers] if needs_teacher else None,
         args=args,
         train_dataset=train,
         eval_dataset=held_out,
@@ -145,6 +148,7 @@ def main() -> None:
         summary.update(
             params={"teacher": teacher.num_parameters(), "student": student.num_parameters()},
             teacher_name=teacher_name,
+            other_teachers=model_args.teacher.split(",")[1:] if model_args.teacher else [],
             base_model=None if model_args.teacher else minilm.BASE_MODEL,  # a --teacher Hub id is used as is
             eval_dataset=data_args.dataset_name or data_args.validation_file or data_args.train_file or "gensim enwiki excerpt, held-out articles",
             teacher_layers=teacher.config.num_hidden_layers,

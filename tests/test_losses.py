@@ -163,3 +163,14 @@ def test_pkd_loss_is_scale_invariant_and_golden():
     # row 1: unit vectors (1,0) vs (0,1) → 2; row 2: identical directions → 0; mean over 2 rows = 1
     assert pkd_loss(s, t).item() == pytest.approx(1.0)
     assert pkd_loss(s * 10, t * 0.1).item() == pytest.approx(1.0)
+
+
+def test_mixed_teacher_logits_soften_to_the_weighted_mean_distribution(rows):
+    from hf_distil.losses import mix_teacher_logits
+
+    a, b = rows
+    T = 2.0
+    mixed = mix_teacher_logits([a, b], [3.0, 1.0], T)
+    expected = 0.75 * torch.softmax(a / T, -1) + 0.25 * torch.softmax(b / T, -1)
+    torch.testing.assert_close(torch.softmax(mixed / T, -1), expected, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(torch.softmax(mix_teacher_logits([a], [1.0], T) / T, -1), torch.softmax(a / T, -1))

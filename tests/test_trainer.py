@@ -238,3 +238,33 @@ def test_attention_loss_needs_equal_head_counts(tmp_path, teacher, tokenizer):
     config = DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64)
     with pytest.raises(ValueError, match="the student has 2 heads and the teacher 4"):
         DistillationTrainer(model=DistilBertForMaskedLM(config), teacher_model=teacher, args=make_args(tmp_path, alpha_attention_mse=1.0))
+
+
+def test_several_teachers_mix_their_soft_targets(tmp_path, teacher, student, tokenizer, dataset):
+    with torch.no_grad():  # peaked teacher distributions, so that L_ce is far from 0
+        teacher.cls.predictions.transform.LayerNorm.weight.mul_(50)
+    other = copy.deepcopy(teacher)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    batch = DataCollatorForDistillation(tokenizer, seed=0)([dataset[i] for i in range(8)])
+    batch.pop("token_type_ids", None)
+    student.eval()
+
+    def terms(teachers, weights=""):
+        trainer = DistillationTrainer(model=student, teacher_model=teachers, args=make_args(tmp_path, teacher_weights=weights))
+        return trainer.compute_loss(student, dict(batch), return_outputs=True)[1]["terms"]
+
+    single = terms(teacher)
+    assert terms([teacher, teacher])["ce"].item() == pytest.approx(single["ce"].item(), rel=1e-5)
+    assert terms([teacher, other], "1,0")["ce"].item() == pytest.approx(single["ce"].item(), rel=1e-5)
+    mixed = terms([teacher, other], "0.5,0.5")
+    assert mixed["cos"].item() == pytest.approx(single["cos"].item(), rel=1e-6)  # hidden terms follow the first teacher
+    rows = batch["attention_mask"].bool()
+    with torch.no_grad():
+        s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[rows] / 2
+        p = sum(0.5 * torch.softmax(t(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[rows] / 2, -1) for t in (teacher, other))
+    by_hand = (p * (p.log() - torch.log_softmax(s, -1))).sum(-1).mean() * 4
+    assert mixed["ce"].item() == pytest.approx(by_hand.item(), rel=1e-4)
+    with pytest.raises(ValueError, match="must hold 2 non-negative weights"):
+        terms([teacher, other], "1,2,3")
