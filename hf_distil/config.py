@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
-
-from transformers import TrainingArguments
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
 from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
@@ -159,6 +161,11 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many held-out sequences."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for datasets.map."})
     data_cache_dir: str = field(default="outputs/data_cache", metadata={"help": "Processed data and token counts are kept here; a second run reuses them."})
+    teacher_cache: str | None = field(
+        default=None,
+        metadata={"help": "Train from cached teacher top-k logits (recipes/cache_teacher.py) instead of a live teacher "
+                  "for L_ce; masks are the cached ones."},
+    )
 
 
 def validate_distillation_settings(args: DistillationArguments) -> None:
@@ -184,3 +191,23 @@ def validate_distillation_settings(args: DistillationArguments) -> None:
         )
     if args.mlm_smoothing < 0:
         raise ValueError(f"mlm_smoothing must be >= 0, got {args.mlm_smoothing}; 0.7 favours rare tokens as DistilBERT does.")
+
+
+def parse_with_config(dataclass_types: tuple, argv: list[str], default_config: Path) -> tuple:
+    """Parse `argv` into `dataclass_types` (HfArgumentParser) after the values of a YAML/JSON file:
+    `--config FILE` picks the file (default `default_config`); flags given on the command line win.
+
+    Keys the dataclasses do not know are skipped, so recipes can share one run config.
+    """
+    config = default_config
+    if "--config" in argv:
+        at = argv.index("--config")
+        config, argv = Path(argv[at + 1]), argv[:at] + argv[at + 2 :]
+    known = {f.name for cls in dataclass_types for f in dataclasses.fields(cls)}
+    from_file: list[str] = []
+    for key, value in (yaml.safe_load(config.read_text()) or {}).items():
+        if key not in known:
+            continue
+        values = value if isinstance(value, list) else [value]
+        from_file += [f"--{key}", *(str(v) for v in values)]
+    return HfArgumentParser(dataclass_types).parse_args_into_dataclasses(args=from_file + argv)

@@ -68,6 +68,25 @@ def soft_target_kl(
     return kl / _denominator(student_logits.shape[0], num_items) * temperature**2
 
 
+def topk_soft_target_kl(
+    student_logits: torch.Tensor,
+    topk_values: torch.Tensor,
+    topk_ids: torch.Tensor,
+    temperature: float = 1.0,
+    num_items: int | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """L_ce against a teacher kept only as its top-k logits (values and ids, (N, k)), renormalised over them.
+
+    Σ_k p_k (log p_k − log q_k), p = softmax(topk_values/T) over the k ids, q the student's softened
+    distribution over the whole vocabulary read at those ids; averaged over rows, times T². With k = V it
+    equals `soft_target_kl`.
+    """
+    log_p = torch.log_softmax(_upcast(topk_values).float() / temperature, dim=-1)
+    log_q = torch.log_softmax(_upcast(student_logits) / temperature, dim=-1).gather(-1, topk_ids.long())
+    kl = (log_p.exp() * (log_p - log_q)).sum()
+    return kl / _denominator(student_logits.shape[0], num_items) * temperature**2
+
+
 def mix_teacher_logits(teacher_logits: list[torch.Tensor], weights: list[float], temperature: float) -> torch.Tensor:
     """Logits whose softened distribution is the weighted mean of the teachers' softened distributions.
 

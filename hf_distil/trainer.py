@@ -12,7 +12,8 @@ from . import heads
 from .callbacks import LossScheduleCallback, MaskingEpochCallback, parse_schedules
 from .config import LOSS_WEIGHTS, DistillationArguments
 from .layer_map import intermediate_pairs
-from .losses import IGNORE_INDEX, attention_mse, distillation_loss, hidden_mse, mix_teacher_logits, pkd_loss
+from .losses import IGNORE_INDEX, attention_mse, distillation_loss, hidden_mse, mix_teacher_logits, pkd_loss, topk_soft_target_kl
+from .teacher_cache import CACHE_COLUMNS
 from .teacher import check_compatible, load_teacher, prepare_teacher
 
 _TEACHER_TERMS = ("ce", "mse", "cos", "hidden_mse", "attention_mse", "pkd")
@@ -54,7 +55,8 @@ class DistillationTrainer(Trainer):
             raise ValueError(f"teacher_weights {args.teacher_weights!r} must hold {len(teachers)} non-negative weights, not all 0.")
         for other in others:
             check_compatible(model, other, needs_hidden=False)
-        needs_teacher = [f"alpha_{t}" for t in _TEACHER_TERMS if weights[t] > 0]
+        cached = set(CACHE_COLUMNS) <= set(getattr(kwargs.get("train_dataset"), "column_names", None) or [])
+        needs_teacher = [f"alpha_{t}" for t in _TEACHER_TERMS if weights[t] > 0 and not (cached and t == "ce")]
         if teacher is None and needs_teacher:
             raise ValueError(f"{', '.join(needs_teacher)} > 0 but no teacher_model was given; pass one or set them to 0.")
         self.layer_pairs: list[tuple[int, int]] = []
@@ -118,6 +120,7 @@ class DistillationTrainer(Trainer):
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
+        self._signature_columns += [c for c in CACHE_COLUMNS if c not in self._signature_columns]
         if self.teacher is not None:
             extra = heads.forward_arguments(self.accelerator.unwrap_model(self.teacher)) - set(self._signature_columns)
             self._signature_columns += sorted(extra)
@@ -158,6 +161,7 @@ class DistillationTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cache = {k: inputs.pop(k) for k in CACHE_COLUMNS if k in inputs}
         labels = inputs["labels"]
         attention_mask = inputs.get("attention_mask")
         if attention_mask is None:
@@ -172,7 +176,13 @@ class DistillationTrainer(Trainer):
         student = heads.hidden_and_row_logits(model, inputs, rows, split, states, maps)
         s_hidden, s_rows, s_full = student.hidden, student.row_logits, student.full_logits
         t_hidden = t_rows = teacher = None
-        if self.teacher is not None:
+        live = ("mse", "cos", "hidden_mse", "attention_mse", "pkd") if cache else _TEACHER_TERMS
+        if cache and int(rows.sum()) != len(cache[CACHE_COLUMNS[0]]):
+            raise ValueError(
+                f"the teacher cache holds {len(cache[CACHE_COLUMNS[0]])} rows for this batch but {int(rows.sum())} are selected; "
+                "build the cache with the same restrict_ce_to_mask setting."
+            )
+        if self.teacher is not None and any(weights[t] > 0 for t in live):
             with torch.no_grad():
                 teacher = heads.hidden_and_row_logits(
                     self.teacher, inputs, rows, heads.can_split(self.accelerator.unwrap_model(self.teacher)), states, maps
@@ -194,10 +204,14 @@ class DistillationTrainer(Trainer):
                 student_hidden=s_hidden,
                 teacher_hidden=t_hidden,
                 attention_mask=attention_mask,
-                weights=weights,
+                weights={**weights, "ce": 0.0} if cache else weights,
                 temperature=self.args.temperature,
                 num_items=num_items_in_batch,
             )
+            if cache and weights["ce"] > 0:  # L_ce from the stored top-k logits instead of a live teacher
+                ids, values = cache[CACHE_COLUMNS[0]], cache[CACHE_COLUMNS[1]]
+                terms["ce"] = topk_soft_target_kl(s_rows, values, ids, self.args.temperature, (num_items_in_batch or {}).get("rows"))
+                total = total + weights["ce"] * terms["ce"]
             if self.layer_pairs:
                 extra = self._intermediate_terms(student, teacher, attention_mask, weights, num_items_in_batch or {})
                 total = total + sum(weights[name] * value for name, value in extra.items())

@@ -21,19 +21,20 @@ import sys
 import time
 from pathlib import Path
 
+import datasets
 import torch
-import yaml
-from transformers import AutoModelForMaskedLM, AutoTokenizer, HfArgumentParser, set_seed
+from transformers import AutoModelForMaskedLM, AutoTokenizer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
 from hf_distil import DataCollatorForDistillation, DistillationArguments, DistillationTrainer, init_student_from_teacher, push_to_hub
 from hf_distil.callbacks import NonFiniteLossGuard, PushToHubCallback, TeacherAgreementCallback
-from hf_distil.config import DataArguments, ModelArguments
+from hf_distil.config import DataArguments, ModelArguments, parse_with_config
 from hf_distil.data import prepare_corpus
 from hf_distil.evaluation import masked_lm_metrics, relative_speed
 from hf_distil.hub import RESULTS_FILE, render_model_card, save_training_arguments
 from hf_distil.student import select_layers
+from hf_distil.teacher_cache import CachedSignalsCollator
 from hf_distil.teachers import DEFAULT_TEACHER, load_default_teacher, minilm
 
 logger = logging.get_logger("distil_bert")
@@ -41,17 +42,8 @@ DEFAULT_CONFIG = Path(__file__).with_name("configs") / "distil_bert.yaml"
 
 
 def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, DistillationArguments]:
-    """YAML values first, command-line flags after them (argparse keeps the last value given)."""
-    config = DEFAULT_CONFIG
-    if "--config" in argv:
-        at = argv.index("--config")
-        config, argv = Path(argv[at + 1]), argv[:at] + argv[at + 2 :]
-    from_file = []
-    for key, value in (yaml.safe_load(config.read_text()) or {}).items():
-        values = value if isinstance(value, list) else [value]
-        from_file += [f"--{key}", *(str(v) for v in values)]
-    parser = HfArgumentParser((ModelArguments, DataArguments, DistillationArguments))
-    return parser.parse_args_into_dataclasses(args=from_file + argv)
+    """YAML values first (--config FILE, default recipes/configs/distil_bert.yaml), then the flags, which win."""
+    return parse_with_config((ModelArguments, DataArguments, DistillationArguments), argv, DEFAULT_CONFIG)
 
 
 def main() -> None:
@@ -92,6 +84,8 @@ def main() -> None:
     # Corpus: tokenised, chunked and counted once (main process first), then read from the cache.
     with args.main_process_first(desc="corpus preparation"):
         train, held_out, counts = prepare_corpus(data_args, tokenizer)
+    if data_args.teacher_cache:  # pre-masked sequences with the teacher's top-k logits
+        train = datasets.load_from_disk(data_args.teacher_cache)
     collator = DataCollatorForDistillation(
         tokenizer,
         token_counts=counts,
@@ -113,14 +107,15 @@ def main() -> None:
         callbacks.append(PushToHubCallback(args.hub_model_id, private=bool(args.hub_private_repo), token=args.hub_token, revision=args.hub_revision))
 
     # Train.
-    needs_teacher = any(a > 0 for a in (args.alpha_ce, args.alpha_mse, args.alpha_cos))
+    live = (args.alpha_mse, args.alpha_cos, args.alpha_hidden_mse, args.alpha_attention_mse, args.alpha_pkd)
+    needs_teacher = any(a > 0 for a in live) or (args.alpha_ce > 0 and not data_args.teacher_cache)
     trainer = DistillationTrainer(
         model=student,
         teacher_model=[teacher, *other_teachers] if needs_teacher else None,
         args=args,
         train_dataset=train,
         eval_dataset=held_out,
-        data_collator=collator,
+        data_collator=CachedSignalsCollator(tokenizer) if data_args.teacher_cache else collator,
         processing_class=tokenizer,
         callbacks=callbacks,
     )
@@ -162,8 +157,8 @@ def main() -> None:
         print_summary(summary)
 
         # Model card, then the Hub (awaiting the background checkpoint pushes first).
-        datasets = [data_args.dataset_name] if data_args.dataset_name else None
-        render_model_card(args.output_dir, repo_id=args.hub_model_id, datasets=datasets).save(Path(args.output_dir, "README.md"))
+        dataset_ids = [data_args.dataset_name] if data_args.dataset_name else None
+        render_model_card(args.output_dir, repo_id=args.hub_model_id, datasets=dataset_ids).save(Path(args.output_dir, "README.md"))
         if push:
             callbacks[-1].wait()
             logger.warning(f"pushed: {push_to_hub(args.output_dir, args.hub_model_id, private=bool(args.hub_private_repo), token=args.hub_token, revision=args.hub_revision)}")

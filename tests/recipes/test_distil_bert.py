@@ -100,3 +100,15 @@ def test_ablation_runs_every_variant(assets, tmp_path):
     assert list(table) == ["triple loss", "no L_cos", "no L_mlm", "L_ce alone", "random init"]
     assert all(0 <= row["mlm_top1"] <= 100 and 0 <= row["polarity_accuracy"] <= 100 for row in table.values())
     assert "random init" in done.stdout
+
+
+def test_cache_command_then_training_from_the_cache(assets, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, str(ROOT / "recipes" / "cache_teacher.py"), "--teacher", str(assets / "teacher"), "--train_file", str(assets / "train.txt"),
+           "--data_cache_dir", str(assets / "cache"), "--output_dir", str(tmp_path / "cache"), "--top_k", "8", "--copies", "2"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "bytes of teacher signals per token" in done.stdout
+    run(assets, tmp_path / "out", "--teacher_cache", str(tmp_path / "cache"), "--alpha_cos", "0", "--max_steps", "3", "--save_strategy", "no")
+    logs = [h for h in json.loads((tmp_path / "out" / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+    assert len(logs) == 3 and all("loss_ce" in h and "loss_cos" not in h for h in logs)
