@@ -35,3 +35,9 @@ def test_inference_reports_params_and_speed_ratios():
     assert report["params"]["student"] < report["params"]["teacher"] and report["layers"] == {"teacher": 4, "student": 2}
     for key in ("cpu_encoder_batch_1", "cpu_encoder_batch_32", "cpu_with_mlm_head_batch_1"):
         assert report[key]["speedup"] == pytest.approx(report[key]["teacher_seconds"] / report[key]["student_seconds"], rel=0.01)
+
+
+def test_feature_cost_reports_a_ratio_per_feature():
+    report = bench("feature_cost.py", "--repeats", "1")
+    assert set(report["step_ratio"]) == {"hidden_mse", "attention_mse", "pkd", "two_teachers", "loss_schedules", "cached_teacher"}
+    assert report["step_ratio"]["pkd"] == pytest.approx(report["seconds"]["pkd"] / report["seconds"]["triple_loss"], rel=0.01)
