@@ -134,10 +134,8 @@ def main() -> None:
     if trainer.is_world_process_zero():
         student = trainer.accelerator.unwrap_model(trainer.model)
         teacher = teacher.to(student.device)
-        summary = {
-            "teacher": masked_lm_metrics(teacher, held_out, tokenizer),
-            "student": masked_lm_metrics(student, held_out, tokenizer, teacher=teacher),
-        }
+        student_metrics = masked_lm_metrics(student, held_out, tokenizer, teacher=teacher)
+        summary = {"teacher": student_metrics.pop("teacher"), "student": student_metrics}
         sentences = [{k: torch.tensor([v]).to(student.device) for k, v in held_out[i].items()} for i in range(min(32, len(held_out)))]
         summary["speed_batch_1"] = relative_speed(teacher, student, sentences)
         summary.update(
