@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import torch
 
-IGNORE_INDEX = -100
+from .losses import IGNORE_INDEX
 
 
 def token_weights(counts: torch.Tensor, smoothing: float, special_ids: Iterable[int]) -> torch.Tensor:

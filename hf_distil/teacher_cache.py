@@ -45,14 +45,14 @@ def build_teacher_cache(
             on_device = {k: v.to(device) for k, v in batch.items()}
             logits = heads.hidden_and_row_logits(teacher, on_device, chosen.to(device), split=heads.can_split(teacher)).row_logits
             values, top_ids = logits.float().topk(top_k, dim=-1)
-            per_sequence = chosen.sum(1).tolist()
-            for i, (n, length) in enumerate(zip(per_sequence, batch["attention_mask"].sum(1).tolist())):
-                offset = sum(per_sequence[:i])
+            offset = 0
+            for i, (n, length) in enumerate(zip(chosen.sum(1).tolist(), batch["attention_mask"].sum(1).tolist())):
                 rows["input_ids"].append(batch["input_ids"][i, :length].tolist())
                 rows["attention_mask"].append([1] * length)
                 rows["labels"].append(batch["labels"][i, :length].tolist())
                 rows[CACHE_COLUMNS[0]].append(top_ids[offset : offset + n].int().tolist())
                 rows[CACHE_COLUMNS[1]].append(values[offset : offset + n].half().tolist())
+                offset += n
     features = datasets.Features({
         "input_ids": datasets.Sequence(datasets.Value("int32")),
         "attention_mask": datasets.Sequence(datasets.Value("int8")),

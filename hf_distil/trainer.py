@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -115,6 +116,14 @@ class DistillationTrainer(Trainer):
 
             folder = output_dir or self.args.output_dir
             save_file({k: v.detach().cpu().contiguous() for k, v in self.hidden_projection.state_dict().items()}, f"{folder}/{PROJECTION_FILE}")
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = Path(resume_from_checkpoint) / PROJECTION_FILE
+        if self.hidden_projection is not None and path.exists():
+            from safetensors.torch import load_file
+
+            self.hidden_projection.load_state_dict(load_file(str(path), device=str(self.args.device)))
 
     # ---- data: keep the columns the teacher needs, even if the student does not take them ----
 

@@ -232,6 +232,9 @@ def test_narrower_student_learns_a_projection_saved_beside_it(tmp_path, teacher,
     assert (checkpoint / "hidden_projection.safetensors").exists()
     assert not any("projection" in k and "vocab" not in k for k in load_file(str(checkpoint / "model.safetensors")))
     assert {"loss_hidden_mse", "loss_pkd"} <= set(trainer.state.log_history[0])
+    resumed = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=dataset, data_collator=DataCollatorForDistillation(tokenizer))
+    resumed._load_from_checkpoint(str(checkpoint))
+    assert torch.equal(resumed.hidden_projection.weight, trainer.hidden_projection.weight.cpu())  # a resume restores it
 
 
 def test_attention_loss_needs_equal_head_counts(tmp_path, teacher, tokenizer):
