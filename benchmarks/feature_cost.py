@@ -72,7 +72,7 @@ def main() -> None:
     median = {name: statistics.median(v) for name, v in times.items()}
     report = {
         "benchmark": "feature_cost", "torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu", "tiny": cli.tiny,
-        "seconds": {k: round(v, 4) for k, v in median.items()},
+        "seconds": {k: round(v, 6) for k, v in median.items()},
         "step_ratio": {k: round(median[k] / median[BASELINE.get(k, "triple_loss")], 3) for k in median if not k.startswith("triple_loss")},
     }
     print(json.dumps(report))

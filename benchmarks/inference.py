@@ -70,9 +70,9 @@ def main() -> None:
         # projection at every token is reported apart, since for small encoders it dominates.
         for size in (1, 32):
             timing = relative_speed(teacher.base_model, student.base_model, batches(ids, size, device), repeats=cli.repeats)
-            report[f"{device}_encoder_batch_{size}"] = {k: round(v, 4) for k, v in timing.items()}
+            report[f"{device}_encoder_batch_{size}"] = {k: round(v, 6) for k, v in timing.items()}
         timing = relative_speed(teacher, student, batches(ids, 1, device), repeats=cli.repeats)
-        report[f"{device}_with_mlm_head_batch_1"] = {k: round(v, 4) for k, v in timing.items()}
+        report[f"{device}_with_mlm_head_batch_1"] = {k: round(v, 6) for k, v in timing.items()}
     report["param_ratio"] = round(report["params"]["student"] / report["params"]["teacher"], 3)
     print(json.dumps(report))
 

@@ -6,7 +6,9 @@
 Parts, each timed alone: the teacher's forward (no grad) and the student's forward + backward on its own
 MLM loss. The step: DistillationTrainer.compute_loss + backward with DistilBERT's triple loss. Phases
 alternate within each repeat and medians are compared, so machine noise hits all alike. Target:
-step / (teacher + student) <= 1.05. Peak memory is measured on CUDA only (CPU: null).
+step / (teacher + student) <= 1.05. Peak memory is measured on CUDA only (CPU: null). On a CPU the
+Trainer keeps freed memory in the process (hf_distil/cpu_memory.py) for every phase alike;
+--no_keep_freed_memory measures glibc's default instead.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch_size", type=int, default=None, help="default 32 (--tiny: 8)")
     parser.add_argument("--length", type=int, default=None, help="default 128 (--tiny: 32)")
+    parser.add_argument("--no_keep_freed_memory", action="store_true", help="leave glibc's allocator as it is (CPU)")
     cli = parser.parse_args()
     cli.batch_size = cli.batch_size or (8 if cli.tiny else 32)
     cli.length = cli.length or (32 if cli.tiny else 128)
@@ -68,10 +71,12 @@ def main() -> None:
     teacher, student = teacher.to(device), student.to(device)
     batch = {k: v.to(device) for k, v in batch.items()}
     report = {"benchmark": "train_step", "torch": torch.__version__, "threads": torch.get_num_threads(), "device": device,
-              "batch": [cli.batch_size, cli.length], "tiny": cli.tiny}
+              "batch": [cli.batch_size, cli.length], "tiny": cli.tiny,
+              "keep_freed_memory": device == "cpu" and not cli.no_keep_freed_memory}
     with tempfile.TemporaryDirectory() as out:
         for restrict in (False, True):
-            args = DistillationArguments(output_dir=out, report_to="none", restrict_ce_to_mask=restrict, use_cpu=device == "cpu")
+            args = DistillationArguments(output_dir=out, report_to="none", restrict_ce_to_mask=restrict, use_cpu=device == "cpu",
+                                         cpu_keep_freed_memory=not cli.no_keep_freed_memory)
             trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args)
             rows = batch["labels"] != -100 if restrict else batch["attention_mask"].bool()
 
@@ -101,7 +106,7 @@ def main() -> None:
             median = {name: statistics.median(values) for name, values in times.items()}
             key = "restrict_ce_to_mask" if restrict else "all_tokens"
             report[key] = {
-                "seconds": {k: round(v, 4) for k, v in median.items()},
+                "seconds": {k: round(v, 6) for k, v in median.items()},
                 "peak_mib": memory if device == "cuda" else None,
                 "step_over_parts": round(median["distillation_step"] / (median["teacher_forward"] + median["student_forward_backward"]), 3),
             }

@@ -14,42 +14,12 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
-
-
-def _upcast(x: torch.Tensor) -> torch.Tensor:
-    """fp16/bf16 → fp32; fp32 and fp64 stay as they are."""
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+from .fused_losses import IGNORE_INDEX, _upcast, logit_terms
 
 
 def _denominator(count: int | torch.Tensor, num_items: int | torch.Tensor | None) -> torch.Tensor | int:
     total = count if num_items is None else num_items
     return total.clamp_min(1) if torch.is_tensor(total) else max(total, 1)
-
-
-class _SoftTargetKL(torch.autograd.Function):
-    """Σ softmax(t/T)·(log softmax(t/T) − log softmax(s/T)) with its gradient (softmax(s/T) − softmax(t/T))/T
-    computed in the forward pass.
-
-    Why not plain autograd: on a 30522-word vocabulary these (rows × V) element-wise passes cost more than
-    the matrix products on a CPU. Writing the gradient directly keeps one (rows × V) tensor alive instead
-    of autograd's several and skips the log-softmax and KL backward passes (benchmarks/train_step.py).
-    """
-
-    @staticmethod
-    def forward(ctx, student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-        log_s = torch.log_softmax(_upcast(student_logits) / temperature, dim=-1)
-        log_t = torch.log_softmax(_upcast(teacher_logits).to(log_s.dtype) / temperature, dim=-1)
-        p_t = log_t.exp()
-        kl = log_t.sub_(log_s).mul_(p_t).sum()
-        ctx.save_for_backward(log_s.exp_().sub_(p_t).div_(temperature))
-        ctx.input_dtype = student_logits.dtype
-        return kl
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (grad,) = ctx.saved_tensors
-        return (grad * grad_output).to(ctx.input_dtype), None, None
 
 
 def soft_target_kl(
@@ -64,7 +34,7 @@ def soft_target_kl(
     Σ t·log s of the paper only by the teacher's entropy, a constant for the student; the KL is what the
     reference logs and is 0 when the distributions agree. No gradient flows to the teacher.
     """
-    kl = _SoftTargetKL.apply(student_logits, teacher_logits.detach(), temperature)
+    kl, _ = logit_terms(student_logits, teacher_logits, None, temperature)
     return kl / _denominator(student_logits.shape[0], num_items) * temperature**2
 
 
@@ -107,11 +77,8 @@ def mlm_loss(
     student_logits (..., V); labels (...) with -100 where nothing is predicted.
     """
     labels = labels.reshape(-1)
-    keep = labels.ne(IGNORE_INDEX)
-    # Only the labelled rows enter the softmax: with soft targets at every token they are ~15% of the rows.
-    logits = _upcast(student_logits.reshape(-1, student_logits.shape[-1])[keep])
-    total = F.cross_entropy(logits, labels[keep], reduction="sum")
-    return total / _denominator(keep.sum(), num_items)
+    _, total = logit_terms(student_logits.reshape(-1, student_logits.shape[-1]), None, labels)
+    return total / _denominator(labels.ne(IGNORE_INDEX).sum(), num_items)
 
 
 def logit_mse(
@@ -208,9 +175,14 @@ def distillation_loss(
     """
     counts = num_items or {}
     terms: dict[str, torch.Tensor] = {}
-    if weights.get("ce", 0) > 0:
+    if weights.get("ce", 0) > 0 and weights.get("mlm", 0) > 0:
+        # One fused pass and one (rows × V) gradient for both terms, the common case (see fused_losses.py).
+        kl, ce = logit_terms(student_logits, teacher_logits, labels, temperature)
+        terms["ce"] = kl / _denominator(student_logits.shape[0], counts.get("rows")) * temperature**2
+        terms["mlm"] = ce / _denominator(labels.ne(IGNORE_INDEX).sum(), counts.get("mlm"))
+    elif weights.get("ce", 0) > 0:
         terms["ce"] = soft_target_kl(student_logits, teacher_logits, temperature, counts.get("rows"))
-    if weights.get("mlm", 0) > 0:
+    elif weights.get("mlm", 0) > 0:
         terms["mlm"] = mlm_loss(student_logits, labels, counts.get("mlm"))
     if weights.get("mse", 0) > 0:
         terms["mse"] = logit_mse(student_logits, teacher_logits, counts.get("rows"))

@@ -12,6 +12,7 @@ from transformers import PreTrainedModel, Trainer
 from . import heads
 from .callbacks import LossScheduleCallback, MaskingEpochCallback, parse_schedules
 from .config import LOSS_WEIGHTS, DistillationArguments
+from .cpu_memory import keep_freed_memory
 from .layer_map import intermediate_pairs
 from .losses import IGNORE_INDEX, attention_mse, distillation_loss, hidden_mse, mix_teacher_logits, pkd_loss, topk_soft_target_kl
 from .teacher_cache import CACHE_COLUMNS
@@ -66,6 +67,8 @@ class DistillationTrainer(Trainer):
             check_compatible(model, teacher, needs_hidden=args.alpha_cos > 0)
             self._prepare_intermediate(model, teacher, args, weights)
         super().__init__(model=model, args=args, **kwargs)
+        if args.cpu_keep_freed_memory and self.args.device.type == "cpu":
+            keep_freed_memory()
         if hasattr(self.data_collator, "set_epoch"):
             self.add_callback(MaskingEpochCallback(self.data_collator))
         if args.loss_schedules:

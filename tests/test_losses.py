@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from hf_distil import fused_losses
 from hf_distil.losses import attention_mse, clm_loss, distillation_loss, hidden_cosine, hidden_mse, logit_mse, mlm_loss, pkd_loss, soft_target_kl
 
 
@@ -174,3 +175,50 @@ def test_mixed_teacher_logits_soften_to_the_weighted_mean_distribution(rows):
     expected = 0.75 * torch.softmax(a / T, -1) + 0.25 * torch.softmax(b / T, -1)
     torch.testing.assert_close(torch.softmax(mixed / T, -1), expected, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(torch.softmax(mix_teacher_logits([a], [1.0], T) / T, -1), torch.softmax(a / T, -1))
+
+
+@pytest.mark.parametrize("chunk_elements", [1, 20, 2**20])
+def test_fused_logit_terms_equal_torch_across_row_chunks(monkeypatch, chunk_elements):
+    """The chunked KL and cross-entropy give torch's values and gradients whatever the chunking (1 row, 2 rows, all)."""
+    monkeypatch.setattr(fused_losses, "_CPU_CHUNK_ELEMENTS", chunk_elements)
+    g = torch.Generator().manual_seed(5)
+    s, t = torch.randn(9, 11, generator=g) * 4, torch.randn(9, 11, generator=g) * 4
+    labels = torch.tensor([3, -100, 0, 10, -100, 7, 7, 1, 2])
+    fused, separate, ref = (s.clone().requires_grad_() for _ in range(3))
+    total, terms = distillation_loss(student_logits=fused, teacher_logits=t, labels=labels, weights={"ce": 0.7, "mlm": 0.3}, temperature=2.0)
+    total.backward()
+    (0.7 * soft_target_kl(separate, t, 2.0) + 0.3 * mlm_loss(separate, labels)).backward()
+    kl = nn.KLDivLoss(reduction="batchmean")(torch.log_softmax(ref / 2, -1), torch.softmax(t / 2, -1)) * 4
+    ce = nn.CrossEntropyLoss()(ref, labels)
+    (0.7 * kl + 0.3 * ce).backward()
+    assert terms["ce"].item() == pytest.approx(kl.item(), rel=1e-6)
+    assert terms["mlm"].item() == pytest.approx(ce.item(), rel=1e-6)
+    torch.testing.assert_close(fused.grad, ref.grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(separate.grad, ref.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_fused_logit_terms_gradient_of_one_output_only():
+    g = torch.Generator().manual_seed(6)
+    s, t = torch.randn(5, 8, generator=g), torch.randn(5, 8, generator=g)
+    labels = torch.tensor([1, -100, 2, 3, -100])
+    for which in (0, 1):
+        mine, ref = s.clone().requires_grad_(), s.clone().requires_grad_()
+        fused_losses.logit_terms(mine, t, labels, 1.5)[which].backward()
+        if which == 0:
+            nn.KLDivLoss(reduction="sum")(torch.log_softmax(ref / 1.5, -1), torch.softmax(t / 1.5, -1)).backward()
+        else:
+            nn.CrossEntropyLoss(reduction="sum")(ref, labels).backward()
+        torch.testing.assert_close(mine.grad, ref.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_mlm_loss_keeps_precision_on_confident_rows_and_half_inputs():
+    logits = torch.zeros(2, 4)
+    logits[:, 2] = 10.0  # loss log(1 + 3e-10) = 1.36e-4: logsumexp(s) − s[label] in fp32 is off by ~1%
+    assert mlm_loss(logits, torch.tensor([2, 2])).item() == pytest.approx(math.log1p(3 * math.exp(-10)), rel=1e-3, abs=0)
+    half = (torch.randn(6, 9) * 3).half().requires_grad_()
+    labels = torch.tensor([1, 2, 3, 4, 5, 6])
+    mlm_loss(half, labels).backward()
+    full = half.detach().float().requires_grad_()
+    nn.CrossEntropyLoss()(full, labels).backward()
+    assert half.grad.dtype == torch.float16
+    torch.testing.assert_close(half.grad.float(), full.grad, rtol=1e-3, atol=1e-4)
