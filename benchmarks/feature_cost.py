@@ -29,6 +29,7 @@ VARIANTS = {
     "triple_loss": {},
     "hidden_mse": {"alpha_hidden_mse": 1.0},
     "attention_mse": {"alpha_attention_mse": 1.0},
+    "attention_mse_scores": {"alpha_attention_mse": 1.0, "attention_maps": "scores"},
     "pkd": {"alpha_pkd": 1.0, "intermediate_layers": "skip"},
     "two_teachers": {},
     "loss_schedules": {"loss_schedules": "temperature=4:1:cosine"},
@@ -41,7 +42,7 @@ BASELINE = {"cached_teacher": "triple_loss_no_cos"}
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     cli = parser.parse_args()
     teacher, student, batch = models_and_batch(cli.tiny, 8 if cli.tiny else 32, 32 if cli.tiny else 128)
     rows = batch["labels"] != -100

@@ -43,6 +43,12 @@ class DistillationArguments(TrainingArguments):
     alpha_clm: float = field(default=0.0, metadata={"help": "Weight of L_clm, the next-token cross-entropy of a causal student (exclusive with alpha_mlm)."})
     alpha_hidden_mse: float = field(default=0.0, metadata={"help": "Weight of TinyBERT's hidden-state MSE over the layer pairs of intermediate_layers (embeddings included)."})
     alpha_attention_mse: float = field(default=0.0, metadata={"help": "Weight of TinyBERT's attention-map MSE over the mapped layers (probabilities; head counts must match)."})
+    attention_maps: str = field(
+        default="probabilities",
+        metadata={"help": "What alpha_attention_mse compares: 'probabilities' (eager attention's maps) or 'scores' "
+                  "(pre-softmax QKᵀ/√d as in TinyBERT, recomputed from each layer's input; SDPA stays on). "
+                  "Either way only real (query, key) pairs count."},
+    )
     alpha_pkd: float = field(default=0.0, metadata={"help": "Weight of BERT-PKD's loss: MSE of L2-normalised [CLS] states of the mapped layers."})
     intermediate_layers: str = field(
         default="uniform",
@@ -195,6 +201,8 @@ def validate_distillation_settings(args: DistillationArguments) -> None:
             f"mask_replace_prob + random_replace_prob = {args.mask_replace_prob + args.random_replace_prob:g} > 1; "
             "the remainder is the share kept unchanged, so their sum must be <= 1."
         )
+    if args.attention_maps not in ("probabilities", "scores"):
+        raise ValueError(f"attention_maps must be 'probabilities' or 'scores', got {args.attention_maps!r}.")
     if args.mlm_smoothing < 0:
         raise ValueError(f"mlm_smoothing must be >= 0, got {args.mlm_smoothing}; 0.7 favours rare tokens as DistilBERT does.")
 

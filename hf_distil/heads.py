@@ -80,3 +80,37 @@ def hidden_and_row_logits(
         return LMOutputs(hidden, head(inner)(hidden[rows]), None, out.hidden_states, out.attentions)
     out = model(**model_inputs(model, inputs), return_dict=True, **{**extra, "output_hidden_states": True})
     return LMOutputs(out.hidden_states[-1], out.logits[rows], out.logits, out.hidden_states if all_hidden_states else None, out.attentions)
+
+
+# model_type → (layer list under the base model, query projection, key projection) inside a layer.
+_QUERY_KEY: dict[str, tuple[str, str, str]] = {
+    "bert": ("encoder.layer", "attention.self.query", "attention.self.key"),
+    "roberta": ("encoder.layer", "attention.self.query", "attention.self.key"),
+    "distilbert": ("transformer.layer", "attention.q_lin", "attention.k_lin"),
+}
+
+
+def has_attention_scores(model: nn.Module) -> bool:
+    return getattr(getattr(getattr(model, "module", model), "config", None), "model_type", None) in _QUERY_KEY
+
+
+def attention_scores(model: nn.Module, hidden_states: tuple[torch.Tensor, ...], layers: list[int]) -> dict[int, torch.Tensor]:
+    """Pre-softmax attention scores QKᵀ/√d (B, heads, L, L) of `layers` (1-based), padding not masked.
+
+    No attention implementation returns them (eager returns probabilities, SDPA nothing), so they are
+    recomputed from each layer's input, `hidden_states[i - 1]`, with the layer's own query and key
+    projections: the same function of the same weights, so gradients reach them as in the layer.
+    """
+    inner = getattr(model, "module", model)
+    layer_list, query, key = _QUERY_KEY[inner.config.model_type]
+    blocks = inner.base_model.get_submodule(layer_list)
+    heads = getattr(inner.config, "n_heads", None) or inner.config.num_attention_heads
+    scores = {}
+    for i in layers:
+        h = hidden_states[i - 1]
+        q, k = blocks[i - 1].get_submodule(query)(h), blocks[i - 1].get_submodule(key)(h)
+        batch, length, width = q.shape
+        q = q.view(batch, length, heads, width // heads).transpose(1, 2)
+        k = k.view(batch, length, heads, width // heads).transpose(1, 2)
+        scores[i] = q @ k.transpose(-1, -2) * (width // heads) ** -0.5
+    return scores

@@ -74,7 +74,7 @@ class DistillationTrainer(Trainer):
         if args.loss_schedules:
             self.add_callback(LossScheduleCallback(parse_schedules(args.loss_schedules)))
         if self.hidden_projection is not None:
-            self.hidden_projection.to(self.args.device)
+            self._place_projection()
         self.teacher = prepare_teacher(teacher, self.accelerator) if teacher is not None else None
         # Further teachers feed only the logit terms (their distributions are mixed), see mix_teacher_logits.
         self.other_teachers = [prepare_teacher(t, self.accelerator) for t in others]
@@ -96,13 +96,34 @@ class DistillationTrainer(Trainer):
             s_heads = getattr(student.config, "n_heads", None) or student.config.num_attention_heads
             if s_heads != teacher.config.num_attention_heads:
                 raise ValueError(f"alpha_attention_mse compares attention maps head by head, but the student has {s_heads} heads and the teacher {teacher.config.num_attention_heads}.")
-            student.set_attn_implementation("eager")
-            teacher.set_attn_implementation("eager")
+            if args.attention_maps == "probabilities":
+                student.set_attn_implementation("eager")
+                teacher.set_attn_implementation("eager")
+            elif not (heads.has_attention_scores(student) and heads.has_attention_scores(teacher)):
+                raise ValueError("attention_maps='scores' knows BERT, RoBERTa and DistilBERT layers only; use attention_maps='probabilities'.")
         if student.config.hidden_size != teacher.config.hidden_size:
-            if args.world_size > 1:
-                raise ValueError("a learned hidden-size projection is not synchronised across processes yet; use one process or a student of the teacher's width.")
             # Trained with the student and saved beside it (PROJECTION_FILE), never inside its weights.
             self.hidden_projection = nn.Linear(student.config.hidden_size, teacher.config.hidden_size)
+
+    def _place_projection(self) -> None:
+        """On the student's device, and the same on every process (DDP broadcasts only the model's weights)."""
+        if self.is_deepspeed_enabled:
+            raise ValueError("a learned hidden-size projection is not supported under DeepSpeed yet; use DDP or a student of the teacher's width.")
+        self.hidden_projection.to(self.args.device)
+        if self.accelerator.num_processes > 1:
+            for tensor in self.hidden_projection.parameters():
+                torch.distributed.broadcast(tensor.data, src=0)
+
+    def _average_projection_grads(self, *_: Any) -> None:
+        """Optimizer pre-step hook: the projection lives outside the DDP-wrapped student, so its gradients are
+        averaged here, once per update, as DDP averages the student's (the loss is scaled for that mean)."""
+        if self.accelerator.num_processes == 1:
+            return
+        for p in self.hidden_projection.parameters():
+            if p.grad is None:  # a rank without this term's gradient still takes part in the mean
+                p.grad = torch.zeros_like(p)
+            torch.distributed.all_reduce(p.grad)
+            p.grad /= self.accelerator.num_processes
 
     def create_optimizer(self, *args: Any, **kwargs: Any) -> torch.optim.Optimizer:
         optimizer = super().create_optimizer(*args, **kwargs)
@@ -110,6 +131,7 @@ class DistillationTrainer(Trainer):
             p is q for group in optimizer.param_groups for p in group["params"] for q in self.hidden_projection.parameters()
         ):
             optimizer.add_param_group({"params": list(self.hidden_projection.parameters()), "weight_decay": 0.0})
+            optimizer.register_step_pre_hook(self._average_projection_grads)
         return optimizer
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
@@ -183,8 +205,9 @@ class DistillationTrainer(Trainer):
         # A wrapped student (DDP, DeepSpeed) must run its own forward for its gradient hooks: full logits.
         split = model is self.model and not causal and heads.can_split(self.model)
         weights = self.weights
-        states = weights["hidden_mse"] > 0 or weights["pkd"] > 0
-        maps = weights["attention_mse"] > 0
+        scores = weights["attention_mse"] > 0 and self.args.attention_maps == "scores"
+        states = weights["hidden_mse"] > 0 or weights["pkd"] > 0 or scores
+        maps = weights["attention_mse"] > 0 and not scores
         student = heads.hidden_and_row_logits(model, inputs, rows, split, states, maps)
         s_hidden, s_rows, s_full = student.hidden, student.row_logits, student.full_logits
         t_hidden = t_rows = teacher = None
@@ -225,7 +248,7 @@ class DistillationTrainer(Trainer):
                 terms["ce"] = topk_soft_target_kl(s_rows, values, ids, self.args.temperature, (num_items_in_batch or {}).get("rows"))
                 total = total + weights["ce"] * terms["ce"]
             if self.layer_pairs:
-                extra = self._intermediate_terms(student, teacher, attention_mask, weights, num_items_in_batch or {})
+                extra = self._intermediate_terms(model, student, teacher, attention_mask, weights, num_items_in_batch or {})
                 total = total + sum(weights[name] * value for name, value in extra.items())
                 terms.update(extra)
         if num_items_in_batch is not None and self._gathers_counts:
@@ -236,7 +259,13 @@ class DistillationTrainer(Trainer):
         return (total, {"terms": terms}) if return_outputs else total
 
     def _intermediate_terms(
-        self, student: heads.LMOutputs, teacher: heads.LMOutputs, attention_mask: torch.Tensor, weights: dict[str, float], counts: dict
+        self,
+        model: nn.Module,
+        student: heads.LMOutputs,
+        teacher: heads.LMOutputs,
+        attention_mask: torch.Tensor,
+        weights: dict[str, float],
+        counts: dict,
     ) -> dict[str, torch.Tensor]:
         """TinyBERT / BERT-PKD terms summed over `self.layer_pairs` (student index, teacher index)."""
         project = self.hidden_projection or (lambda h: h)
@@ -248,11 +277,16 @@ class DistillationTrainer(Trainer):
                 for i, j in self.layer_pairs
             )
         if weights["attention_mse"] > 0:
-            heads_count = student.attentions[0].shape[1]
+            if self.args.attention_maps == "scores":
+                s_maps = heads.attention_scores(model, student.hidden_states, [i for i, _ in layer_pairs])
+                with torch.no_grad():
+                    t_maps = heads.attention_scores(self.teacher, teacher.hidden_states, [j for _, j in layer_pairs])
+            else:
+                s_maps = dict(enumerate(student.attentions, start=1))
+                t_maps = dict(enumerate(teacher.attentions, start=1))
+            heads_count = next(iter(s_maps.values())).shape[1]
             pairs_count = counts["pairs"] * heads_count if "pairs" in counts else None
-            terms["attention_mse"] = sum(
-                attention_mse(student.attentions[i - 1], teacher.attentions[j - 1], attention_mask, pairs_count) for i, j in layer_pairs
-            )
+            terms["attention_mse"] = sum(attention_mse(s_maps[i], t_maps[j], attention_mask, pairs_count) for i, j in layer_pairs)
         if weights["pkd"] > 0:
             terms["pkd"] = sum(
                 pkd_loss(project(student.hidden_states[i][:, 0]), teacher.hidden_states[j][:, 0], counts.get("sequences")) for i, j in layer_pairs

@@ -186,20 +186,28 @@ def main() -> None:
         label = task.model + (" (D)" if task.teacher else "")
         results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
         score = metrics.get(f"eval_{MAIN_METRIC.get(task.task, 'accuracy')}")
-        results.setdefault(label, {})[task.task] = {"score": round(100 * score, 2), "params": model.num_parameters()}
+        row = results.setdefault(label, {}).setdefault(task.task, {"scores": {}})
+        row["scores"][str(args.seed)] = round(100 * score, 2)  # one score per seed; the table shows their mean
+        row["params"] = model.num_parameters()
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
         print(format_table(results))
 
 
 def format_table(results: dict[str, dict[str, dict]]) -> str:
+    """Mean score over the seeds run, ± their standard deviation when there are several."""
     tasks = sorted({t for row in results.values() for t in row})
     name_width = max(len(m) for m in results) + 2
-    lines = [f"{'Model':<{name_width}}" + "".join(f"{t:>10}" for t in tasks) + f"{'params (M)':>12}"]
+    lines = [f"{'Model':<{name_width}}" + "".join(f"{t:>16}" for t in tasks) + f"{'seeds':>7}{'params (M)':>12}"]
     for model, row in results.items():
-        cells = "".join(f"{row[t]['score']:>10.2f}" if t in row else f"{'-':>10}" for t in tasks)
+        cells = ""
+        for t in tasks:
+            scores = list(row[t]["scores"].values()) if t in row else []
+            spread = f" ± {np.std(scores, ddof=1):.2f}" if len(scores) > 1 else ""
+            cells += f"{f'{np.mean(scores):.2f}{spread}':>16}" if scores else f"{'-':>16}"
+        seeds = max(len(r["scores"]) for r in row.values())
         params = next(iter(row.values()))["params"] / 1e6
-        lines.append(f"{model:<{name_width}}{cells}{params:>12.1f}")
+        lines.append(f"{model:<{name_width}}{cells}{seeds:>7}{params:>12.1f}")
     return "\n".join(lines)
 
 

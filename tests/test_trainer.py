@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import DistilBertConfig, DistilBertForMaskedLM
 
-from hf_distil import DataCollatorForDistillation, DistillationTrainer, init_student_from_teacher
+from hf_distil import DataCollatorForDistillation, DistillationArguments, DistillationTrainer, heads, init_student_from_teacher
 from hf_distil.heads import hidden_and_row_logits
 
 from conftest import make_args, tiny_bert_config
@@ -271,3 +271,49 @@ def test_several_teachers_mix_their_soft_targets(tmp_path, teacher, student, tok
     assert mixed["ce"].item() == pytest.approx(by_hand.item(), rel=1e-4)
     with pytest.raises(ValueError, match="must hold 2 non-negative weights"):
         terms([teacher, other], "1,2,3")
+
+
+def test_attention_scores_are_the_logits_of_the_eager_attention_maps(teacher, tokenizer, dataset):
+    """softmax(scores + padding mask) reproduces eager attention's probabilities, for BERT and DistilBERT layers."""
+    batch = DataCollatorForDistillation(tokenizer, seed=0)([dataset[i] for i in range(6)])
+    student = init_student_from_teacher(teacher, layers=[1, 3]).eval()
+    real = batch["attention_mask"].bool()
+    assert not real.all()  # the batch has padding to mask
+    for model, base in ((copy.deepcopy(teacher), "bert"), (student, "distilbert")):
+        model.set_attn_implementation("eager")
+        with torch.no_grad():
+            out = getattr(model, base)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True, output_attentions=True)
+            scores = heads.attention_scores(model, out.hidden_states, list(range(1, len(out.attentions) + 1)))
+        for i, probabilities in enumerate(out.attentions, start=1):
+            rebuilt = torch.softmax(scores[i].masked_fill(~real[:, None, None, :], float("-inf")), dim=-1)
+            torch.testing.assert_close(rebuilt, probabilities, rtol=1e-5, atol=1e-6)
+
+
+def test_attention_mse_on_scores_matches_by_hand_and_keeps_sdpa(tmp_path, teacher, tokenizer, dataset):
+    batch = DataCollatorForDistillation(tokenizer, seed=0)([dataset[i] for i in range(8)])
+    batch.pop("token_type_ids", None)
+    teacher = copy.deepcopy(teacher)
+    with torch.no_grad():  # random init gives scores ~1e-4; sharpen them so that the layers' maps differ visibly
+        for layer in teacher.bert.encoder.layer:
+            layer.attention.self.query.weight.mul_(20)
+            layer.attention.self.key.weight.mul_(20)
+    half = init_student_from_teacher(teacher, layers=[1, 3])
+    trainer = DistillationTrainer(model=half, teacher_model=teacher, args=make_args(tmp_path, alpha_attention_mse=1.0, attention_maps="scores"))
+    assert half.config._attn_implementation != "eager" and teacher.config._attn_implementation != "eager"
+    _, out = trainer.compute_loss(half, dict(batch), return_outputs=True)
+    out["terms"]["attention_mse"].backward()
+    assert half.distilbert.transformer.layer[0].attention.q_lin.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        s = half.distilbert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+        t = teacher.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+        s_scores, t_scores = heads.attention_scores(half, s.hidden_states, [1, 2]), heads.attention_scores(teacher, t.hidden_states, [2, 4])
+    real = batch["attention_mask"].bool()
+    pairs = (real[:, None, :, None] & real[:, None, None, :]).expand_as(s_scores[1])
+    by_hand = sum(((s_scores[i][pairs] - t_scores[j][pairs]) ** 2).mean() for i, j in [(1, 2), (2, 4)])
+    assert out["terms"]["attention_mse"].item() == pytest.approx(by_hand.item(), rel=1e-5)
+    assert by_hand.item() > 1e-3  # a different student, a real difference
+
+
+def test_attention_maps_setting_is_checked():
+    with pytest.raises(ValueError, match="attention_maps must be 'probabilities' or 'scores'"):
+        DistillationArguments(output_dir="unused", attention_maps="logits")

@@ -1,6 +1,6 @@
 """One SGD step of DistillationTrainer on a fixed, pre-masked batch of 8; launched by test_distributed.py.
 
-    python tests/distributed/tiny_run.py OUT                      # one process, batch 8
+    python tests/distributed/tiny_run.py OUT [narrow]             # one process, batch 8 (narrow: a half-width student)
     accelerate launch --config_file ds_configs/cpu_2proc.yaml tests/distributed/tiny_run.py OUT   # 2 × 4
 
 Every rank writes a checksum of its student weights and the size of its teacher; rank 0 also
@@ -17,7 +17,8 @@ from pathlib import Path
 import datasets
 import torch
 from safetensors.torch import save_file
-from transformers import BertConfig, BertForMaskedLM
+from torch import nn
+from transformers import BertConfig, BertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM
 
 from hf_distil import DistillationArguments, DistillationTrainer, init_student_from_teacher
 
@@ -40,27 +41,34 @@ def stack(features: list[dict]) -> dict[str, torch.Tensor]:
     return {k: torch.tensor([f[k] for f in features]) for k in features[0]}
 
 
-def main(out: Path) -> None:
+def main(out: Path, narrow: bool) -> None:
     torch.manual_seed(0)
     config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
                         max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     teacher = BertForMaskedLM(config)
-    student = init_student_from_teacher(teacher, layers=[0, 3])
+    if narrow:  # half the teacher's width: the hidden-state MSE needs the learned projection
+        student = DistilBertForMaskedLM(DistilBertConfig(vocab_size=50, dim=16, n_layers=2, n_heads=4, hidden_dim=32, max_position_embeddings=32,
+                                                         dropout=0.0, attention_dropout=0.0))
+    else:
+        student = init_student_from_teacher(teacher, layers=[0, 3])
     args = DistillationArguments(
         output_dir=str(out / "trainer"), report_to="none", max_steps=1, logging_steps=1, save_strategy="no",
         target_batch_size=8, per_device_train_batch_size=8 // int(os.environ.get("WORLD_SIZE", "1")),
         optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", max_grad_norm=0.0, disable_tqdm=True,
+        **({"alpha_cos": 0.0, "alpha_hidden_mse": 1.0, "intermediate_layers": "skip"} if narrow else {}),
     )
     trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=fixed_batch(), data_collator=stack)
     trainer.train()
     weights = trainer.accelerator.get_state_dict(trainer.model_wrapped)
     rank = trainer.args.process_index
     if weights is not None and rank == 0:
+        if trainer.hidden_projection is not None:
+            weights = {**weights, **{f"projection.{k}": v for k, v in trainer.hidden_projection.state_dict().items()}}
         save_file({k: v.detach().clone() for k, v in weights.items()}, str(out / "student.safetensors"))
         (out / "log.json").write_text(json.dumps(trainer.state.log_history))
     local = trainer.accelerator.unwrap_model(trainer.model)
     report = {
-        "checksum": sum(float(p.detach().double().sum()) for p in local.parameters()),
+        "checksum": sum(float(p.detach().double().sum()) for p in [*local.parameters(), *(trainer.hidden_projection or nn.Linear(1, 1)).parameters()]),
         # Under ZeRO-3 a rank holds only shards: the local tensors of a partitioned model are empty.
         "teacher_local_numel": sum(p.numel() for p in trainer.accelerator.unwrap_model(trainer.teacher).parameters()),
         "teacher_numel": sum(getattr(p, "ds_numel", p.numel()) for p in trainer.accelerator.unwrap_model(trainer.teacher).parameters()),
@@ -69,4 +77,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), narrow=sys.argv[2:] == ["narrow"])

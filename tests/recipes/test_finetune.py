@@ -33,6 +33,7 @@ def test_finetune_then_task_distillation_fill_the_table(tmp_path):
     assert 0.0 <= eval_metrics["eval_accuracy"] <= 1.0
     table = json.loads((tmp_path / "outputs" / "finetune_results.json").read_text())
     assert set(table) == {str(tmp_path / "tiny"), str(tmp_path / "tiny") + " (D)"}
+    assert set(table[str(tmp_path / "tiny")]["polarity"]["scores"]) == {"42"}  # one score per seed
     assert "polarity" in done.stdout and "(D)" in done.stdout
 
 
