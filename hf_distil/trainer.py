@@ -73,6 +73,7 @@ class DistillationTrainer(Trainer):
             self.add_callback(MaskingEpochCallback(self.data_collator))
         if args.loss_schedules:
             self.add_callback(LossScheduleCallback(parse_schedules(args.loss_schedules)))
+        self._projection_averaged_at = -1
         if self.hidden_projection is not None:
             self._place_projection()
         self.teacher = prepare_teacher(teacher, self.accelerator) if teacher is not None else None
@@ -115,15 +116,23 @@ class DistillationTrainer(Trainer):
                 torch.distributed.broadcast(tensor.data, src=0)
 
     def _average_projection_grads(self, *_: Any) -> None:
-        """Optimizer pre-step hook: the projection lives outside the DDP-wrapped student, so its gradients are
-        averaged here, once per update, as DDP averages the student's (the loss is scaled for that mean)."""
-        if self.accelerator.num_processes == 1:
+        """The projection lives outside the DDP-wrapped student, so its gradients are averaged here, once per
+        update (before clipping, or at the optimizer's pre-step hook), as DDP averages the student's."""
+        if self.accelerator.num_processes == 1 or self._projection_averaged_at == self.state.global_step:
             return
+        self._projection_averaged_at = self.state.global_step
         for p in self.hidden_projection.parameters():
             if p.grad is None:  # a rank without this term's gradient still takes part in the mean
                 p.grad = torch.zeros_like(p)
             torch.distributed.all_reduce(p.grad)
             p.grad /= self.accelerator.num_processes
+
+    def _clip_grad_norm(self, model: nn.Module) -> torch.Tensor:
+        """Clip the student and the projection together: one norm over everything the optimizer updates."""
+        if self.hidden_projection is None:
+            return super()._clip_grad_norm(model)
+        self._average_projection_grads()
+        return self.accelerator.clip_grad_norm_([*model.parameters(), *self.hidden_projection.parameters()], self.args.max_grad_norm)
 
     def create_optimizer(self, *args: Any, **kwargs: Any) -> torch.optim.Optimizer:
         optimizer = super().create_optimizer(*args, **kwargs)

@@ -54,7 +54,8 @@ def main(out: Path, narrow: bool) -> None:
     args = DistillationArguments(
         output_dir=str(out / "trainer"), report_to="none", max_steps=1, logging_steps=1, save_strategy="no",
         target_batch_size=8, per_device_train_batch_size=8 // int(os.environ.get("WORLD_SIZE", "1")),
-        optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", max_grad_norm=0.0, disable_tqdm=True,
+        optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", max_grad_norm=0.5 if narrow else 0.0, disable_tqdm=True,
+        # narrow: clipping on (0.5 is below this step's norm), over the student and the projection together
         **({"alpha_cos": 0.0, "alpha_hidden_mse": 1.0, "intermediate_layers": "skip"} if narrow else {}),
     )
     trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=fixed_batch(), data_collator=stack)
