@@ -7,8 +7,9 @@ gives the same numbers as full logits followed by selection, in less time and me
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import NamedTuple
 
 import torch
@@ -51,6 +52,7 @@ class LMOutputs(NamedTuple):
     full_logits: torch.Tensor | None  # (B, L, V) when the model's own forward ran, else None
     hidden_states: tuple[torch.Tensor, ...] | None  # embeddings + every layer, when asked for
     attentions: tuple[torch.Tensor, ...] | None  # (B, heads, L, L) per layer, when asked for
+    scores: dict[int, torch.Tensor] | None = None  # (B, heads, L, L) pre-softmax, for the layers asked for (1-based)
 
 
 def hidden_and_row_logits(
@@ -60,14 +62,20 @@ def hidden_and_row_logits(
     split: bool,
     all_hidden_states: bool = False,
     attentions: bool = False,
+    score_layers: list[int] | None = None,
 ) -> LMOutputs:
     """Run `model`, with the LM head only at `rows` (B, L) bool when `split`.
 
     split=True runs the encoder and then the head at `rows` only (the model must pass `can_split`);
     split=False runs the model's own forward and selects rows from its full logits (needed when the model
     is wrapped by DDP or DeepSpeed, whose gradient hooks expect their own forward call).
-    all_hidden_states / attentions also return every layer's output / attention probabilities.
+    all_hidden_states / attentions also return every layer's output / attention probabilities;
+    score_layers, the pre-softmax attention scores of those layers (see `capture_attention_scores`).
     """
+    if score_layers:
+        with capture_attention_scores(model, score_layers) as scores:
+            outputs = hidden_and_row_logits(model, inputs, rows, split, all_hidden_states, attentions)
+        return outputs._replace(scores=scores())
     extra = {"output_hidden_states": True} if all_hidden_states else {}
     if attentions:
         extra["output_attentions"] = True
@@ -82,6 +90,7 @@ def hidden_and_row_logits(
     return LMOutputs(out.hidden_states[-1], out.logits[rows], out.logits, out.hidden_states if all_hidden_states else None, out.attentions)
 
 
+
 # model_type → (layer list under the base model, query projection, key projection) inside a layer.
 _QUERY_KEY: dict[str, tuple[str, str, str]] = {
     "bert": ("encoder.layer", "attention.self.query", "attention.self.key"),
@@ -94,23 +103,38 @@ def has_attention_scores(model: nn.Module) -> bool:
     return getattr(getattr(getattr(model, "module", model), "config", None), "model_type", None) in _QUERY_KEY
 
 
-def attention_scores(model: nn.Module, hidden_states: tuple[torch.Tensor, ...], layers: list[int]) -> dict[int, torch.Tensor]:
-    """Pre-softmax attention scores QKᵀ/√d (B, heads, L, L) of `layers` (1-based), padding not masked.
+@contextlib.contextmanager
+def capture_attention_scores(model: nn.Module, layers: list[int]) -> Iterator[Callable[[], dict[int, torch.Tensor]]]:
+    """Within the block, a forward of `model` keeps the query and key projections of `layers` (1-based);
+    the yielded function turns them into pre-softmax scores QKᵀ/√d, (B, heads, L, L), padding not masked.
 
-    No attention implementation returns them (eager returns probabilities, SDPA nothing), so they are
-    recomputed from each layer's input, `hidden_states[i - 1]`, with the layer's own query and key
-    projections: the same function of the same weights, so gradients reach them as in the layer.
+    No attention implementation returns scores (eager returns probabilities, SDPA nothing). Forward hooks
+    on the query and key projections read them from the model's own pass: no recomputation, and the
+    gradients flow through the same graph as the layer's.
     """
     inner = getattr(model, "module", model)
     layer_list, query, key = _QUERY_KEY[inner.config.model_type]
     blocks = inner.base_model.get_submodule(layer_list)
     heads = getattr(inner.config, "n_heads", None) or inner.config.num_attention_heads
-    scores = {}
-    for i in layers:
-        h = hidden_states[i - 1]
-        q, k = blocks[i - 1].get_submodule(query)(h), blocks[i - 1].get_submodule(key)(h)
-        batch, length, width = q.shape
-        q = q.view(batch, length, heads, width // heads).transpose(1, 2)
-        k = k.view(batch, length, heads, width // heads).transpose(1, 2)
-        scores[i] = q @ k.transpose(-1, -2) * (width // heads) ** -0.5
-    return scores
+    kept: dict[tuple[int, int], torch.Tensor] = {}
+    handles = [
+        blocks[i - 1].get_submodule(name).register_forward_hook(lambda _m, _a, out, at=(i, which): kept.__setitem__(at, out))
+        for i in layers
+        for which, name in enumerate((query, key))
+    ]
+
+    def scores() -> dict[int, torch.Tensor]:
+        result = {}
+        for i in layers:
+            q, k = kept[(i, 0)], kept[(i, 1)]
+            batch, length, width = q.shape
+            q = q.view(batch, length, heads, width // heads).transpose(1, 2)
+            k = k.view(batch, length, heads, width // heads).transpose(1, 2)
+            result[i] = q @ k.transpose(-1, -2) * (width // heads) ** -0.5
+        return result
+
+    try:
+        yield scores
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -139,10 +139,10 @@ def attention_mse(
     match. attention_mask (B, L). num_items counts real tokens; each brings heads × (its row's real keys).
     """
     real = attention_mask.bool()
-    pairs = real[:, None, :, None] & real[:, None, None, :]
-    pairs = pairs.expand_as(student_attention)
-    total = F.mse_loss(_upcast(student_attention[pairs]), _upcast(teacher_attention[pairs]), reduction="sum")
-    return total / _denominator(pairs.sum(), None if num_items is None else num_items)
+    pairs = real[:, None, :, None] & real[:, None, None, :]  # (B, 1, L, L), broadcast over heads
+    # Masking instead of boolean indexing: no gathered copies of the (B, heads, L, L) maps, no scatter back.
+    diff = (_upcast(student_attention) - _upcast(teacher_attention)).masked_fill(~pairs, 0.0)
+    return (diff * diff).sum() / _denominator(pairs.sum() * student_attention.shape[1], num_items)
 
 
 def pkd_loss(student_cls: torch.Tensor, teacher_cls: torch.Tensor, num_items: int | torch.Tensor | None = None) -> torch.Tensor:

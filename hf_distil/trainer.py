@@ -134,6 +134,11 @@ class DistillationTrainer(Trainer):
         self._average_projection_grads()
         return self.accelerator.clip_grad_norm_([*model.parameters(), *self.hidden_projection.parameters()], self.args.max_grad_norm)
 
+    @property
+    def _attention_pairs(self) -> list[tuple[int, int]]:
+        """Layer pairs without the embeddings (0), which have no attention."""
+        return [(i, j) for i, j in self.layer_pairs if i > 0 and j > 0]
+
     def create_optimizer(self, *args: Any, **kwargs: Any) -> torch.optim.Optimizer:
         optimizer = super().create_optimizer(*args, **kwargs)
         if self.hidden_projection is not None and not any(
@@ -215,9 +220,10 @@ class DistillationTrainer(Trainer):
         split = model is self.model and not causal and heads.can_split(self.model)
         weights = self.weights
         scores = weights["attention_mse"] > 0 and self.args.attention_maps == "scores"
-        states = weights["hidden_mse"] > 0 or weights["pkd"] > 0 or scores
+        states = weights["hidden_mse"] > 0 or weights["pkd"] > 0
         maps = weights["attention_mse"] > 0 and not scores
-        student = heads.hidden_and_row_logits(model, inputs, rows, split, states, maps)
+        s_scored = [i for i, _ in self._attention_pairs] if scores else None
+        student = heads.hidden_and_row_logits(model, inputs, rows, split, states, maps, s_scored)
         s_hidden, s_rows, s_full = student.hidden, student.row_logits, student.full_logits
         t_hidden = t_rows = teacher = None
         live = ("mse", "cos", "hidden_mse", "attention_mse", "pkd") if cache else _TEACHER_TERMS
@@ -229,7 +235,8 @@ class DistillationTrainer(Trainer):
         if self.teacher is not None and any(weights[t] > 0 for t in live):
             with torch.no_grad():
                 teacher = heads.hidden_and_row_logits(
-                    self.teacher, inputs, rows, heads.can_split(self.accelerator.unwrap_model(self.teacher)), states, maps
+                    self.teacher, inputs, rows, heads.can_split(self.accelerator.unwrap_model(self.teacher)), states, maps,
+                    [j for _, j in self._attention_pairs] if scores else None,
                 )
             t_hidden, t_rows = teacher.hidden, teacher.row_logits
             if self.other_teachers and (weights["ce"] > 0 or weights["mse"] > 0):
@@ -257,7 +264,7 @@ class DistillationTrainer(Trainer):
                 terms["ce"] = topk_soft_target_kl(s_rows, values, ids, self.args.temperature, (num_items_in_batch or {}).get("rows"))
                 total = total + weights["ce"] * terms["ce"]
             if self.layer_pairs:
-                extra = self._intermediate_terms(model, student, teacher, attention_mask, weights, num_items_in_batch or {})
+                extra = self._intermediate_terms(student, teacher, attention_mask, weights, num_items_in_batch or {})
                 total = total + sum(weights[name] * value for name, value in extra.items())
                 terms.update(extra)
         if num_items_in_batch is not None and self._gathers_counts:
@@ -269,7 +276,6 @@ class DistillationTrainer(Trainer):
 
     def _intermediate_terms(
         self,
-        model: nn.Module,
         student: heads.LMOutputs,
         teacher: heads.LMOutputs,
         attention_mask: torch.Tensor,
@@ -279,7 +285,7 @@ class DistillationTrainer(Trainer):
         """TinyBERT / BERT-PKD terms summed over `self.layer_pairs` (student index, teacher index)."""
         project = self.hidden_projection or (lambda h: h)
         terms: dict[str, torch.Tensor] = {}
-        layer_pairs = [(i, j) for i, j in self.layer_pairs if i > 0 and j > 0]
+        layer_pairs = self._attention_pairs
         if weights["hidden_mse"] > 0:
             terms["hidden_mse"] = sum(
                 hidden_mse(project(student.hidden_states[i]), teacher.hidden_states[j], attention_mask, counts.get("tokens"))
@@ -287,9 +293,7 @@ class DistillationTrainer(Trainer):
             )
         if weights["attention_mse"] > 0:
             if self.args.attention_maps == "scores":
-                s_maps = heads.attention_scores(model, student.hidden_states, [i for i, _ in layer_pairs])
-                with torch.no_grad():
-                    t_maps = heads.attention_scores(self.teacher, teacher.hidden_states, [j for _, j in layer_pairs])
+                s_maps, t_maps = student.scores, teacher.scores
             else:
                 s_maps = dict(enumerate(student.attentions, start=1))
                 t_maps = dict(enumerate(teacher.attentions, start=1))

@@ -281,9 +281,10 @@ def test_attention_scores_are_the_logits_of_the_eager_attention_maps(teacher, to
     assert not real.all()  # the batch has padding to mask
     for model, base in ((copy.deepcopy(teacher), "bert"), (student, "distilbert")):
         model.set_attn_implementation("eager")
-        with torch.no_grad():
-            out = getattr(model, base)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True, output_attentions=True)
-            scores = heads.attention_scores(model, out.hidden_states, list(range(1, len(out.attentions) + 1)))
+        layers = list(range(1, model.config.num_hidden_layers + 1))
+        with torch.no_grad(), heads.capture_attention_scores(model, layers) as captured:
+            out = getattr(model, base)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_attentions=True)
+            scores = captured()
         for i, probabilities in enumerate(out.attentions, start=1):
             rebuilt = torch.softmax(scores[i].masked_fill(~real[:, None, None, :], float("-inf")), dim=-1)
             torch.testing.assert_close(rebuilt, probabilities, rtol=1e-5, atol=1e-6)
@@ -303,10 +304,10 @@ def test_attention_mse_on_scores_matches_by_hand_and_keeps_sdpa(tmp_path, teache
     _, out = trainer.compute_loss(half, dict(batch), return_outputs=True)
     out["terms"]["attention_mse"].backward()
     assert half.distilbert.transformer.layer[0].attention.q_lin.weight.grad.abs().sum() > 0
-    with torch.no_grad():
-        s = half.distilbert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
-        t = teacher.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
-        s_scores, t_scores = heads.attention_scores(half, s.hidden_states, [1, 2]), heads.attention_scores(teacher, t.hidden_states, [2, 4])
+    with torch.no_grad(), heads.capture_attention_scores(half, [1, 2]) as s_captured, heads.capture_attention_scores(teacher, [2, 4]) as t_captured:
+        half(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        s_scores, t_scores = s_captured(), t_captured()
     real = batch["attention_mask"].bool()
     pairs = (real[:, None, :, None] & real[:, None, None, :]).expand_as(s_scores[1])
     by_hand = sum(((s_scores[i][pairs] - t_scores[j][pairs]) ** 2).mean() for i, j in [(1, 2), (2, 4)])
