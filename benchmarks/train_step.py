@@ -5,7 +5,8 @@
 
 Parts, each timed alone: the teacher's forward (no grad) and the student's forward + backward on its own
 MLM loss. The step: DistillationTrainer.compute_loss + backward with DistilBERT's triple loss. Phases
-alternate within each repeat and medians are compared, so machine noise hits all alike. Target:
+run in a new random order in each repeat and medians are compared, so machine noise and order effects
+hit all alike. Target:
 step / (teacher + student) <= 1.05. Peak memory is measured on CUDA only (CPU: null). On a CPU the
 Trainer keeps freed memory in the process (hf_distil/cpu_memory.py) for every phase alike;
 --no_keep_freed_memory measures glibc's default instead.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import tempfile
 import time
@@ -70,6 +72,7 @@ def main() -> None:
     teacher, student, batch = models_and_batch(cli.tiny, cli.batch_size, cli.length)
     teacher, student = teacher.to(device), student.to(device)
     batch = {k: v.to(device) for k, v in batch.items()}
+    shuffle = random.Random(0).shuffle
     report = {"benchmark": "train_step", "torch": torch.__version__, "threads": torch.get_num_threads(), "device": device,
               "batch": [cli.batch_size, cli.length], "tiny": cli.tiny,
               "keep_freed_memory": device == "cpu" and not cli.no_keep_freed_memory}
@@ -98,9 +101,11 @@ def main() -> None:
                 fn()
             times = {name: [] for name in phases}
             memory = {}
+            order = list(phases)
             for _ in range(cli.repeats):
-                for name, fn in phases.items():
-                    seconds, peak = timed(fn)
+                shuffle(order)
+                for name in order:
+                    seconds, peak = timed(phases[name])
                     times[name].append(seconds)
                     memory[name] = peak
             median = {name: statistics.median(values) for name, values in times.items()}

