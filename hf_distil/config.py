@@ -46,7 +46,7 @@ class DistillationArguments(TrainingArguments):
     attention_maps: str = field(
         default="probabilities",
         metadata={"help": "What alpha_attention_mse compares: 'probabilities' (eager attention's maps) or 'scores' "
-                  "(pre-softmax QKᵀ/√d as in TinyBERT, recomputed from each layer's input; SDPA stays on). "
+                  "(pre-softmax QKᵀ/√d as in TinyBERT, from each mapped layer's query and key projections; SDPA stays on). "
                   "Either way only real (query, key) pairs count."},
     )
     alpha_pkd: float = field(default=0.0, metadata={"help": "Weight of BERT-PKD's loss: MSE of L2-normalised [CLS] states of the mapped layers."})

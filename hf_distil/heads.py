@@ -90,7 +90,6 @@ def hidden_and_row_logits(
     return LMOutputs(out.hidden_states[-1], out.logits[rows], out.logits, out.hidden_states if all_hidden_states else None, out.attentions)
 
 
-
 # model_type → (layer list under the base model, query projection, key projection) inside a layer.
 _QUERY_KEY: dict[str, tuple[str, str, str]] = {
     "bert": ("encoder.layer", "attention.self.query", "attention.self.key"),

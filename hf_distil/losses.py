@@ -175,15 +175,13 @@ def distillation_loss(
     """
     counts = num_items or {}
     terms: dict[str, torch.Tensor] = {}
-    if weights.get("ce", 0) > 0 and weights.get("mlm", 0) > 0:
-        # One fused pass and one (rows × V) gradient for both terms, the common case (see fused_losses.py).
-        kl, ce = logit_terms(student_logits, teacher_logits, labels, temperature)
-        terms["ce"] = kl / _denominator(student_logits.shape[0], counts.get("rows")) * temperature**2
-        terms["mlm"] = ce / _denominator(labels.ne(IGNORE_INDEX).sum(), counts.get("mlm"))
-    elif weights.get("ce", 0) > 0:
-        terms["ce"] = soft_target_kl(student_logits, teacher_logits, temperature, counts.get("rows"))
-    elif weights.get("mlm", 0) > 0:
-        terms["mlm"] = mlm_loss(student_logits, labels, counts.get("mlm"))
+    use_ce, use_mlm = weights.get("ce", 0) > 0, weights.get("mlm", 0) > 0
+    if use_ce or use_mlm:  # one fused pass and one (rows × V) gradient for both terms (see fused_losses.py)
+        kl, ce = logit_terms(student_logits, teacher_logits if use_ce else None, labels if use_mlm else None, temperature)
+        if use_ce:
+            terms["ce"] = kl / _denominator(student_logits.shape[0], counts.get("rows")) * temperature**2
+        if use_mlm:
+            terms["mlm"] = ce / _denominator(labels.ne(IGNORE_INDEX).sum(), counts.get("mlm"))
     if weights.get("mse", 0) > 0:
         terms["mse"] = logit_mse(student_logits, teacher_logits, counts.get("rows"))
     if weights.get("cos", 0) > 0:
