@@ -22,6 +22,16 @@ def _denominator(count: int | torch.Tensor, num_items: int | torch.Tensor | None
     return total.clamp_min(1) if torch.is_tensor(total) else max(total, 1)
 
 
+def _ce_normalised(kl_sum: torch.Tensor, rows: int, temperature: float, num_items: int | torch.Tensor | None) -> torch.Tensor:
+    """L_ce from its sum over rows: mean over rows (or num_items), times T² (Hinton's gradient scale)."""
+    return kl_sum / _denominator(rows, num_items) * temperature**2
+
+
+def _mlm_normalised(ce_sum: torch.Tensor, labels: torch.Tensor, num_items: int | torch.Tensor | None) -> torch.Tensor:
+    """L_mlm from its sum: mean over labelled positions (or num_items)."""
+    return ce_sum / _denominator(labels.ne(IGNORE_INDEX).sum(), num_items)
+
+
 def soft_target_kl(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -35,7 +45,7 @@ def soft_target_kl(
     reference logs and is 0 when the distributions agree. No gradient flows to the teacher.
     """
     kl, _ = logit_terms(student_logits, teacher_logits, None, temperature)
-    return kl / _denominator(student_logits.shape[0], num_items) * temperature**2
+    return _ce_normalised(kl, student_logits.shape[0], temperature, num_items)
 
 
 def topk_soft_target_kl(
@@ -54,7 +64,7 @@ def topk_soft_target_kl(
     log_p = torch.log_softmax(_upcast(topk_values).float() / temperature, dim=-1)
     log_q = torch.log_softmax(_upcast(student_logits) / temperature, dim=-1).gather(-1, topk_ids.long())
     kl = (log_p.exp() * (log_p - log_q)).sum()
-    return kl / _denominator(student_logits.shape[0], num_items) * temperature**2
+    return _ce_normalised(kl, student_logits.shape[0], temperature, num_items)
 
 
 def mix_teacher_logits(teacher_logits: list[torch.Tensor], weights: list[float], temperature: float) -> torch.Tensor:
@@ -78,7 +88,7 @@ def mlm_loss(
     """
     labels = labels.reshape(-1)
     _, total = logit_terms(student_logits.reshape(-1, student_logits.shape[-1]), None, labels)
-    return total / _denominator(labels.ne(IGNORE_INDEX).sum(), num_items)
+    return _mlm_normalised(total, labels, num_items)
 
 
 def logit_mse(
@@ -179,9 +189,9 @@ def distillation_loss(
     if use_ce or use_mlm:  # one fused pass and one (rows × V) gradient for both terms (see fused_losses.py)
         kl, ce = logit_terms(student_logits, teacher_logits if use_ce else None, labels if use_mlm else None, temperature)
         if use_ce:
-            terms["ce"] = kl / _denominator(student_logits.shape[0], counts.get("rows")) * temperature**2
+            terms["ce"] = _ce_normalised(kl, student_logits.shape[0], temperature, counts.get("rows"))
         if use_mlm:
-            terms["mlm"] = ce / _denominator(labels.ne(IGNORE_INDEX).sum(), counts.get("mlm"))
+            terms["mlm"] = _mlm_normalised(ce, labels, counts.get("mlm"))
     if weights.get("mse", 0) > 0:
         terms["mse"] = logit_mse(student_logits, teacher_logits, counts.get("rows"))
     if weights.get("cos", 0) > 0:
