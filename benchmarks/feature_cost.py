@@ -25,6 +25,7 @@ import torch
 from train_step import models_and_batch, timed
 
 from hf_distil import DistillationArguments, DistillationTrainer
+from hf_distil.errors import run_script
 from hf_distil.heads import hidden_and_row_logits
 from hf_distil.teacher_cache import CACHE_COLUMNS
 
@@ -87,4 +88,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -19,6 +19,7 @@ import torch
 from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM
 
 from hf_distil import init_student_from_teacher
+from hf_distil.errors import run_script
 from hf_distil.evaluation import relative_speed
 
 
@@ -78,4 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -24,7 +24,13 @@ import time
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
-from hf_distil import DataCollatorForDistillation, DistillationArguments, DistillationTrainer, init_student_from_teacher
+from hf_distil import (
+    DataCollatorForDistillation,
+    DistillationArguments,
+    DistillationTrainer,
+    init_student_from_teacher,
+)
+from hf_distil.errors import run_script
 from hf_distil.heads import hidden_and_row_logits
 from hf_distil.losses import mlm_loss
 
@@ -120,4 +126,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -3,8 +3,8 @@
 from .collator import DataCollatorForDistillation
 from .config import DistillationArguments
 from .data import token_counts
-from .student import init_student_from_teacher
 from .hub import push_to_hub
+from .student import init_student_from_teacher
 from .trainer import DistillationTrainer
 
 __all__ = [

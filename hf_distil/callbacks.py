@@ -21,6 +21,8 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
+from .errors import UsageError
+
 logger = logging.get_logger(__name__)
 
 
@@ -159,11 +161,11 @@ def parse_schedules(text: str) -> dict[str, Schedule]:
         name, _, spec = item.partition("=")
         fields = spec.split(":")
         if name not in ("temperature", *LOSS_WEIGHTS) or len(fields) not in (2, 3):
-            raise ValueError(f"bad loss schedule {item!r}; write name=start:end[:kind] with name temperature or an alpha_*, kind one of {SCHEDULE_KINDS}.")
+            raise UsageError(f"bad loss schedule {item!r}; write name=start:end[:kind] with name temperature or an alpha_*, kind one of {SCHEDULE_KINDS}.")
         kind = fields[2] if len(fields) == 3 else "linear"
         start, end = float(fields[0]), float(fields[1])
         if kind not in SCHEDULE_KINDS or min(start, end) < 0 or (name == "temperature" and min(start, end) <= 0):
-            raise ValueError(f"bad loss schedule {item!r}: kind must be one of {SCHEDULE_KINDS}, values >= 0 (temperature > 0).")
+            raise UsageError(f"bad loss schedule {item!r}: kind must be one of {SCHEDULE_KINDS}, values >= 0 (temperature > 0).")
         schedules[name] = Schedule(start, end, kind)
     return schedules
 

@@ -10,6 +10,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from . import masking
+from .errors import UsageError
 
 
 class DataCollatorForDistillation:
@@ -42,9 +43,9 @@ class DataCollatorForDistillation:
         mlm: bool = True,
     ) -> None:
         if mlm and tokenizer.mask_token_id is None:
-            raise ValueError(f"{type(tokenizer).__name__} has no mask token; pass mlm=False for a causal student.")
+            raise UsageError(f"{type(tokenizer).__name__} has no mask token; pass mlm=False for a causal student.")
         if tokenizer.pad_token_id is None:
-            raise ValueError(f"{type(tokenizer).__name__} has no pad token; set tokenizer.pad_token first.")
+            raise UsageError(f"{type(tokenizer).__name__} has no pad token; set tokenizer.pad_token first.")
         self.tokenizer = tokenizer
         self.mlm = mlm
         self.mlm_probability = mlm_probability
@@ -58,7 +59,7 @@ class DataCollatorForDistillation:
         else:
             counts = torch.as_tensor(token_counts)
             if counts.numel() != self.vocab_size:
-                raise ValueError(
+                raise UsageError(
                     f"token_counts has {counts.numel()} entries but the tokenizer has {self.vocab_size} tokens; "
                     "count with hf_distil.token_counts(texts, tokenizer) using this tokenizer."
                 )
@@ -83,7 +84,7 @@ class DataCollatorForDistillation:
             if token.startswith("##"):
                 table[index] = True
         if not table.any():
-            raise ValueError(
+            raise UsageError(
                 f"whole_word_masking needs a WordPiece vocabulary ('##' pieces); {type(tokenizer).__name__} has none."
             )
         return table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,8 @@ import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.utils import logging
+
+from .errors import UsageError
 
 logger = logging.get_logger(__name__)
 
@@ -115,7 +118,7 @@ class DistillationArguments(TrainingArguments):
 def accumulation_for(target: int, per_device: int, world_size: int) -> int:
     """Gradient-accumulation steps that bring per_device × world_size closest to `target` sequences."""
     if target < 1:
-        raise ValueError(f"target_batch_size must be >= 1, got {target}.")
+        raise UsageError(f"target_batch_size must be >= 1, got {target}.")
     per_step = per_device * world_size
     steps = max(1, round(target / per_step))
     if steps * per_step != target:
@@ -183,45 +186,72 @@ class DataArguments:
 def validate_distillation_settings(args: DistillationArguments) -> None:
     """Raise one actionable ValueError for settings that cannot train (see DistillationArguments)."""
     if not args.temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {args.temperature}; use 1.0 for no softening.")
+        raise UsageError(f"temperature must be > 0, got {args.temperature}; use 1.0 for no softening.")
     alphas = {name: getattr(args, name) for name in LOSS_WEIGHTS}
     negative = {k: v for k, v in alphas.items() if v < 0}
     if negative:
-        raise ValueError(f"loss weights must be >= 0, got {negative}; set them to 0 to switch a term off.")
+        raise UsageError(f"loss weights must be >= 0, got {negative}; set them to 0 to switch a term off.")
     if not any(alphas.values()):
-        raise ValueError("every loss weight is 0, nothing would train; set e.g. --alpha_ce 5 --alpha_mlm 2 --alpha_cos 1.")
+        raise UsageError("every loss weight is 0, nothing would train; set e.g. --alpha_ce 5 --alpha_mlm 2 --alpha_cos 1.")
     if args.alpha_mlm > 0 and args.alpha_clm > 0:
-        raise ValueError("alpha_mlm and alpha_clm are both > 0; a student is either masked (MLM) or causal (CLM): set one to 0.")
+        raise UsageError("alpha_mlm and alpha_clm are both > 0; a student is either masked (MLM) or causal (CLM): set one to 0.")
     for name in ("mlm_probability", "mask_replace_prob", "random_replace_prob"):
         value = getattr(args, name)
         if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must lie in [0, 1], got {value}.")
+            raise UsageError(f"{name} must lie in [0, 1], got {value}.")
     if args.mask_replace_prob + args.random_replace_prob > 1.0 + 1e-9:
-        raise ValueError(
+        raise UsageError(
             f"mask_replace_prob + random_replace_prob = {args.mask_replace_prob + args.random_replace_prob:g} > 1; "
             "the remainder is the share kept unchanged, so their sum must be <= 1."
         )
     if args.attention_maps not in ("probabilities", "scores"):
-        raise ValueError(f"attention_maps must be 'probabilities' or 'scores', got {args.attention_maps!r}.")
+        raise UsageError(f"attention_maps must be 'probabilities' or 'scores', got {args.attention_maps!r}.")
     if args.mlm_smoothing < 0:
-        raise ValueError(f"mlm_smoothing must be >= 0, got {args.mlm_smoothing}; 0.7 favours rare tokens as DistilBERT does.")
+        raise UsageError(f"mlm_smoothing must be >= 0, got {args.mlm_smoothing}; 0.7 favours rare tokens as DistilBERT does.")
 
 
 def parse_with_config(dataclass_types: tuple, argv: list[str], default_config: Path) -> tuple:
     """Parse `argv` into `dataclass_types` (HfArgumentParser) after the values of a YAML/JSON file:
     `--config FILE` picks the file (default `default_config`); flags given on the command line win.
 
-    Keys the dataclasses do not know are skipped, so recipes can share one run config.
+    A key of the file that no dataclass knows is an error (a typo would otherwise be ignored), and so is
+    any value the dataclasses reject: both end as one `UsageError` line.
     """
     config = default_config
     if "--config" in argv:
         at = argv.index("--config")
+        if at + 1 >= len(argv):
+            raise UsageError("--config needs a file, e.g. --config recipes/configs/distil_bert.yaml.")
         config, argv = Path(argv[at + 1]), argv[:at] + argv[at + 2 :]
     known = {f.name for cls in dataclass_types for f in dataclasses.fields(cls)}
     from_file: list[str] = []
-    for key, value in (yaml.safe_load(config.read_text()) or {}).items():
+    for key, value in _read_config(config).items():
         if key not in known:
-            continue
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "; see --help for the options."
+            raise UsageError(f"{config}: unknown setting {key!r}{hint}")
         values = value if isinstance(value, list) else [value]
         from_file += [f"--{key}", *(str(v) for v in values)]
-    return HfArgumentParser(dataclass_types).parse_args_into_dataclasses(args=from_file + argv)
+    parser = HfArgumentParser(dataclass_types)
+    for action in parser._actions:  # argparse %-formats help text; ours is plain ("~10% of a step")
+        if action.help and "%(" not in action.help:
+            action.help = action.help.replace("%", "%%")
+    try:
+        return parser.parse_args_into_dataclasses(args=from_file + argv)
+    except ValueError as error:  # raised by a dataclass's __post_init__: a setting the user gave
+        raise UsageError(str(error)) from None
+
+
+def _read_config(path: Path) -> dict:
+    """The settings of a YAML/JSON run config, as a dict; a missing or malformed file is a UsageError."""
+    try:
+        settings = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"--config {path}: no such file; pass a YAML file such as recipes/configs/distil_bert.yaml.") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise UsageError(f"--config {path} is not valid YAML ({' '.join(str(error).split())[:160]}).") from None
+    if settings is None:
+        return {}
+    if not isinstance(settings, dict):
+        raise UsageError(f"--config {path} must map setting names to values, got a {type(settings).__name__}.")
+    return settings

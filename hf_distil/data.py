@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from .config import DataArguments
+from .errors import UsageError
 
 
 def token_counts(
@@ -32,7 +33,7 @@ def token_counts(
     if column_names is not None:
         column = "input_ids" if "input_ids" in column_names else "text"
         if column not in column_names:
-            raise ValueError(f"the dataset has columns {column_names}; token_counts needs 'input_ids' or 'text'.")
+            raise UsageError(f"the dataset has columns {column_names}; token_counts needs 'input_ids' or 'text'.")
         items: Sequence = texts_or_dataset[column]
     else:
         items = list(texts_or_dataset)
@@ -126,7 +127,7 @@ def load_texts(data_args: DataArguments) -> datasets.DatasetDict:
         suffix = Path(data_args.train_file).suffix.lstrip(".")
         builder = {"txt": "text", "jsonl": "json", "json": "json", "csv": "csv"}.get(suffix)
         if builder is None:
-            raise ValueError(f"--train_file {data_args.train_file}: use a .txt, .json, .jsonl or .csv file.")
+            raise UsageError(f"--train_file {data_args.train_file}: use a .txt, .json, .jsonl or .csv file.")
         raw = datasets.load_dataset(builder, data_files=files)
     else:
         raw = wikipedia_splits()
@@ -137,7 +138,7 @@ def load_texts(data_args: DataArguments) -> datasets.DatasetDict:
             raw = raw["train"].train_test_split(test_size=0.05, seed=0)
     for name, split in raw.items():
         if data_args.text_column not in split.column_names:
-            raise ValueError(f"split {name} has columns {split.column_names}; pass --text_column with the text's column.")
+            raise UsageError(f"split {name} has columns {split.column_names}; pass --text_column with the text's column.")
     column = data_args.text_column
     return datasets.DatasetDict(
         {k: raw[k].select_columns([column]).rename_columns({column: "text"} if column != "text" else {}) for k in ("train", "test")}

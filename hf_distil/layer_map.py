@@ -1,4 +1,5 @@
 """Which student layer learns from which teacher layer, for the intermediate-layer losses.
+from .errors import UsageError
 
 Indices follow transformers' `hidden_states`: 0 is the embedding output, i the output of layer i.
 Attention maps of layer i are `attentions[i - 1]`.
@@ -28,10 +29,10 @@ def intermediate_pairs(num_student_layers: int, num_teacher_layers: int, rule: s
         try:
             pairs = [tuple(int(x) for x in item.split(":")) for item in rule.split(",")]
         except ValueError:
-            raise ValueError(f"intermediate layer pairs must look like '1:2,2:4', got {rule!r}.") from None
+            raise UsageError(f"intermediate layer pairs must look like '1:2,2:4', got {rule!r}.") from None
     else:
-        raise ValueError(f"unknown intermediate layer rule {rule!r}; use one of {INTERMEDIATE_RULES} or pairs like '1:2,2:4'.")
+        raise UsageError(f"unknown intermediate layer rule {rule!r}; use one of {INTERMEDIATE_RULES} or pairs like '1:2,2:4'.")
     bad = [(s, t) for s, t in pairs if not (0 <= s <= m and 0 <= t <= n)]
     if bad:
-        raise ValueError(f"layer pairs {bad} fall outside student 0..{m} / teacher 0..{n} (0 is the embedding output).")
+        raise UsageError(f"layer pairs {bad} fall outside student 0..{m} / teacher 0..{n} (0 is the embedding output).")
     return pairs

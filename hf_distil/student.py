@@ -16,6 +16,8 @@ from transformers import (
 )
 from transformers.integrations import is_deepspeed_zero3_enabled
 
+from .errors import UsageError
+
 # DistilBERT's extraction (reference scripts/extract_distilbert.py) keeps these of BERT-base's 12 layers.
 DISTILBERT_LAYERS = (0, 2, 4, 7, 9, 11)
 LAYER_RULES = ("uniform", "even", "last")
@@ -48,7 +50,7 @@ def select_layers(num_teacher_layers: int, layers: Sequence[int] | str, num_laye
     if isinstance(layers, str):
         n = num_layers or (num_teacher_layers + 1) // 2
         if not 1 <= n <= num_teacher_layers:
-            raise ValueError(f"num_layers={n} is outside 1..{num_teacher_layers} (the teacher's layer count).")
+            raise UsageError(f"num_layers={n} is outside 1..{num_teacher_layers} (the teacher's layer count).")
         if layers == "uniform":
             chosen = torch.linspace(0, num_teacher_layers - 1, n).round().long().tolist() if n > 1 else [0]
         elif layers == "even":
@@ -57,17 +59,17 @@ def select_layers(num_teacher_layers: int, layers: Sequence[int] | str, num_laye
         elif layers == "last":
             chosen = list(range(num_teacher_layers - n, num_teacher_layers))
         else:
-            raise ValueError(f"unknown layer rule {layers!r}; use one of {LAYER_RULES} or a list of layer indices.")
+            raise UsageError(f"unknown layer rule {layers!r}; use one of {LAYER_RULES} or a list of layer indices.")
         return chosen
     chosen = [int(i) for i in layers]
     bad = [i for i in chosen if not 0 <= i < num_teacher_layers]
     if bad:
-        raise ValueError(
+        raise UsageError(
             f"layers {bad} are out of range for a teacher with {num_teacher_layers} layers (valid: 0..{num_teacher_layers - 1}); "
             f"pass a rule such as layers='uniform' to pick them for you."
         )
     if not chosen or sorted(set(chosen)) != chosen:
-        raise ValueError(f"layers must be a non-empty, strictly increasing list of teacher layers, got {chosen}.")
+        raise UsageError(f"layers must be a non-empty, strictly increasing list of teacher layers, got {chosen}.")
     return chosen
 
 
@@ -102,9 +104,9 @@ def _build_student(teacher: PreTrainedModel, chosen: list[int], architecture: st
     if architecture == "same":
         return _same_architecture_student(teacher, chosen)
     if architecture != "distilbert":
-        raise ValueError(f"architecture must be 'distilbert' or 'same', got {architecture!r}.")
+        raise UsageError(f"architecture must be 'distilbert' or 'same', got {architecture!r}.")
     if not isinstance(teacher, BertForMaskedLM):
-        raise ValueError(
+        raise UsageError(
             f"a DistilBERT student is extracted from a BertForMaskedLM, got {type(teacher).__name__}; "
             "pass architecture='same' to keep the teacher's class."
         )
@@ -114,12 +116,12 @@ def _build_student(teacher: PreTrainedModel, chosen: list[int], architecture: st
 def _distilbert_student(teacher: BertForMaskedLM, chosen: list[int]) -> DistilBertForMaskedLM:
     tc = teacher.config
     if abs(tc.layer_norm_eps - 1e-12) > 1e-15 or getattr(tc, "position_embedding_type", "absolute") != "absolute":
-        raise ValueError(
+        raise UsageError(
             "DistilBERT hard-codes LayerNorm eps 1e-12 and absolute positions; this teacher differs "
             f"(eps {tc.layer_norm_eps}, positions {getattr(tc, 'position_embedding_type', 'absolute')}): pass architecture='same'."
         )
     if tc.hidden_act not in ("gelu", "relu"):
-        raise ValueError(f"DistilBERT supports gelu or relu activations, the teacher uses {tc.hidden_act!r}: pass architecture='same'.")
+        raise UsageError(f"DistilBERT supports gelu or relu activations, the teacher uses {tc.hidden_act!r}: pass architecture='same'.")
     config = DistilBertConfig(
         vocab_size=tc.vocab_size,
         max_position_embeddings=tc.max_position_embeddings,

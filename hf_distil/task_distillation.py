@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
+from .errors import UsageError
 from .losses import soft_target_kl
 from .teacher import prepare_teacher
 
@@ -27,9 +28,9 @@ class TaskDistillationArguments(TrainingArguments):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+            raise UsageError(f"temperature must be > 0, got {self.temperature}.")
         if self.alpha_task < 0 or self.alpha_kd < 0 or self.alpha_task + self.alpha_kd == 0:
-            raise ValueError(f"alpha_task and alpha_kd must be >= 0 and not both 0, got {self.alpha_task}, {self.alpha_kd}.")
+            raise UsageError(f"alpha_task and alpha_kd must be >= 0 and not both 0, got {self.alpha_task}, {self.alpha_kd}.")
 
 
 class TaskDistillationTrainer(Trainer):
@@ -37,7 +38,7 @@ class TaskDistillationTrainer(Trainer):
 
     def __init__(self, model: PreTrainedModel, teacher_model: PreTrainedModel, args: TaskDistillationArguments, **kwargs: Any) -> None:
         if model.config.num_labels != teacher_model.config.num_labels:
-            raise ValueError(
+            raise UsageError(
                 f"teacher has {teacher_model.config.num_labels} labels, student {model.config.num_labels}; "
                 "fine-tune the teacher on the same task first."
             )

@@ -9,6 +9,8 @@ from accelerate import Accelerator
 from transformers import AutoModelForMaskedLM, PreTrainedModel
 from transformers.utils import logging
 
+from .errors import UsageError
+
 logger = logging.get_logger(__name__)
 
 
@@ -21,13 +23,13 @@ def check_compatible(student: PreTrainedModel, teacher: PreTrainedModel, needs_h
     """Fail at construction, in one line, when the teacher cannot teach this student."""
     s_vocab, t_vocab = student.config.vocab_size, teacher.config.vocab_size
     if s_vocab != t_vocab:
-        raise ValueError(
+        raise UsageError(
             f"teacher vocab {t_vocab} ≠ student vocab {s_vocab}; build the student with "
             "init_student_from_teacher(teacher) or pick a teacher with the same tokenizer."
         )
     s_hidden, t_hidden = student.config.hidden_size, teacher.config.hidden_size
     if needs_hidden and s_hidden != t_hidden:
-        raise ValueError(
+        raise UsageError(
             f"alpha_cos > 0 compares hidden states, but teacher hidden size {t_hidden} ≠ student {s_hidden}; "
             "set alpha_cos=0 or use a student of the teacher's width."
         )

@@ -13,10 +13,19 @@ from . import heads
 from .callbacks import LossScheduleCallback, MaskingEpochCallback, parse_schedules
 from .config import LOSS_WEIGHTS, DistillationArguments
 from .cpu_memory import keep_freed_memory
+from .errors import UsageError
 from .layer_map import intermediate_pairs
-from .losses import IGNORE_INDEX, attention_mse, distillation_loss, hidden_mse, mix_teacher_logits, pkd_loss, topk_soft_target_kl
-from .teacher_cache import CACHE_COLUMNS
+from .losses import (
+    IGNORE_INDEX,
+    attention_mse,
+    distillation_loss,
+    hidden_mse,
+    mix_teacher_logits,
+    pkd_loss,
+    topk_soft_target_kl,
+)
 from .teacher import check_compatible, load_teacher, prepare_teacher
+from .teacher_cache import CACHE_COLUMNS
 
 _TEACHER_TERMS = ("ce", "mse", "cos", "hidden_mse", "attention_mse", "pkd")
 _COUNTS = ("mlm", "tokens", "rows", "pairs", "sequences")
@@ -54,13 +63,13 @@ class DistillationTrainer(Trainer):
         teacher, others = teachers[0], [t for t in teachers[1:] if t is not None]
         self.teacher_weights = [float(w) for w in args.teacher_weights.split(",")] if args.teacher_weights else [1.0] * len(teachers)
         if len(self.teacher_weights) != len(teachers) or min(self.teacher_weights) < 0 or sum(self.teacher_weights) == 0:
-            raise ValueError(f"teacher_weights {args.teacher_weights!r} must hold {len(teachers)} non-negative weights, not all 0.")
+            raise UsageError(f"teacher_weights {args.teacher_weights!r} must hold {len(teachers)} non-negative weights, not all 0.")
         for other in others:
             check_compatible(model, other, needs_hidden=False)
         cached = set(CACHE_COLUMNS) <= set(getattr(kwargs.get("train_dataset"), "column_names", None) or [])
         needs_teacher = [f"alpha_{t}" for t in _TEACHER_TERMS if weights[t] > 0 and not (cached and t == "ce")]
         if teacher is None and needs_teacher:
-            raise ValueError(f"{', '.join(needs_teacher)} > 0 but no teacher_model was given; pass one or set them to 0.")
+            raise UsageError(f"{', '.join(needs_teacher)} > 0 but no teacher_model was given; pass one or set them to 0.")
         self.layer_pairs: list[tuple[int, int]] = []
         self.hidden_projection: nn.Linear | None = None
         if teacher is not None:
@@ -96,12 +105,12 @@ class DistillationTrainer(Trainer):
         if weights["attention_mse"] > 0:
             s_heads = getattr(student.config, "n_heads", None) or student.config.num_attention_heads
             if s_heads != teacher.config.num_attention_heads:
-                raise ValueError(f"alpha_attention_mse compares attention maps head by head, but the student has {s_heads} heads and the teacher {teacher.config.num_attention_heads}.")
+                raise UsageError(f"alpha_attention_mse compares attention maps head by head, but the student has {s_heads} heads and the teacher {teacher.config.num_attention_heads}.")
             if args.attention_maps == "probabilities":
                 student.set_attn_implementation("eager")
                 teacher.set_attn_implementation("eager")
             elif not (heads.has_attention_scores(student) and heads.has_attention_scores(teacher)):
-                raise ValueError("attention_maps='scores' knows BERT, RoBERTa and DistilBERT layers only; use attention_maps='probabilities'.")
+                raise UsageError("attention_maps='scores' knows BERT, RoBERTa and DistilBERT layers only; use attention_maps='probabilities'.")
         if student.config.hidden_size != teacher.config.hidden_size:
             # Trained with the student and saved beside it (PROJECTION_FILE), never inside its weights.
             self.hidden_projection = nn.Linear(student.config.hidden_size, teacher.config.hidden_size)
@@ -109,7 +118,7 @@ class DistillationTrainer(Trainer):
     def _place_projection(self) -> None:
         """On the student's device, and the same on every process (DDP broadcasts only the model's weights)."""
         if self.is_deepspeed_enabled:
-            raise ValueError("a learned hidden-size projection is not supported under DeepSpeed yet; use DDP or a student of the teacher's width.")
+            raise UsageError("a learned hidden-size projection is not supported under DeepSpeed yet; use DDP or a student of the teacher's width.")
         self.hidden_projection.to(self.args.device)
         if self.accelerator.num_processes > 1:
             for tensor in self.hidden_projection.parameters():
@@ -228,7 +237,7 @@ class DistillationTrainer(Trainer):
         t_hidden = t_rows = teacher = None
         live = ("mse", "cos", "hidden_mse", "attention_mse", "pkd") if cache else _TEACHER_TERMS
         if cache and int(rows.sum()) != len(cache[CACHE_COLUMNS[0]]):
-            raise ValueError(
+            raise UsageError(
                 f"the teacher cache holds {len(cache[CACHE_COLUMNS[0]])} rows for this batch but {int(rows.sum())} are selected; "
                 "build the cache with the same restrict_ce_to_mask setting."
             )

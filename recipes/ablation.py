@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hf_distil.errors import run_script
+
 RECIPES = Path(__file__).resolve().parent
 VARIANTS = {
     "triple loss": [],
@@ -66,4 +68,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

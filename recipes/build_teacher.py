@@ -23,6 +23,7 @@ from transformers.utils import logging
 
 from hf_distil import DataCollatorForDistillation, DistillationArguments, DistillationTrainer, token_counts
 from hf_distil.data import HELD_OUT_ARTICLES, tokenize_and_chunk, wikipedia_splits
+from hf_distil.errors import run_script
 from hf_distil.evaluation import masked_lm_metrics
 from hf_distil.teachers import minilm
 
@@ -102,4 +103,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

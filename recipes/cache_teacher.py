@@ -21,6 +21,7 @@ from transformers.utils import logging
 from hf_distil import DataCollatorForDistillation, DistillationArguments
 from hf_distil.config import DataArguments, ModelArguments, parse_with_config
 from hf_distil.data import prepare_corpus
+from hf_distil.errors import run_script
 from hf_distil.teacher_cache import build_teacher_cache, bytes_per_token
 from hf_distil.teachers import load_default_teacher
 
@@ -56,4 +57,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -27,10 +27,17 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
-from hf_distil import DataCollatorForDistillation, DistillationArguments, DistillationTrainer, init_student_from_teacher, push_to_hub
+from hf_distil import (
+    DataCollatorForDistillation,
+    DistillationArguments,
+    DistillationTrainer,
+    init_student_from_teacher,
+    push_to_hub,
+)
 from hf_distil.callbacks import NonFiniteLossGuard, PushToHubCallback, TeacherAgreementCallback
 from hf_distil.config import DataArguments, ModelArguments, parse_with_config
 from hf_distil.data import prepare_corpus
+from hf_distil.errors import UsageError, run_script
 from hf_distil.evaluation import masked_lm_metrics, relative_speed
 from hf_distil.hub import RESULTS_FILE, render_model_card, save_training_arguments
 from hf_distil.student import select_layers
@@ -103,7 +110,7 @@ def main() -> None:
     callbacks = [NonFiniteLossGuard(), TeacherAgreementCallback(teacher, held_out, tokenizer)]
     if push:
         if not args.hub_model_id:
-            raise ValueError("--push_to_hub needs --hub_model_id, e.g. --hub_model_id your-name/distilbert-mini")
+            raise UsageError("--push_to_hub needs --hub_model_id, e.g. --hub_model_id your-name/distilbert-mini")
         callbacks.append(PushToHubCallback(args.hub_model_id, private=bool(args.hub_private_repo), token=args.hub_token, revision=args.hub_revision))
 
     # Train.
@@ -198,4 +205,4 @@ def print_summary(summary: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

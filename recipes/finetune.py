@@ -38,6 +38,7 @@ from transformers import (
 from transformers.utils import logging
 
 from hf_distil import qa as qa_lib
+from hf_distil.errors import UsageError, run_script
 from hf_distil.metrics import metric_path
 from hf_distil.task_distillation import TaskDistillationArguments, TaskDistillationTrainer
 
@@ -75,7 +76,7 @@ class TaskArguments:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}.")
+            raise UsageError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}.")
 
 
 def polarity_demo() -> datasets.DatasetDict:
@@ -212,4 +213,4 @@ def format_table(results: dict[str, dict[str, dict]]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -6,12 +6,11 @@ import copy
 
 import pytest
 import torch
+from conftest import make_args
 from transformers import TrainerCallback
 
 from hf_distil import DataCollatorForDistillation, DistillationTrainer
 from hf_distil.callbacks import NonFiniteLossGuard, PushToHubCallback, TeacherAgreementCallback
-
-from conftest import make_args
 
 
 def build(tmp_path, teacher, student, tokenizer, dataset, callbacks, **kwargs) -> DistillationTrainer:

@@ -7,12 +7,11 @@ import logging
 
 import pytest
 import yaml
+from conftest import make_args
 from huggingface_hub import ModelCard
 
 from hf_distil import DataCollatorForDistillation, DistillationTrainer, push_to_hub
 from hf_distil.hub import render_model_card
-
-from conftest import make_args
 
 TOKEN = "hf_testsecret0123456789"
 

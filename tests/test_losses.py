@@ -7,7 +7,17 @@ import torch
 from torch import nn
 
 from hf_distil import fused_losses
-from hf_distil.losses import attention_mse, clm_loss, distillation_loss, hidden_cosine, hidden_mse, logit_mse, mlm_loss, pkd_loss, soft_target_kl
+from hf_distil.losses import (
+    attention_mse,
+    clm_loss,
+    distillation_loss,
+    hidden_cosine,
+    hidden_mse,
+    logit_mse,
+    mlm_loss,
+    pkd_loss,
+    soft_target_kl,
+)
 
 
 @pytest.fixture

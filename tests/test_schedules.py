@@ -1,11 +1,10 @@
 import math
 
 import pytest
+from conftest import make_args
 
 from hf_distil import DataCollatorForDistillation, DistillationTrainer
 from hf_distil.callbacks import Schedule, parse_schedules
-
-from conftest import make_args
 
 
 def test_schedule_shapes():

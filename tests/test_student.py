@@ -1,6 +1,12 @@
 import pytest
 import torch
-from transformers import AutoModelForMaskedLM, BertForMaskedLM, DistilBertForMaskedLM, RobertaConfig, RobertaForMaskedLM
+from transformers import (
+    AutoModelForMaskedLM,
+    BertForMaskedLM,
+    DistilBertForMaskedLM,
+    RobertaConfig,
+    RobertaForMaskedLM,
+)
 
 from hf_distil import init_student_from_teacher
 from hf_distil.student import select_layers

@@ -1,11 +1,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_bert_config
 from transformers import BertForSequenceClassification
 
 from hf_distil.task_distillation import TaskDistillationArguments, TaskDistillationTrainer
-
-from conftest import tiny_bert_config
 
 
 def args(tmp_path, **kwargs):

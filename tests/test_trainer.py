@@ -7,14 +7,19 @@ import copy
 import datasets
 import pytest
 import torch
+from conftest import make_args, tiny_bert_config
 from safetensors.torch import load_file
 from torch import nn
 from transformers import DistilBertConfig, DistilBertForMaskedLM
 
-from hf_distil import DataCollatorForDistillation, DistillationArguments, DistillationTrainer, heads, init_student_from_teacher
+from hf_distil import (
+    DataCollatorForDistillation,
+    DistillationArguments,
+    DistillationTrainer,
+    heads,
+    init_student_from_teacher,
+)
 from hf_distil.heads import hidden_and_row_logits
-
-from conftest import make_args, tiny_bert_config
 
 
 def reference_step(student, teacher, batch, T=2.0, restrict=False, alphas=(5.0, 2.0, 1.0, 0.0)):

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..errors import UsageError
 from . import minilm
 
 TEACHERS: dict[str, Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase]]] = {
@@ -17,5 +18,5 @@ DEFAULT_TEACHER = minilm.NAME
 def load_default_teacher(name: str = DEFAULT_TEACHER) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(BertForMaskedLM, tokenizer) of a shipped teacher; needs no network."""
     if name not in TEACHERS:
-        raise ValueError(f"unknown shipped teacher {name!r}; available: {sorted(TEACHERS)}.")
+        raise UsageError(f"unknown shipped teacher {name!r}; available: {sorted(TEACHERS)}.")
     return TEACHERS[name]()

@@ -15,6 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, PreTrainedTokenizerBase
 
+from ..errors import UsageError
+
 NAME = "minilm-wiki-mlm"
 BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # the packaged encoder, for model cards
 DELTA_FILE = Path(__file__).with_name("minilm_wiki_mlm.safetensors")
@@ -66,7 +68,7 @@ def load_minilm_wiki_mlm(dtype: torch.dtype = torch.float32) -> tuple[BertForMas
         raise FileNotFoundError(f"{DELTA_FILE} is missing; rebuild it with python recipes/build_teacher.py")
     digest = sha256(DELTA_FILE)
     if digest != DELTA_SHA256:
-        raise ValueError(
+        raise UsageError(
             f"{DELTA_FILE.name} has sha256 {digest[:12]}…, expected {DELTA_SHA256[:12]}…; the file is damaged "
             "(a git-lfs pointer?) or was rebuilt: reinstall hf_distil or update DELTA_SHA256."
         )

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import WORDS, save_tiny_teacher
 
 ROOT = Path(__file__).resolve().parents[2]
