@@ -69,6 +69,14 @@ class DataCollatorForDistillation:
         self.seed = seed
         self.epoch = 0
 
+    @classmethod
+    def from_arguments(
+        cls, tokenizer: PreTrainedTokenizerBase, args: Any, token_counts: torch.Tensor | None = None, **kwargs: Any
+    ) -> DataCollatorForDistillation:
+        """The collator of a run: masking settings and seed from `DistillationArguments` (their one home)."""
+        settings = ("mlm_probability", "mask_replace_prob", "random_replace_prob", "mlm_smoothing", "whole_word_masking")
+        return cls(tokenizer, token_counts=token_counts, seed=args.seed, **{k: getattr(args, k) for k in settings}, **kwargs)
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 

@@ -88,10 +88,11 @@ class DistillationArguments(TrainingArguments):
         default=False, metadata={"help": "Choose whole words: a chosen word-piece brings the pieces of its word along."}
     )
     cpu_keep_freed_memory: bool = field(
-        default=True,
-        metadata={"help": "On a CPU, keep freed memory in the process (glibc mallopt) instead of returning large "
-                  "blocks to the kernel: saves the page faults of the vocabulary-sized tensors every step "
-                  "(~10% of a step on 2 cores); resident memory then stays at its peak."},
+        default=False,
+        metadata={"help": "On a CPU, keep freed memory in the process (glibc mallopt, process-wide: off by default, "
+                  "the recipe's YAML turns it on) instead of returning large blocks to the kernel: saves the page "
+                  "faults of the vocabulary-sized tensors every step (~10% of a step on 2 cores); resident memory "
+                  "then stays at its peak."},
     )
     target_batch_size: int | None = field(
         default=None,
@@ -142,8 +143,9 @@ class ModelArguments:
         default=None, metadata={"help": "Hub id or folder of a ready student; default: extract one from the teacher."}
     )
     student_layers: str = field(
-        default="uniform",
-        metadata={"help": "Teacher layers the student keeps: a rule (uniform, even, last) or indices like 0,2,4,7,9,11."},
+        default="distilbert",
+        metadata={"help": "Teacher layers the student keeps: a rule (distilbert: 0,2,4,7,9,11 of 12 layers and one of "
+                  "two otherwise; uniform, even, last) or indices like 0,2,4,7,9,11."},
     )
     student_num_layers: int | None = field(
         default=None, metadata={"help": "Student depth for a layer rule; default half the teacher's, rounded up."}

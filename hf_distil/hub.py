@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import math
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from transformers import Trainer
 from transformers.utils import logging
+
+from .errors import RunFailed, UsageError
+from .student import PROVENANCE_KEY
 
 logger = logging.get_logger(__name__)
 
@@ -66,6 +70,45 @@ def _hub_id(name: str) -> str | None:
     return name if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) and not Path(name).exists() else None
 
 
+# Loss terms as the card names them, in the order of DistillationArguments.
+_TERM_NAMES = {
+    "alpha_ce": "soft targets (L_ce)", "alpha_mlm": "masked LM (L_mlm)", "alpha_cos": "hidden-state cosine (L_cos)",
+    "alpha_mse": "logit MSE", "alpha_clm": "causal LM", "alpha_hidden_mse": "hidden-state MSE (TinyBERT)",
+    "alpha_attention_mse": "attention MSE (TinyBERT)", "alpha_pkd": "[CLS] patient distillation (BERT-PKD)",
+}
+
+
+def _saved_parameters(folder: Path) -> int | None:
+    """Parameters of the saved model, from its safetensors headers (no weights are read)."""
+    from safetensors import safe_open
+
+    files = sorted(folder.glob("model*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for file in files:
+        with safe_open(str(file), framework="pt") as weights:
+            for name in weights.keys():
+                total += math.prod(weights.get_slice(name).get_shape())
+    return total
+
+
+def _millions(count: int | None) -> str | None:
+    if not count:
+        return None
+    return f"{count / 1e6:.1f}M" if count >= 1e5 else f"{count / 1e3:.1f}K"
+
+
+def speed_phrase(ratio: float) -> str:
+    """"1.94x faster" / "1.92x slower": a ratio below 1 is never called faster."""
+    return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+
+
+def _rows(rows: list[tuple[str, object, object]]) -> list[tuple[str, str, str]]:
+    """Keep the rows whose student value is known; an unknown teacher value shows as an em dash."""
+    return [(label, "—" if t is None else str(t), str(s)) for label, t, s in rows if s is not None]
+
+
 def render_model_card(
     folder: str | Path,
     repo_id: str | None = None,
@@ -73,25 +116,31 @@ def render_model_card(
     datasets: list[str] | None = None,
     license: str = "apache-2.0",
     base_model: str | None = None,
+    world_size: int | None = None,
 ) -> ModelCard:
-    """Build the card of a saved student from what its folder holds.
+    """Build the card of a saved student from what its folder holds; writes loss_terms.png beside it.
 
-    Reads config.json, training_args.json, trainer_state.json (loss curve and steps), and
-    held_out_results.json (written by recipes/distil_bert.py); writes loss_terms.png beside them.
-    base_model defaults to the teacher when that is a Hub id.
+    Reads config.json (layers, and the teacher and layer map recorded by `init_student_from_teacher`), the
+    safetensors headers (parameters), training_args.json, trainer_state.json (steps, loss curve) and, when
+    recipes/distil_bert.py wrote it, held_out_results.json (held-out metrics, speed, hardware). A value
+    that none of them holds is left out of the card, never printed as "?" or "nan".
     """
+    from .teachers import BASE_MODELS
+
     folder = Path(folder)
     config = _read_json(folder / "config.json")
     args = _read_json(folder / ARGS_FILE)
     state = _read_json(folder / "trainer_state.json")
     results = _read_json(folder / RESULTS_FILE)
-    teacher = teacher or results.get("teacher_name") or "unknown teacher"
+    provenance = config.get(PROVENANCE_KEY, {})
+    teacher = teacher or results.get("teacher_name") or provenance.get("teacher")
     repo_id = repo_id or folder.name
-    plot_loss_terms(state.get("log_history", []), folder / "loss_terms.png")
+    plot = "loss_terms.png" if plot_loss_terms(state.get("log_history", []), folder / "loss_terms.png") else None
+    base_model = base_model or results.get("base_model") or BASE_MODELS.get(teacher) or (teacher and _hub_id(teacher))
 
-    eval_results, eval_rows = [], []
     student_metrics, teacher_metrics = results.get("student", {}), results.get("teacher", {})
     dataset_name = (datasets or [results.get("eval_dataset", "held-out text")])[0]
+    metric_rows, eval_results = [], []
     for key, label, scale in (
         ("accuracy", "top-1 accuracy at [MASK] (%)", 100),
         ("top5_accuracy", "top-5 accuracy at [MASK] (%)", 100),
@@ -100,11 +149,59 @@ def render_model_card(
     ):
         if key in student_metrics:
             value = round(student_metrics[key] * scale, 2)
-            eval_rows.append((label, f"{teacher_metrics[key] * scale:.2f}" if key in teacher_metrics else "—", f"{value:.2f}"))
-            eval_results.append(EvalResult(task_type="fill-mask", dataset_type=dataset_name, dataset_name=dataset_name, metric_type=key, metric_value=value))
+            theirs = f"{teacher_metrics[key] * scale:.2f}" if key in teacher_metrics else None
+            metric_rows.append((label, theirs, f"{value:.2f}"))
+            eval_results.append(
+                EvalResult(task_type="fill-mask", dataset_type=dataset_name, dataset_name=dataset_name,
+                           metric_type=key, metric_value=value)
+            )
 
+    speed = results.get("speed_batch_1", {})
+    sentences = results.get("speed_sentences")
+
+    def per_sentence(key: str) -> str | None:
+        return f"{speed[key] / sentences * 1e3:.1f} ms" if key in speed and sentences else None
+
+    student_layers = config.get("n_layers", config.get("num_hidden_layers"))
+    size_rows = _rows([
+        ("parameters", _millions(provenance.get("teacher_parameters") or results.get("params", {}).get("teacher")),
+         _millions(_saved_parameters(folder) or results.get("params", {}).get("student"))),
+        ("layers", provenance.get("teacher_num_layers") or results.get("teacher_layers"), student_layers),
+        ("CPU time per sentence, batch 1, encoder", per_sentence("encoder_teacher_seconds"),
+         per_sentence("encoder_student_seconds")),
+        ("CPU time per sentence, batch 1, masked LM", per_sentence("teacher_seconds"),
+         per_sentence("student_seconds")),
+    ])
+    ratio = speed.get("encoder_speedup", speed.get("speedup"))
+    speed_sentence = (
+        f"At batch size 1 ({results['hardware']}) the student runs **{speed_phrase(ratio)}** than the teacher."
+        if ratio and results.get("hardware") else None
+    )
+
+    world_size = world_size or results.get("world_size")
+    weights = {name: args[name] for name in _TERM_NAMES if args.get(name)}
+    masking = (
+        f"{args['mlm_probability']} of tokens; {args['mask_replace_prob']} [MASK] / {args['random_replace_prob']} random; "
+        f"smoothing {args['mlm_smoothing']}" if {"mlm_probability", "mask_replace_prob"} <= set(args) else None
+    )
+    layer_map = provenance.get("teacher_layers") or results.get("layer_map")
+    layer_map = ", ".join(map(str, layer_map)) if isinstance(layer_map, list) else layer_map
+    recipe = [
+        ("loss weights", ", ".join(f"{_TERM_NAMES[k]} {v:g}" for k, v in weights.items()) or None),
+        ("temperature", args.get("temperature")),
+        ("soft targets at", None if "restrict_ce_to_mask" not in args
+         else "masked tokens" if args["restrict_ce_to_mask"] else "every non-pad token"),
+        ("layer map (teacher layers kept)", layer_map),
+        ("masking", masking),
+        ("effective batch (sequences per update)", args["per_device_train_batch_size"]
+         * args.get("gradient_accumulation_steps", 1) * world_size if world_size and args else None),
+        ("optimizer steps", state.get("global_step")),
+        ("learning rate", args.get("learning_rate")),
+        ("hardware", results.get("hardware")),
+        ("training time (s)", results.get("train_seconds")),
+    ]
     card_data = ModelCardData(
-        base_model=base_model or results.get("base_model") or _hub_id(teacher),
+        base_model=base_model,
         tags=["distillation", "distilbert", "fill-mask", "hf_distil"],
         datasets=datasets,
         license=license,
@@ -112,42 +209,28 @@ def render_model_card(
         model_name=repo_id,
         eval_results=eval_results or None,
     )
-    layers = config.get("n_layers", config.get("num_hidden_layers", "?"))
-    effective_batch = args.get("per_device_train_batch_size", 0) * args.get("gradient_accumulation_steps", 1) * results.get("world_size", 1)
-    recipe = [
-        ("loss weights (ce / mlm / cos / mse)", " / ".join(str(args.get(f"alpha_{t}", "?")) for t in ("ce", "mlm", "cos", "mse"))),
-        ("temperature", args.get("temperature", "?")),
-        ("soft targets at", "masked tokens" if args.get("restrict_ce_to_mask") else "every non-pad token"),
-        ("layer map (teacher layers kept)", results.get("layer_map", "?")),
-        ("masking", f"{args.get('mlm_probability', '?')} of tokens; {args.get('mask_replace_prob', '?')} [MASK] / "
-                    f"{args.get('random_replace_prob', '?')} random; smoothing {args.get('mlm_smoothing', '?')}"),
-        ("effective batch (sequences per update)", effective_batch),
-        ("optimizer steps", state.get("global_step", "?")),
-        ("learning rate", args.get("learning_rate", "?")),
-        ("hardware", results.get("hardware", "?")),
-        ("wall time (s)", results.get("train_seconds", "?")),
-    ]
-    speed = results.get("speed_batch_1", {})
-    params = results.get("params", {})
-    sentences = max(results.get("speed_sentences", 1), 1)
+    objective = " + ".join(_TERM_NAMES[k].split(" (")[0] for k in weights) if weights else "distillation losses"
+    if teacher and base_model and base_model != teacher:
+        teacher_link = f"`{teacher}` (built on [{base_model}](https://huggingface.co/{base_model}))"
+    elif base_model:
+        teacher_link = f"[{base_model}](https://huggingface.co/{base_model})"
+    else:
+        teacher_link = f"`{teacher}`" if teacher else "its teacher"
     return ModelCard.from_template(
         card_data,
         template_str=importlib.resources.files("hf_distil.model_cards").joinpath(TEMPLATE).read_text(),
         model_name=repo_id,
         repo_id=repo_id,
-        teacher=teacher,
-        teacher_link=f"[{teacher}](https://huggingface.co/{card_data.base_model})" if card_data.base_model else f"`{teacher}`",
-        layer_map=results.get("layer_map", "?"),
-        student_layers=layers,
-        teacher_layers=results.get("teacher_layers", "?"),
-        teacher_params=f"{params.get('teacher', 0) / 1e6:.1f}M",
-        student_params=f"{params.get('student', 0) / 1e6:.1f}M",
-        teacher_seconds=f"{speed.get('teacher_seconds', float('nan')) / sentences * 1e3:.1f} ms",
-        student_seconds=f"{speed.get('student_seconds', float('nan')) / sentences * 1e3:.1f} ms",
-        speedup=f"{speed.get('speedup', float('nan')):.2f}",
-        speed_hardware=results.get("hardware", "?"),
-        eval_rows=eval_rows,
-        recipe=recipe,
+        teacher_link=teacher_link,
+        student_layers=student_layers,
+        layer_map=layer_map,
+        objective=objective,
+        size_rows=size_rows,
+        speed_sentence=speed_sentence,
+        eval_rows=metric_rows,
+        eval_dataset=dataset_name,
+        recipe=[(k, v) for k, v in recipe if v is not None],
+        plot=plot,
     )
 
 
@@ -159,24 +242,34 @@ def push_to_hub(
     token: str | None = None,
     revision: str | None = None,
     commit_message: str | None = None,
-) -> str:
+) -> str | None:
     """Upload a saved student (or a Trainer's output) with its card; returns the commit URL.
 
-    Honours HF_ENDPOINT (read at call time) for private Hub deployments. Only safetensors weights leave
-    the machine. Nothing local is changed by a failed upload, so the same call can simply be repeated.
+    Given a Trainer, every process saves (ZeRO-3 gathers the weights), the card is written from the
+    trainer's state, and the main process uploads (others return None). Honours HF_ENDPOINT, read at call
+    time. Only safetensors weights, JSON, the tokenizer, the card and its plot leave the machine. The token
+    comes from `token`, else HF_TOKEN or `hf auth login`. A failed upload changes nothing local and raises
+    `RunFailed` with one line saying how to retry.
     """
     if isinstance(path_or_trainer, Trainer):
         trainer = path_or_trainer
         folder = Path(trainer.args.output_dir)
-        trainer.save_model(str(folder))
+        # With args.push_to_hub, save_model would push again (and so on): Trainer's own guard stops that.
+        trainer.save_model(str(folder), _internal_call=True)
+        if not trainer.is_world_process_zero():
+            return None
         trainer.state.save_to_json(str(folder / "trainer_state.json"))
         save_training_arguments(trainer, folder)
+        teacher = getattr(trainer, "teacher_name", None)
+        render_model_card(folder, repo_id=repo_id, teacher=teacher, world_size=trainer.args.world_size).save(
+            folder / "README.md"
+        )
     else:
         folder = Path(path_or_trainer)
-    if not (folder / "config.json").exists():
-        raise FileNotFoundError(f"{folder} holds no saved model (config.json); save the student there first.")
-    if not (folder / "README.md").exists():
-        render_model_card(folder, repo_id=repo_id).save(folder / "README.md")
+        if not (folder / "config.json").exists():
+            raise UsageError(f"{folder} holds no saved model (config.json); save the student there first.")
+        if not (folder / "README.md").exists():
+            render_model_card(folder, repo_id=repo_id).save(folder / "README.md")
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT"), token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
@@ -190,10 +283,22 @@ def push_to_hub(
             allow_patterns=UPLOAD_PATTERNS,
             ignore_patterns=NEVER_UPLOADED,
         )
-    except HfHubHTTPError as error:
-        status = error.response.status_code if error.response is not None else "no response"
-        raise RuntimeError(
-            f"upload of {folder} to {repo_id} failed (HTTP {status}); the folder is intact: call push_to_hub again to retry"
+    # huggingface_hub raises HfHubHTTPError for an HTTP answer, OSError (OfflineModeIsEnabled) offline, and its
+    # HTTP client's own transport errors when nothing answers: whatever the cause, nothing local was changed.
+    except Exception as error:
+        raise RunFailed(
+            f"upload of {folder} to {repo_id} failed ({_reason(error)}); the folder is intact: call push_to_hub again, "
+            f"or run python recipes/push_to_hub.py --model {folder} --repo_id {repo_id}"
         ) from None
     logger.info(f"pushed {folder} to {info.commit_url}")
     return info.commit_url
+
+
+def _reason(error: Exception) -> str:
+    """A short, token-free account of why an upload failed."""
+    if isinstance(error, HfHubHTTPError) and error.response is not None:
+        return f"HTTP {error.response.status_code}"
+    if isinstance(error, OfflineModeIsEnabled):
+        return "HF_HUB_OFFLINE is set"
+    first_line = (str(error).strip().splitlines() or [""])[0][:120]
+    return f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__

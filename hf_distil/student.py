@@ -20,7 +20,9 @@ from .errors import UsageError
 
 # DistilBERT's extraction (reference scripts/extract_distilbert.py) keeps these of BERT-base's 12 layers.
 DISTILBERT_LAYERS = (0, 2, 4, 7, 9, 11)
-LAYER_RULES = ("uniform", "even", "last")
+LAYER_RULES = ("distilbert", "uniform", "even", "last")
+# Written into the student's config.json: where its weights came from (read by the model card).
+PROVENANCE_KEY = "hf_distil"
 
 # BERT (teacher) name → DistilBERT (student) name, inside one transformer layer.
 _BERT_TO_DISTILBERT_LAYER = {
@@ -44,6 +46,8 @@ def select_layers(num_teacher_layers: int, layers: Sequence[int] | str, num_laye
     """Resolve a layer map to sorted teacher layer indices.
 
     layers: explicit indices, or a rule for `num_layers` layers (default: half the teacher's, rounded up):
+    "distilbert" (the default) is DistilBERT's 0, 2, 4, 7, 9, 11 for a 12-layer teacher and one layer out of
+    two (0, 2, 4, ...) for any other depth, falling back to "uniform" for another student depth;
     "uniform" spreads them from the first to the last layer (12 → 6 gives DistilBERT's 0, 2, 4, 7, 9, 11),
     "even" takes one layer out of every L/n from the bottom (0, 2, 4, 6, 8, 10), "last" the top n.
     """
@@ -51,6 +55,10 @@ def select_layers(num_teacher_layers: int, layers: Sequence[int] | str, num_laye
         n = num_layers or (num_teacher_layers + 1) // 2
         if not 1 <= n <= num_teacher_layers:
             raise UsageError(f"num_layers={n} is outside 1..{num_teacher_layers} (the teacher's layer count).")
+        if layers == "distilbert":
+            if n == (num_teacher_layers + 1) // 2 and num_teacher_layers != len(DISTILBERT_LAYERS) * 2:
+                return list(range(0, num_teacher_layers, 2))
+            layers = "uniform"  # gives DISTILBERT_LAYERS for 12 → 6
         if layers == "uniform":
             chosen = torch.linspace(0, num_teacher_layers - 1, n).round().long().tolist() if n > 1 else [0]
         elif layers == "even":
@@ -75,7 +83,7 @@ def select_layers(num_teacher_layers: int, layers: Sequence[int] | str, num_laye
 
 def init_student_from_teacher(
     teacher: PreTrainedModel,
-    layers: Sequence[int] | str = DISTILBERT_LAYERS,
+    layers: Sequence[int] | str = "distilbert",
     num_layers: int | None = None,
     architecture: str = "distilbert",
 ) -> PreTrainedModel:
@@ -85,10 +93,18 @@ def init_student_from_teacher(
     pooler. BERT adds token-type row 0 to every token when types are all zero; that row is folded into the
     position embeddings, so a student keeping every layer computes exactly what the teacher computes.
     architecture="same": the teacher's own class (BERT, RoBERTa, ...) with fewer layers.
+    The student's config records the teacher and the layers kept (`config.hf_distil`), for its model card.
     """
     chosen = select_layers(teacher.config.num_hidden_layers, layers, num_layers)
     with _gathered(teacher):
-        return _build_student(teacher, chosen, architecture)
+        student = _build_student(teacher, chosen, architecture)
+        setattr(student.config, PROVENANCE_KEY, {
+            "teacher": teacher.config.name_or_path or None,
+            "teacher_layers": chosen,
+            "teacher_num_layers": teacher.config.num_hidden_layers,
+            "teacher_parameters": sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in teacher.parameters()),
+        })
+    return student
 
 
 def _gathered(teacher: PreTrainedModel) -> contextlib.AbstractContextManager:

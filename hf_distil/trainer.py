@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,16 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer
 
 from . import heads
-from .callbacks import LossScheduleCallback, MaskingEpochCallback, parse_schedules
+from .callbacks import (
+    LossScheduleCallback,
+    MaskingEpochCallback,
+    PushToHubCallback,
+    parse_schedules,
+)
+from .collator import DataCollatorForDistillation
 from .config import LOSS_WEIGHTS, DistillationArguments
 from .cpu_memory import keep_freed_memory
+from .data import token_counts, tokenize_and_chunk
 from .errors import UsageError
 from .layer_map import intermediate_pairs
 from .losses import (
@@ -75,6 +83,10 @@ class DistillationTrainer(Trainer):
         if teacher is not None:
             check_compatible(model, teacher, needs_hidden=args.alpha_cos > 0)
             self._prepare_intermediate(model, teacher, args, weights)
+        self.teacher_name = teacher.config.name_or_path if teacher is not None else None
+        _meet_raw_text(model, args, kwargs)
+        if args.push_to_hub:  # checkpoints go up through our callback: Trainer's own push uploads pickles
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), _checkpoint_pusher(args)]
         super().__init__(model=model, args=args, **kwargs)
         if args.cpu_keep_freed_memory and self.args.device.type == "cpu":
             keep_freed_memory()
@@ -90,7 +102,7 @@ class DistillationTrainer(Trainer):
         self.other_teachers = [prepare_teacher(t, self.accelerator) for t in others]
         self._term_sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
         self._eval_batches = 0
-        self._terms_logged_step = 0
+        self._terms_since_step = 0  # global step when the logged window began (not 0 after a resume)
 
     @property
     def weights(self) -> dict[str, float]:
@@ -158,12 +170,21 @@ class DistillationTrainer(Trainer):
         return optimizer
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        super()._save(output_dir, state_dict)
+        """Trainer's save, plus: the width projection beside the student; no Hub token inside training_args.bin
+        (a pickle of the arguments in every checkpoint); safetensors files readable like the others (safetensors
+        writes them 0600 whatever the umask)."""
+        token, self.args.hub_token = self.args.hub_token, None
+        try:
+            super()._save(output_dir, state_dict)
+        finally:
+            self.args.hub_token = token
+        folder = Path(output_dir or self.args.output_dir)
         if self.hidden_projection is not None:
             from safetensors.torch import save_file
 
-            folder = output_dir or self.args.output_dir
-            save_file({k: v.detach().cpu().contiguous() for k, v in self.hidden_projection.state_dict().items()}, f"{folder}/{PROJECTION_FILE}")
+            projection = {k: v.detach().cpu().contiguous() for k, v in self.hidden_projection.state_dict().items()}
+            save_file(projection, str(folder / PROJECTION_FILE))
+        _readable_like_other_files(folder.glob("*.safetensors"))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)
@@ -172,6 +193,57 @@ class DistillationTrainer(Trainer):
             from safetensors.torch import load_file
 
             self.hidden_projection.load_state_dict(load_file(str(path), device=str(self.args.device)))
+
+    # ---- the Hub: everything goes through hf_distil.hub (safetensors and JSON only, our card) ----
+
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        **kwargs: Any,
+    ) -> str | None:
+        """Publish exactly what `hf_distil.push_to_hub(trainer, ...)` publishes; returns the commit URL.
+
+        The repository is `args.hub_model_id` (or `repo_id=`); `blocking` is accepted for Trainer's signature
+        and the upload always completes before returning.
+        """
+        from .hub import push_to_hub
+
+        repo_id = kwargs.pop("repo_id", None) or self.args.hub_model_id
+        if not repo_id:
+            raise UsageError("push_to_hub needs a repository: set hub_model_id in the arguments, e.g. you/distil-mini.")
+        for callback in self.callback_handler.callbacks:  # checkpoint pushes first, in order
+            if isinstance(callback, PushToHubCallback):
+                callback.wait()
+        private = self.args.hub_private_repo if private is None else private
+        return push_to_hub(
+            self, repo_id, private=bool(private), token=token or self.args.hub_token,
+            revision=revision or self.args.hub_revision, commit_message=commit_message,
+        )
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """Only check and record the repository: the first push creates it (no network at construction)."""
+        if not self.args.hub_model_id:
+            raise UsageError("push_to_hub=True needs hub_model_id, e.g. --hub_model_id your-name/distilbert-mini.")
+        self.hub_model_id = self.args.hub_model_id
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """Trainer's own checkpoint push uploads training_args.bin (a pickle); the PushToHubCallback added in
+        __init__ pushes each checkpoint instead (safetensors and JSON only)."""
+
+    def create_model_card(self, **kwargs: Any) -> None:
+        """hf_distil's card (teacher, layer map, loss terms, held-out results) in place of Trainer's."""
+        from .hub import render_model_card
+
+        if self.is_world_process_zero():
+            card = render_model_card(
+                self.args.output_dir, repo_id=kwargs.get("model_name") or self.args.hub_model_id,
+                teacher=self.teacher_name, world_size=self.args.world_size,
+            )
+            card.save(Path(self.args.output_dir, "README.md"))
 
     # ---- data: keep the columns the teacher needs, even if the student does not take them ----
 
@@ -329,14 +401,15 @@ class DistillationTrainer(Trainer):
 
     def _accumulate_terms(self, mode: str, terms: dict[str, torch.Tensor]) -> None:
         sums = self._term_sums[mode]
+        if mode == "train" and not sums:
+            self._terms_since_step = self.state.global_step
         for name, value in terms.items():
             sums[name] = sums.get(name, 0.0) + value.detach().float()
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._term_sums["train"]:
-            steps = max(self.state.global_step - self._terms_logged_step, 1)
+            steps = max(self.state.global_step - self._terms_since_step, 1)
             logs.update(self._flush("train", steps, prefix="loss_"))
-            self._terms_logged_step = self.state.global_step
             for callback in self.callback_handler.callbacks:
                 logs.update(getattr(callback, "current_values", dict)())
         elif any(k.startswith("eval_") for k in logs) and self._term_sums["eval"]:
@@ -350,3 +423,42 @@ class DistillationTrainer(Trainer):
         values = self.accelerator.reduce(values, reduction="mean") / count
         self._term_sums[mode] = {}
         return {f"{prefix}{n}": v for n, v in zip(names, values.tolist())}
+
+
+def _meet_raw_text(model: PreTrainedModel, args: DistillationArguments, kwargs: dict[str, Any]) -> None:
+    """Datasets with a "text" column are tokenised and chunked by the library's pipeline (as TRL's trainers
+    accept raw text), and a missing collator becomes DistilBERT's masking collator with the corpus' counts."""
+    tokenizer = kwargs.get("processing_class")
+    max_length = min(model.config.max_position_embeddings, getattr(tokenizer, "model_max_length", 10**9))
+    for key in ("train_dataset", "eval_dataset"):
+        dataset = kwargs.get(key)
+        columns = getattr(dataset, "column_names", None)
+        if columns is None or "input_ids" in columns or set(CACHE_COLUMNS) <= set(columns):
+            continue
+        if "text" not in columns:
+            raise UsageError(f"{key} has columns {columns}; give it a 'text' column or tokenised 'input_ids'.")
+        if tokenizer is None:
+            raise UsageError(f"{key} holds raw text; pass processing_class=tokenizer so the trainer can tokenise it.")
+        kwargs[key] = tokenize_and_chunk(dataset, tokenizer, max_length=max_length)
+    if kwargs.get("data_collator") is None and (kwargs.get("train_dataset") or kwargs.get("eval_dataset")) is not None:
+        if tokenizer is None:
+            raise UsageError("pass data_collator=DataCollatorForDistillation(tokenizer, ...) or processing_class=tokenizer.")
+        train = kwargs.get("train_dataset")
+        counts = token_counts(train, tokenizer) if train is not None else None
+        kwargs["data_collator"] = DataCollatorForDistillation.from_arguments(tokenizer, args, token_counts=counts)
+
+
+def _checkpoint_pusher(args: DistillationArguments) -> PushToHubCallback:
+    if not args.hub_model_id:
+        raise UsageError("push_to_hub=True needs hub_model_id, e.g. --hub_model_id your-name/distilbert-mini.")
+    return PushToHubCallback(
+        args.hub_model_id, private=bool(args.hub_private_repo), token=args.hub_token, revision=args.hub_revision
+    )
+
+
+def _readable_like_other_files(paths: Any) -> None:
+    """Give files the mode that the process' umask gives any new file (0644 under the usual 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in paths:
+        os.chmod(path, 0o666 & ~umask)

@@ -21,7 +21,12 @@ import torch
 from transformers import HfArgumentParser, get_linear_schedule_with_warmup, set_seed
 from transformers.utils import logging
 
-from hf_distil import DataCollatorForDistillation, DistillationArguments, DistillationTrainer, token_counts
+from hf_distil import (
+    DataCollatorForDistillation,
+    DistillationArguments,
+    DistillationTrainer,
+    token_counts,
+)
 from hf_distil.data import HELD_OUT_ARTICLES, tokenize_and_chunk, wikipedia_splits
 from hf_distil.errors import run_script
 from hf_distil.evaluation import masked_lm_metrics

@@ -16,6 +16,7 @@ held-out text → summary table → model card → push to the Hub (--push_to_hu
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -34,7 +35,11 @@ from hf_distil import (
     init_student_from_teacher,
     push_to_hub,
 )
-from hf_distil.callbacks import NonFiniteLossGuard, PushToHubCallback, TeacherAgreementCallback
+from hf_distil.callbacks import (
+    NonFiniteLossGuard,
+    PushToHubCallback,
+    TeacherAgreementCallback,
+)
 from hf_distil.config import DataArguments, ModelArguments, parse_with_config
 from hf_distil.data import prepare_corpus
 from hf_distil.errors import UsageError, run_script
@@ -93,25 +98,11 @@ def main() -> None:
         train, held_out, counts = prepare_corpus(data_args, tokenizer)
     if data_args.teacher_cache:  # pre-masked sequences with the teacher's top-k logits
         train = datasets.load_from_disk(data_args.teacher_cache)
-    collator = DataCollatorForDistillation(
-        tokenizer,
-        token_counts=counts,
-        mlm_probability=args.mlm_probability,
-        mask_replace_prob=args.mask_replace_prob,
-        random_replace_prob=args.random_replace_prob,
-        mlm_smoothing=args.mlm_smoothing,
-        whole_word_masking=args.whole_word_masking,
-        seed=args.seed,
-    )
+    collator = DataCollatorForDistillation.from_arguments(tokenizer, args, token_counts=counts)
 
-    # Callbacks: skip NaN/Inf updates, agreement with the teacher at each evaluation, background pushes.
-    # Trainer's own Hub pushing is switched off: ours uploads safetensors and JSON only, never pickles.
-    push, args.push_to_hub = args.push_to_hub, False
+    # Callbacks: skip NaN/Inf updates, agreement with the teacher at each evaluation. With --push_to_hub the
+    # trainer pushes each checkpoint in the background (safetensors and JSON only, never pickles).
     callbacks = [NonFiniteLossGuard(), TeacherAgreementCallback(teacher, held_out, tokenizer)]
-    if push:
-        if not args.hub_model_id:
-            raise UsageError("--push_to_hub needs --hub_model_id, e.g. --hub_model_id your-name/distilbert-mini")
-        callbacks.append(PushToHubCallback(args.hub_model_id, private=bool(args.hub_private_repo), token=args.hub_token, revision=args.hub_revision))
 
     # Train.
     live = (args.alpha_mse, args.alpha_cos, args.alpha_hidden_mse, args.alpha_attention_mse, args.alpha_pkd)
@@ -131,7 +122,6 @@ def main() -> None:
     train_seconds = time.time() - started
     checksums = replica_checksums(trainer)
     metrics = {**result.metrics, "replicas": len(checksums), "replica_checksum_spread": max(checksums) - min(checksums)}
-    trainer.save_model()
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     trainer.save_state()
@@ -161,12 +151,18 @@ def main() -> None:
         Path(args.output_dir, RESULTS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
         print_summary(summary)
 
-        # Model card, then the Hub (awaiting the background checkpoint pushes first).
+
+    # Save the student and its card. With --push_to_hub, save_model also publishes them (after the checkpoint
+    # pushes): safetensors, JSON, tokenizer, card and plot, never a pickle.
+    trainer.save_model()
+    if trainer.is_world_process_zero():
         dataset_ids = [data_args.dataset_name] if data_args.dataset_name else None
-        render_model_card(args.output_dir, repo_id=args.hub_model_id, datasets=dataset_ids).save(Path(args.output_dir, "README.md"))
-        if push:
-            callbacks[-1].wait()
-            logger.warning(f"pushed: {push_to_hub(args.output_dir, args.hub_model_id, private=bool(args.hub_private_repo), token=args.hub_token, revision=args.hub_revision)}")
+        card = render_model_card(args.output_dir, repo_id=args.hub_model_id, datasets=dataset_ids)
+        card.save(Path(args.output_dir, "README.md"))
+        print(f"student written to {Path(args.output_dir).resolve()}: model.safetensors, config.json and tokenizer "
+              f"(load with from_pretrained), README.md (model card, loss_terms.png), {RESULTS_FILE}, train_results.json")
+        if args.push_to_hub:
+            print(f"published to {os.environ.get('HF_ENDPOINT', 'https://huggingface.co')}/{args.hub_model_id}")
 
 
 def describe_hardware() -> str:

@@ -40,7 +40,10 @@ from transformers.utils import logging
 from hf_distil import qa as qa_lib
 from hf_distil.errors import UsageError, run_script
 from hf_distil.metrics import metric_path
-from hf_distil.task_distillation import TaskDistillationArguments, TaskDistillationTrainer
+from hf_distil.task_distillation import (
+    TaskDistillationArguments,
+    TaskDistillationTrainer,
+)
 
 logger = logging.get_logger("finetune")
 

@@ -10,7 +10,11 @@ from conftest import make_args
 from transformers import TrainerCallback
 
 from hf_distil import DataCollatorForDistillation, DistillationTrainer
-from hf_distil.callbacks import NonFiniteLossGuard, PushToHubCallback, TeacherAgreementCallback
+from hf_distil.callbacks import (
+    NonFiniteLossGuard,
+    PushToHubCallback,
+    TeacherAgreementCallback,
+)
 
 
 def build(tmp_path, teacher, student, tokenizer, dataset, callbacks, **kwargs) -> DistillationTrainer:

@@ -85,3 +85,81 @@ def test_rendered_card_round_trips(tmp_path, trained):
     assert {m["type"]: m["value"] for r in index for m in r["metrics"]}["accuracy"] == 40.0
     assert "1.67x" in text and "| top-1 accuracy at [MASK] (%) | 50.00 | 40.00 |" in text
     assert ModelCard(text).data.to_dict() == card.data.to_dict()
+
+
+def published(hub, repo: str) -> dict[str, bytes]:
+    return hub.files[(repo, "main")]
+
+
+def test_trainer_push_to_hub_publishes_exactly_what_hf_distil_push_to_hub_does(trained, hub):
+    push_to_hub(trained, "alice/by-function", token=TOKEN)
+    trained.args.hub_model_id = "alice/by-method"
+    url = trained.push_to_hub()
+    assert "/alice/by-method/commit/" in url
+    by_function, by_method = published(hub, "alice/by-function"), published(hub, "alice/by-method")
+    assert set(by_method) == set(by_function) and "training_args.bin" not in by_method
+    assert {"model.safetensors", "README.md", "loss_terms.png", "training_args.json"} <= set(by_method)
+    assert "hf_distil" in ModelCard(by_method["README.md"].decode()).data.tags  # our card, not Trainer's
+
+
+def test_push_to_hub_argument_pushes_each_checkpoint_without_pickles(tmp_path, teacher, student, tokenizer, dataset, hub):
+    args = make_args(tmp_path, max_steps=4, save_strategy="steps", save_steps=2, push_to_hub=True,
+                     hub_model_id="alice/ckpts", hub_token=TOKEN)
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=dataset,
+                                  data_collator=DataCollatorForDistillation(tokenizer), processing_class=tokenizer)
+    assert hub.requests == []  # constructing the trainer does not reach the Hub
+    trainer.train()
+    trainer.push_to_hub()
+    assert [c["message"] for c in hub.commits] == ["Checkpoint at step 2", "Checkpoint at step 4", "End of training"]
+    assert not [f for c in hub.commits for f in c["files"] if f.endswith((".bin", ".pt", ".pth"))]
+
+
+def test_the_token_stays_out_of_every_saved_file(trained, tmp_path):
+    import torch
+
+    trained.save_model()
+    args = torch.load(tmp_path / "out" / "training_args.bin", weights_only=False)
+    assert args.hub_token is None and trained.args.hub_token == TOKEN  # dropped from the pickle only
+    for path in (tmp_path / "out").rglob("*"):
+        assert not path.is_file() or TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_saved_weights_are_readable_like_the_other_files(trained, tmp_path):
+    trained.save_model()
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "out").iterdir() if p.is_file()}
+    assert modes["model.safetensors"] == modes["config.json"] == 0o644
+
+
+@pytest.mark.parametrize("where", ["unreachable", "offline"])
+def test_a_push_that_cannot_reach_the_hub_fails_in_one_line_and_keeps_the_folder(trained, tmp_path, monkeypatch, where):
+    from hf_distil.errors import RunFailed
+
+    trained.save_model()
+    folder = tmp_path / "out"
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    if where == "unreachable":
+        monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    else:
+        monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(RunFailed, match="folder is intact") as info:
+        push_to_hub(folder, "alice/nowhere", token=TOKEN)
+    message = str(info.value)
+    assert "\n" not in message and TOKEN not in message
+    assert ("HF_HUB_OFFLINE" if where == "offline" else "ConnectError") in message
+    assert f"python recipes/push_to_hub.py --model {folder} --repo_id alice/nowhere" in message
+    after = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    assert {k: v for k, v in after.items() if k not in ("README.md", "loss_terms.png")} == {
+        k: v for k, v in before.items() if k not in ("README.md", "loss_terms.png")}
+
+
+def test_card_from_the_python_api_states_only_what_the_trainer_knows(trained, tmp_path, teacher):
+    from journeys.test_readme import assert_card_states_only_what_is_known
+
+    trained.save_model()
+    trained.state.save_to_json(str(tmp_path / "out" / "trainer_state.json"))
+    (tmp_path / "out" / "training_args.json").write_text(trained.args.to_json_string())
+    card = str(render_model_card(tmp_path / "out", repo_id="alice/api-card", teacher=trained.teacher_name))
+    files = {p.name: b"" for p in (tmp_path / "out").iterdir()}
+    assert_card_states_only_what_is_known(card, files)
+    assert "| layers | 4 | 2 |" in card and "| optimizer steps | 6 |" in card and "loss_terms.png" in files
+    assert f"| parameters | {teacher.num_parameters() / 1e3:.1f}K |" in card

@@ -75,9 +75,17 @@ def test_bad_layer_maps_fail_in_one_line(teacher, layers, message):
     assert "\n" not in str(info.value)
 
 
-def test_default_map_needs_a_12_layer_teacher(teacher):
-    with pytest.raises(ValueError, match=r"out of range for a teacher with 4 layers"):
-        init_student_from_teacher(teacher)
+@pytest.mark.parametrize("depth, expected", [(12, [0, 2, 4, 7, 9, 11]), (6, [0, 2, 4]), (4, [0, 2]), (5, [0, 2, 4])])
+def test_default_map_is_distilbert_for_12_layers_and_one_of_two_otherwise(depth, expected):
+    assert select_layers(depth, "distilbert") == expected
+
+
+def test_default_student_of_a_4_layer_teacher_keeps_layers_0_and_2_and_records_them(teacher):
+    student = init_student_from_teacher(teacher)
+    record = student.config.hf_distil
+    assert student.config.n_layers == 2 and record["teacher_layers"] == [0, 2] and record["teacher_num_layers"] == 4
+    assert record["teacher_parameters"] == teacher.num_parameters()
+    assert student.config.to_dict()["hf_distil"] == record  # saved in config.json
 
 
 @torch.no_grad()

@@ -4,7 +4,10 @@ import torch.nn.functional as F
 from conftest import tiny_bert_config
 from transformers import BertForSequenceClassification
 
-from hf_distil.task_distillation import TaskDistillationArguments, TaskDistillationTrainer
+from hf_distil.task_distillation import (
+    TaskDistillationArguments,
+    TaskDistillationTrainer,
+)
 
 
 def args(tmp_path, **kwargs):

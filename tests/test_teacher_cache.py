@@ -8,7 +8,11 @@ from conftest import make_args
 
 from hf_distil import DataCollatorForDistillation, DistillationTrainer
 from hf_distil.losses import soft_target_kl, topk_soft_target_kl
-from hf_distil.teacher_cache import CachedSignalsCollator, build_teacher_cache, bytes_per_token
+from hf_distil.teacher_cache import (
+    CachedSignalsCollator,
+    build_teacher_cache,
+    bytes_per_token,
+)
 
 
 def test_topk_kl_with_the_whole_vocabulary_is_the_full_kl():

@@ -323,3 +323,23 @@ def test_attention_mse_on_scores_matches_by_hand_and_keeps_sdpa(tmp_path, teache
 def test_attention_maps_setting_is_checked():
     with pytest.raises(ValueError, match="attention_maps must be 'probabilities' or 'scores'"):
         DistillationArguments(output_dir="unused", attention_maps="logits")
+
+
+def test_logged_terms_of_a_resumed_run_equal_the_uninterrupted_run(tmp_path, teacher, tokenizer, dataset):
+    """The first log after a resume averages over the steps since the resume, not since step 0."""
+
+    def run(out: str, resume: str | None = None) -> dict[int, dict]:
+        args = make_args(tmp_path, output_dir=str(tmp_path / out), max_steps=6, save_strategy="steps", save_steps=3,
+                         train_sampling_strategy="sequential")
+        student = init_student_from_teacher(teacher, layers=[0, 3])
+        trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=dataset,
+                                      data_collator=DataCollatorForDistillation(tokenizer))
+        trainer.train(resume_from_checkpoint=resume)
+        return {h["step"]: h for h in trainer.state.log_history if "loss_ce" in h}
+
+    full = run("full")
+    resumed = run("resumed", resume=str(tmp_path / "full" / "checkpoint-3"))
+    assert sorted(resumed) == sorted(full) == [1, 2, 3, 4, 5, 6]  # steps 1-3 come from the checkpoint
+    for step in (4, 5, 6):
+        for name in ("loss", "loss_ce", "loss_mlm", "loss_cos"):
+            assert resumed[step][name] == pytest.approx(full[step][name], rel=1e-5), (step, name)

@@ -13,6 +13,8 @@ TEACHERS: dict[str, Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase]
     minilm.NAME: minilm.load_minilm_wiki_mlm,
 }
 DEFAULT_TEACHER = minilm.NAME
+# The Hub model each shipped teacher is built on: the model card's `base_model`.
+BASE_MODELS = {minilm.NAME: minilm.BASE_MODEL}
 
 
 def load_default_teacher(name: str = DEFAULT_TEACHER) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

@@ -13,7 +13,12 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, PreTrainedTokenizerBase
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+    PreTrainedTokenizerBase,
+)
 
 from ..errors import UsageError
 
@@ -77,4 +82,5 @@ def load_minilm_wiki_mlm(dtype: torch.dtype = torch.float32) -> tuple[BertForMas
     expected = set(trained_tensors(model))
     assert set(delta) == expected, f"mismatched keys: {sorted(set(delta) ^ expected)}"
     model.load_state_dict({k: v.float() for k, v in delta.items()}, strict=False)
+    model.name_or_path = model.config.name_or_path = NAME  # what cards and logs call it, not the encoder folder
     return model.to(dtype).eval(), tokenizer

@@ -18,9 +18,18 @@ import datasets
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from transformers import BertConfig, BertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    DistilBertConfig,
+    DistilBertForMaskedLM,
+)
 
-from hf_distil import DistillationArguments, DistillationTrainer, init_student_from_teacher
+from hf_distil import (
+    DistillationArguments,
+    DistillationTrainer,
+    init_student_from_teacher,
+)
 
 
 def fixed_batch(vocab: int = 50, n: int = 8, length: int = 16) -> datasets.Dataset:
