@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/accelerate launch --num_processes 1 --cpu recipes/distil_bert.py
+	$(BIN)/accelerate launch -q --num_processes 1 --cpu recipes/distil_bert.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -235,6 +235,8 @@ def parse_with_config(dataclass_types: tuple, argv: list[str], default_config: P
         values = value if isinstance(value, list) else [value]
         from_file += [f"--{key}", *(str(v) for v in values)]
     parser = HfArgumentParser(dataclass_types)
+    parser.epilog = (f"--config FILE: a YAML file of settings, read before the flags (which win); "
+                     f"default {default_config}.")
     for action in parser._actions:  # argparse %-formats help text; ours is plain ("~10% of a step")
         if action.help and "%(" not in action.help:
             action.help = action.help.replace("%", "%%")

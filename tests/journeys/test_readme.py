@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -22,10 +23,15 @@ def readme_block(heading: str) -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@functools.cache
+def script_help(script: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"})
+
+
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_script_answers_help_and_lists_its_options(script):
-    done = subprocess.run([sys.executable, str(script), "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"})
+    done = script_help(str(script.relative_to(ROOT)))
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("usage:") and "--" in done.stdout.split("usage:", 1)[1]
 
@@ -57,3 +63,24 @@ def assert_card_states_only_what_is_known(card: str, files: dict[str, bytes]) ->
     header = yaml.safe_load(card.split("---")[1])
     assert header["pipeline_tag"] == "fill-mask"
     ModelCard(card)  # parses
+
+
+def readme_commands() -> list[tuple[str, list[str]]]:
+    """(script, its --flags) for every command line in README.md's bash blocks that runs a script of ours."""
+    text = (ROOT / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("#", 1)[0].replace("$ft", "python recipes/finetune.py --max_steps 100 --learning_rate 1")
+            match = re.search(r"((?:recipes|benchmarks)/\w+\.py)(.*)", line)
+            if match:
+                commands.append((match.group(1), re.findall(r"(--\w+)", match.group(2))))
+    return commands
+
+
+@pytest.mark.parametrize("script, flags", readme_commands(), ids=lambda x: x if isinstance(x, str) else " ".join(x))
+def test_every_flag_in_the_readme_exists(script, flags):
+    assert (ROOT / script).exists(), script
+    done = script_help(script)
+    known = set(re.findall(r"(--\w+)", done.stdout))
+    assert not set(flags) - known, f"{script}: the README passes {sorted(set(flags) - known)}, which --help does not list"
