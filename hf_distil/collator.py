@@ -46,6 +46,8 @@ class DataCollatorForDistillation:
             raise UsageError(f"{type(tokenizer).__name__} has no mask token; pass mlm=False for a causal student.")
         if tokenizer.pad_token_id is None:
             raise UsageError(f"{type(tokenizer).__name__} has no pad token; set tokenizer.pad_token first.")
+        # The arguments run the same check; an API user who builds the collator alone gets it here.
+        masking.check_masking_settings(mlm_probability, mask_replace_prob, random_replace_prob, mlm_smoothing, mlm=mlm)
         self.tokenizer = tokenizer
         self.mlm = mlm
         self.mlm_probability = mlm_probability

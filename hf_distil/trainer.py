@@ -18,7 +18,7 @@ from .callbacks import (
     parse_schedules,
 )
 from .collator import DataCollatorForDistillation
-from .config import LOSS_WEIGHTS, DistillationArguments
+from .config import LOSS_WEIGHTS, DistillationArguments, parse_teacher_weights
 from .cpu_memory import keep_freed_memory
 from .data import token_counts, tokenize_and_chunk
 from .errors import UsageError
@@ -69,8 +69,8 @@ class DistillationTrainer(Trainer):
         weights = loss_weights(args)
         teachers = [load_teacher(t) if isinstance(t, str) else t for t in (teacher_model if isinstance(teacher_model, (list, tuple)) else [teacher_model])]
         teacher, others = teachers[0], [t for t in teachers[1:] if t is not None]
-        self.teacher_weights = [float(w) for w in args.teacher_weights.split(",")] if args.teacher_weights else [1.0] * len(teachers)
-        if len(self.teacher_weights) != len(teachers) or min(self.teacher_weights) < 0 or sum(self.teacher_weights) == 0:
+        self.teacher_weights = parse_teacher_weights(args.teacher_weights) or [1.0] * len(teachers)
+        if len(self.teacher_weights) != len(teachers):  # values are checked with the arguments
             raise UsageError(f"teacher_weights {args.teacher_weights!r} must hold {len(teachers)} non-negative weights, not all 0.")
         for other in others:
             check_compatible(model, other, needs_hidden=False)
