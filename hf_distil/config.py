@@ -268,6 +268,16 @@ class DataArguments:
                   "for L_ce; masks are the cached ones."},
     )
 
+    def __post_init__(self) -> None:
+        from .data import MIN_TOKENS, check_data_files  # data.py imports this module
+
+        if self.max_seq_length < MIN_TOKENS:
+            raise UsageError(
+                f"--max_seq_length {self.max_seq_length} is below {MIN_TOKENS}, the shortest sequence kept (as "
+                "DistilBERT's reference); pass --max_seq_length 128 or so."
+            )
+        check_data_files(self)  # a missing, empty, binary or non-UTF-8 file fails now, before the teacher loads
+
 
 def validate_distillation_settings(args: DistillationArguments) -> None:
     """Raise one actionable ValueError for settings that cannot train (see DistillationArguments)."""
