@@ -7,10 +7,22 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from . import masking
 from .errors import UsageError
+
+
+def check_vocabulary(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, role: str = "student") -> None:
+    """Every id the tokenizer (and the collator's random replacement) can give must index `model`'s embeddings;
+    otherwise step 1 fails with "IndexError: index out of range in self". A smaller tokenizer is fine."""
+    embeddings = model.get_input_embeddings()
+    rows = embeddings.num_embeddings if embeddings is not None else model.config.vocab_size
+    if len(tokenizer) > rows:
+        raise UsageError(
+            f"tokenizer has {len(tokenizer)} tokens but the {role}'s vocabulary is {rows}; use the tokenizer the "
+            f"{role} was trained with, or grow it first with model.resize_token_embeddings({len(tokenizer)})."
+        )
 
 
 class DataCollatorForDistillation:
