@@ -153,19 +153,37 @@ class Schedule:
 
 
 def parse_schedules(text: str) -> dict[str, Schedule]:
-    """"temperature=4:1:cosine,alpha_mlm=0:2" → {name: Schedule}; the kind defaults to linear."""
+    """"temperature=4:1:cosine,alpha_mlm=0:2" → {name: Schedule}; the kind defaults to linear.
+
+    Anything else is one `UsageError` line naming --loss_schedules, the item and the expected form (called
+    when the arguments are parsed, so a typo fails before any model loads).
+    """
     from .config import LOSS_WEIGHTS
 
+    names = ("temperature", *LOSS_WEIGHTS)
+    form = f"write name=start:end[:kind], name temperature or an alpha_*, kind one of {SCHEDULE_KINDS}"
     schedules = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, _, spec = item.partition("=")
         fields = spec.split(":")
-        if name not in ("temperature", *LOSS_WEIGHTS) or len(fields) not in (2, 3):
-            raise UsageError(f"bad loss schedule {item!r}; write name=start:end[:kind] with name temperature or an alpha_*, kind one of {SCHEDULE_KINDS}.")
+        if name not in names or len(fields) not in (2, 3):
+            raise UsageError(f"--loss_schedules {text!r}: bad loss schedule {item!r}; {form}.")
+        if name in schedules:
+            twice = f"bad loss schedule {item!r}, {name} is scheduled twice"
+            raise UsageError(f"--loss_schedules {text!r}: {twice}; {form}.")
         kind = fields[2] if len(fields) == 3 else "linear"
-        start, end = float(fields[0]), float(fields[1])
-        if kind not in SCHEDULE_KINDS or min(start, end) < 0 or (name == "temperature" and min(start, end) <= 0):
-            raise UsageError(f"bad loss schedule {item!r}: kind must be one of {SCHEDULE_KINDS}, values >= 0 (temperature > 0).")
+        try:
+            start, end = float(fields[0]), float(fields[1])
+        except ValueError:
+            numbers = f"bad loss schedule {item!r}, start and end must be numbers"
+            raise UsageError(f"--loss_schedules {text!r}: {numbers}; {form}.") from None
+        lowest = min(start, end)
+        finite = math.isfinite(start) and math.isfinite(end)
+        if kind not in SCHEDULE_KINDS or not finite or lowest < 0 or (name == "temperature" and lowest == 0):
+            raise UsageError(
+                f"--loss_schedules {text!r}: bad loss schedule {item!r}: kind must be one of {SCHEDULE_KINDS}, "
+                "values finite and >= 0 (temperature > 0)."
+            )
         schedules[name] = Schedule(start, end, kind)
     return schedules
 

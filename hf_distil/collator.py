@@ -7,10 +7,22 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from . import masking
 from .errors import UsageError
+
+
+def check_vocabulary(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, role: str = "student") -> None:
+    """Every id the tokenizer (and the collator's random replacement) can give must index `model`'s embeddings;
+    otherwise step 1 fails with "IndexError: index out of range in self". A smaller tokenizer is fine."""
+    embeddings = model.get_input_embeddings()
+    rows = embeddings.num_embeddings if embeddings is not None else model.config.vocab_size
+    if len(tokenizer) > rows:
+        raise UsageError(
+            f"tokenizer has {len(tokenizer)} tokens but the {role}'s vocabulary is {rows}; use the tokenizer the "
+            f"{role} was trained with, or grow it first with model.resize_token_embeddings({len(tokenizer)})."
+        )
 
 
 class DataCollatorForDistillation:
@@ -46,6 +58,8 @@ class DataCollatorForDistillation:
             raise UsageError(f"{type(tokenizer).__name__} has no mask token; pass mlm=False for a causal student.")
         if tokenizer.pad_token_id is None:
             raise UsageError(f"{type(tokenizer).__name__} has no pad token; set tokenizer.pad_token first.")
+        # The arguments run the same check; an API user who builds the collator alone gets it here.
+        masking.check_masking_settings(mlm_probability, mask_replace_prob, random_replace_prob, mlm_smoothing, mlm=mlm)
         self.tokenizer = tokenizer
         self.mlm = mlm
         self.mlm_probability = mlm_probability

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import difflib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +17,9 @@ from transformers import HfArgumentParser, TrainingArguments
 from transformers.utils import logging
 
 from .errors import UsageError
+from .layer_map import parse_intermediate_rule
+from .masking import check_masking_settings
+from .student import LAYER_RULES
 
 logger = logging.get_logger(__name__)
 
@@ -105,15 +111,76 @@ class DistillationArguments(TrainingArguments):
         # group only when asked for the CPU; otherwise each process silently trains alone.
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
             self.use_cpu = True
+        # TrainingArguments reads the DeepSpeed file in its __post_init__ (HfTrainerDeepSpeedConfig; under
+        # `accelerate launch` DeepSpeedPlugin reads ACCELERATE_DEEPSPEED_CONFIG_FILE) and fails without naming it.
+        if isinstance(self.deepspeed, str):
+            check_deepspeed_config(self.deepspeed, "--deepspeed")
+        elif not self.deepspeed and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in ("1", "true"):
+            check_deepspeed_config(os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none"), "deepspeed_config_file")
         super().__post_init__()
         validate_distillation_settings(self)
         from .callbacks import parse_schedules
 
-        parse_schedules(self.loss_schedules)  # fail now, in one line, not at step 1
+        # Fail now, in one line naming the flag, not at step 1.
+        parse_schedules(self.loss_schedules)
+        parse_teacher_weights(self.teacher_weights)
+        parse_intermediate_rule(self.intermediate_layers)
         if self.target_batch_size is not None:
             self.gradient_accumulation_steps = accumulation_for(
                 self.target_batch_size, self.per_device_train_batch_size, self.world_size
             )
+
+
+def parse_teacher_weights(text: str) -> list[float]:
+    """"0.7,0.3" → [0.7, 0.3] ([] when empty: equal weights); the count is checked against the teachers later."""
+    if not text.strip():
+        return []
+    form = "write one non-negative number per teacher, not all 0, e.g. --teacher_weights 0.7,0.3"
+    try:
+        weights = [float(w) for w in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--teacher_weights {text!r} holds something that is not a number; {form}.") from None
+    if not all(0 <= w < float("inf") for w in weights) or sum(weights) == 0:
+        raise UsageError(f"--teacher_weights {text!r}: weights must be finite, >= 0 and not all 0; {form}.")
+    return weights
+
+
+def check_deepspeed_config(value: str, flag: str) -> None:
+    """An existing file of valid JSON (one object), or inline JSON / base64 JSON as transformers accepts.
+
+    Otherwise one `UsageError` line naming the file: transformers raises a bare `JSONDecodeError` for a
+    broken file and three chained tracebacks for a missing one.
+    """
+    path = Path(value)
+    if not path.exists():
+        if isinstance(_inline_json(value), dict):  # HfDeepSpeedConfig also takes the JSON itself
+            return
+        raise UsageError(f"{flag} {value}: no such file; pass a DeepSpeed JSON config such as ds_configs/zero2.json.")
+    if not path.is_file():
+        raise UsageError(f"{flag} {value} is a directory; pass a DeepSpeed JSON file such as ds_configs/zero2.json.")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise UsageError(
+            f"{flag} {value} is not valid JSON ({error.msg} at line {error.lineno} column {error.colno}); "
+            "fix the file, e.g. start from ds_configs/zero2.json."
+        ) from None
+    except UnicodeDecodeError as error:
+        byte = error.object[error.start]
+        raise UsageError(f"{flag} {value} is not UTF-8 text (byte 0x{byte:02x} at offset {error.start}).") from None
+    if not isinstance(config, dict):
+        kind = type(config).__name__
+        raise UsageError(f"{flag} {value} must hold one JSON object of DeepSpeed settings, got a {kind}.")
+
+
+def _inline_json(value: str) -> object:
+    """`value` read as JSON, plain or base64-encoded (as HfDeepSpeedConfig reads it); None if neither."""
+    for decode in (lambda v: v, lambda v: base64.urlsafe_b64decode(v).decode("utf-8")):
+        try:
+            return json.loads(decode(value))
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            continue
+    return None
 
 
 def accumulation_for(target: int, per_device: int, world_size: int) -> int:
@@ -158,10 +225,27 @@ class ModelArguments:
         default=False, metadata={"help": "Re-initialise the extracted student's weights (the paper's ablation)."}
     )
 
+    def __post_init__(self) -> None:
+        parse_student_layers(self.student_layers)  # a malformed value fails now, before any model loads
+
     @property
     def layers(self) -> str | list[int]:
-        rule = self.student_layers.strip()
-        return [int(i) for i in rule.split(",")] if rule[:1].isdigit() else rule
+        return parse_student_layers(self.student_layers)
+
+
+def parse_student_layers(text: str) -> str | list[int]:
+    """A layer rule name, or teacher layer indices "0,2,4" (their range is checked against the teacher later)."""
+    rule = text.strip()
+    if rule in LAYER_RULES:
+        return rule
+    form = f"expected one of {LAYER_RULES} or strictly increasing teacher layer indices like 0,2,4,7,9,11"
+    parts = [part.strip() for part in rule.split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise UsageError(f"--student_layers {text!r}: {form}.")
+    indices = [int(part) for part in parts]
+    if sorted(set(indices)) != indices:
+        raise UsageError(f"--student_layers {text!r} repeats or reorders layers; {form}.")
+    return indices
 
 
 @dataclass
@@ -184,6 +268,16 @@ class DataArguments:
                   "for L_ce; masks are the cached ones."},
     )
 
+    def __post_init__(self) -> None:
+        from .data import MIN_TOKENS, check_data_files  # data.py imports this module
+
+        if self.max_seq_length < MIN_TOKENS:
+            raise UsageError(
+                f"--max_seq_length {self.max_seq_length} is below {MIN_TOKENS}, the shortest sequence kept (as "
+                "DistilBERT's reference); pass --max_seq_length 128 or so."
+            )
+        check_data_files(self)  # a missing, empty, binary or non-UTF-8 file fails now, before the teacher loads
+
 
 def validate_distillation_settings(args: DistillationArguments) -> None:
     """Raise one actionable ValueError for settings that cannot train (see DistillationArguments)."""
@@ -197,19 +291,13 @@ def validate_distillation_settings(args: DistillationArguments) -> None:
         raise UsageError("every loss weight is 0, nothing would train; set e.g. --alpha_ce 5 --alpha_mlm 2 --alpha_cos 1.")
     if args.alpha_mlm > 0 and args.alpha_clm > 0:
         raise UsageError("alpha_mlm and alpha_clm are both > 0; a student is either masked (MLM) or causal (CLM): set one to 0.")
-    for name in ("mlm_probability", "mask_replace_prob", "random_replace_prob"):
-        value = getattr(args, name)
-        if not 0.0 <= value <= 1.0:
-            raise UsageError(f"{name} must lie in [0, 1], got {value}.")
-    if args.mask_replace_prob + args.random_replace_prob > 1.0 + 1e-9:
-        raise UsageError(
-            f"mask_replace_prob + random_replace_prob = {args.mask_replace_prob + args.random_replace_prob:g} > 1; "
-            "the remainder is the share kept unchanged, so their sum must be <= 1."
-        )
+    # The same check as DataCollatorForDistillation's; a causal student (alpha_clm > 0) masks nothing.
+    masked = args.alpha_clm == 0
+    check_masking_settings(
+        args.mlm_probability, args.mask_replace_prob, args.random_replace_prob, args.mlm_smoothing, mlm=masked
+    )
     if args.attention_maps not in ("probabilities", "scores"):
         raise UsageError(f"attention_maps must be 'probabilities' or 'scores', got {args.attention_maps!r}.")
-    if args.mlm_smoothing < 0:
-        raise UsageError(f"mlm_smoothing must be >= 0, got {args.mlm_smoothing}; 0.7 favours rare tokens as DistilBERT does.")
 
 
 def parse_with_config(dataclass_types: tuple, argv: list[str], default_config: Path) -> tuple:

@@ -10,7 +10,37 @@ from collections.abc import Iterable
 
 import torch
 
+from .errors import UsageError
 from .losses import IGNORE_INDEX
+
+
+def check_masking_settings(
+    mlm_probability: float,
+    mask_replace_prob: float,
+    random_replace_prob: float,
+    mlm_smoothing: float,
+    mlm: bool = True,
+) -> None:
+    """One `UsageError` line for masking settings that cannot train; shared by the arguments and the collator.
+
+    mlm=False (a causal student) masks nothing, so `mlm_probability` is not checked then. With 0 a masked
+    student would see no [MASK] and L_mlm would have nothing to learn from (issue 12, item 5).
+    """
+    if mlm and not 0.0 < mlm_probability <= 1.0:
+        raise UsageError(
+            f"mlm_probability must lie in (0, 1] for a masked-LM student, got {mlm_probability}; "
+            "BERT and DistilBERT choose 0.15 of the tokens."
+        )
+    for name, value in (("mask_replace_prob", mask_replace_prob), ("random_replace_prob", random_replace_prob)):
+        if not 0.0 <= value <= 1.0:
+            raise UsageError(f"{name} must lie in [0, 1], got {value}; BERT uses 0.8 [MASK] and 0.1 random.")
+    if mask_replace_prob + random_replace_prob > 1.0 + 1e-9:
+        raise UsageError(
+            f"mask_replace_prob + random_replace_prob = {mask_replace_prob + random_replace_prob:g} > 1; "
+            "the remainder is the share kept unchanged, so their sum must be <= 1."
+        )
+    if mlm_smoothing < 0:
+        raise UsageError(f"mlm_smoothing must be >= 0, got {mlm_smoothing}; 0.7 favours rare tokens (DistilBERT).")
 
 
 def token_weights(counts: torch.Tensor, smoothing: float, special_ids: Iterable[int]) -> torch.Tensor:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel, Trainer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 from . import heads
 from .callbacks import (
@@ -17,8 +17,8 @@ from .callbacks import (
     PushToHubCallback,
     parse_schedules,
 )
-from .collator import DataCollatorForDistillation
-from .config import LOSS_WEIGHTS, DistillationArguments
+from .collator import DataCollatorForDistillation, check_vocabulary
+from .config import LOSS_WEIGHTS, DistillationArguments, parse_teacher_weights
 from .cpu_memory import keep_freed_memory
 from .data import token_counts, tokenize_and_chunk
 from .errors import UsageError
@@ -69,11 +69,14 @@ class DistillationTrainer(Trainer):
         weights = loss_weights(args)
         teachers = [load_teacher(t) if isinstance(t, str) else t for t in (teacher_model if isinstance(teacher_model, (list, tuple)) else [teacher_model])]
         teacher, others = teachers[0], [t for t in teachers[1:] if t is not None]
-        self.teacher_weights = [float(w) for w in args.teacher_weights.split(",")] if args.teacher_weights else [1.0] * len(teachers)
-        if len(self.teacher_weights) != len(teachers) or min(self.teacher_weights) < 0 or sum(self.teacher_weights) == 0:
+        self.teacher_weights = parse_teacher_weights(args.teacher_weights) or [1.0] * len(teachers)
+        if len(self.teacher_weights) != len(teachers):  # values are checked with the arguments
             raise UsageError(f"teacher_weights {args.teacher_weights!r} must hold {len(teachers)} non-negative weights, not all 0.")
         for other in others:
             check_compatible(model, other, needs_hidden=False)
+        tokenizers = (kwargs.get("processing_class"), getattr(kwargs.get("data_collator"), "tokenizer", None))
+        for tokenizer in {id(t): t for t in tokenizers if isinstance(t, PreTrainedTokenizerBase)}.values():
+            check_vocabulary(tokenizer, model)  # the teacher's vocabulary equals the student's (check_compatible)
         cached = set(CACHE_COLUMNS) <= set(getattr(kwargs.get("train_dataset"), "column_names", None) or [])
         needs_teacher = [f"alpha_{t}" for t in _TEACHER_TERMS if weights[t] > 0 and not (cached and t == "ce")]
         if teacher is None and needs_teacher:

@@ -95,7 +95,7 @@ def main() -> None:
 
     # Corpus: tokenised, chunked and counted once (main process first), then read from the cache.
     with args.main_process_first(desc="corpus preparation"):
-        train, held_out, counts = prepare_corpus(data_args, tokenizer)
+        train, held_out, counts = prepare_corpus(data_args, tokenizer, models=[teacher, *other_teachers, student])
     if data_args.teacher_cache:  # pre-masked sequences with the teacher's top-k logits
         train = datasets.load_from_disk(data_args.teacher_cache)
     collator = DataCollatorForDistillation.from_arguments(tokenizer, args, token_counts=counts)
