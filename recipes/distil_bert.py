@@ -33,16 +33,14 @@ from hf_distil import (
     DistillationArguments,
     DistillationTrainer,
     init_student_from_teacher,
-    push_to_hub,
 )
 from hf_distil.callbacks import (
     NonFiniteLossGuard,
-    PushToHubCallback,
     TeacherAgreementCallback,
 )
 from hf_distil.config import DataArguments, ModelArguments, parse_with_config
 from hf_distil.data import prepare_corpus
-from hf_distil.errors import UsageError, run_script
+from hf_distil.errors import run_script
 from hf_distil.evaluation import masked_lm_metrics, relative_speed
 from hf_distil.hub import RESULTS_FILE, render_model_card, save_training_arguments
 from hf_distil.student import select_layers
