@@ -191,18 +191,17 @@ def parse_schedules(text: str) -> dict[str, Schedule]:
 class LossScheduleCallback(TrainerCallback):
     """Moves the temperature and loss weights along their schedules before every optimizer step.
 
-    The current values are logged with the losses (DistillationTrainer asks `current_values`).
+    The values live here, never in `args` (so training_args.json and the card keep what the user set):
+    DistillationTrainer reads `current` for its loss and logs `current_values()` with the terms.
     """
 
     def __init__(self, schedules: dict[str, Schedule]) -> None:
         self.schedules = schedules
-        self.current: dict[str, float] = {}
+        self.current: dict[str, float] = {name: schedule.at(0.0) for name, schedule in schedules.items()}
 
     def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         progress = state.global_step / max(state.max_steps, 1)
-        for name, schedule in self.schedules.items():
-            self.current[name] = schedule.at(progress)
-            setattr(args, name, self.current[name])
+        self.current = {name: schedule.at(progress) for name, schedule in self.schedules.items()}
 
     def current_values(self) -> dict[str, float]:
         return {f"schedule_{k}": round(v, 6) for k, v in self.current.items()}

@@ -107,9 +107,12 @@ class DistillationArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
-        # Several processes on a machine without any accelerator: Accelerate forms a gloo (MULTI_CPU)
-        # group only when asked for the CPU; otherwise each process silently trains alone.
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
+        # Several processes on a machine without any accelerator: Accelerate forms a gloo (MULTI_CPU) group only
+        # when asked for the CPU, and its multi-process launcher does not pass a config's `use_cpu: true` on to the
+        # processes (only its one-process launcher sets ACCELERATE_USE_CPU); without this each process would
+        # silently train alone. Said in the log, not done behind the user's back.
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available() and not self.use_cpu:
+            logger.warning("several processes and no GPU: setting use_cpu=True so that they train together over gloo")
             self.use_cpu = True
         # TrainingArguments reads the DeepSpeed file in its __post_init__ (HfTrainerDeepSpeedConfig; under
         # `accelerate launch` DeepSpeedPlugin reads ACCELERATE_DEEPSPEED_CONFIG_FILE) and fails without naming it.

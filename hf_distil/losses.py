@@ -3,7 +3,7 @@
 Semantics follow the reference `distiller.py` (huggingface/transformers-research-projects,
 `distillation/`). Every term is a *sum* over its items divided by `num_items` (default: the items in
 this call). Passing the count of the whole accumulated (and gathered) batch makes gradient
-accumulation and data parallelism exact; see `DistillationTrainer._get_num_items_in_batch`.
+accumulation and data parallelism exact; see `DistillationTrainer.get_batch_samples`.
 All maths runs in fp32, whatever the input dtype; an empty selection gives 0, never NaN.
 """
 

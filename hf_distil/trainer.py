@@ -95,8 +95,9 @@ class DistillationTrainer(Trainer):
             keep_freed_memory()
         if hasattr(self.data_collator, "set_epoch"):
             self.add_callback(MaskingEpochCallback(self.data_collator))
-        if args.loss_schedules:
-            self.add_callback(LossScheduleCallback(parse_schedules(args.loss_schedules)))
+        self.schedule = LossScheduleCallback(parse_schedules(args.loss_schedules)) if args.loss_schedules else None
+        if self.schedule is not None:
+            self.add_callback(self.schedule)
         self._projection_averaged_at = -1
         if self.hidden_projection is not None:
             self._place_projection()
@@ -109,7 +110,13 @@ class DistillationTrainer(Trainer):
 
     @property
     def weights(self) -> dict[str, float]:
-        return loss_weights(self.args)
+        """{term: weight} of the current step: the arguments' values, moved along their schedules if any."""
+        current = self.schedule.current if self.schedule is not None else {}
+        return {name.removeprefix("alpha_"): current.get(name, getattr(self.args, name)) for name in LOSS_WEIGHTS}
+
+    @property
+    def temperature(self) -> float:
+        return self.schedule.current.get("temperature", self.args.temperature) if self.schedule else self.args.temperature
 
     def _prepare_intermediate(self, student: PreTrainedModel, teacher: PreTrainedModel, args: DistillationArguments, weights: dict[str, float]) -> None:
         """Layer pairs, eager attention (SDPA returns no attention maps) and a width projection if needed."""
@@ -263,7 +270,16 @@ class DistillationTrainer(Trainer):
             return labels.ne(IGNORE_INDEX)
         return attention_mask.bool()
 
-    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> dict[str, torch.Tensor] | None:
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: torch.device) -> tuple[list, Any]:
+        """Trainer's micro-batches of one update, with our denominators in place of its single token count.
+
+        The counts travel as Trainer's `num_items_in_batch`, which it hands unchanged to `compute_loss` (ours):
+        a dict {count name: tensor}, one per kind of item the terms average over.
+        """
+        batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        return batch_samples, self._term_counts(batch_samples, device)
+
+    def _term_counts(self, batch_samples: list, device: torch.device) -> dict[str, torch.Tensor] | None:
         """Denominators of every term over the accumulated batch (and all processes), see losses.py."""
         if not batch_samples or "labels" not in batch_samples[0]:
             return None
@@ -329,7 +345,7 @@ class DistillationTrainer(Trainer):
                         heads.hidden_and_row_logits(t, inputs, rows, heads.can_split(self.accelerator.unwrap_model(t))).row_logits
                         for t in self.other_teachers
                     ]
-                    t_rows = mix_teacher_logits([t_rows, *others], self.teacher_weights, self.args.temperature)
+                    t_rows = mix_teacher_logits([t_rows, *others], self.teacher_weights, self.temperature)
         # The loss maths in fp32 whatever autocast is active (each term also upcasts its inputs).
         with torch.autocast(device_type=s_rows.device.type, enabled=False):
             total, terms = distillation_loss(
@@ -340,12 +356,12 @@ class DistillationTrainer(Trainer):
                 teacher_hidden=t_hidden,
                 attention_mask=attention_mask,
                 weights={**weights, "ce": 0.0} if cache else weights,
-                temperature=self.args.temperature,
+                temperature=self.temperature,
                 num_items=num_items_in_batch,
             )
             if cache and weights["ce"] > 0:  # L_ce from the stored top-k logits instead of a live teacher
                 ids, values = cache[CACHE_COLUMNS[0]], cache[CACHE_COLUMNS[1]]
-                terms["ce"] = topk_soft_target_kl(s_rows, values, ids, self.args.temperature, (num_items_in_batch or {}).get("rows"))
+                terms["ce"] = topk_soft_target_kl(s_rows, values, ids, self.temperature, (num_items_in_batch or {}).get("rows"))
                 total = total + weights["ce"] * terms["ce"]
             if self.layer_pairs:
                 extra = self._intermediate_terms(student, teacher, attention_mask, weights, num_items_in_batch or {})
@@ -396,7 +412,7 @@ class DistillationTrainer(Trainer):
         """Evaluation gives the loss and its terms; full-vocabulary logits are never gathered."""
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
-            loss = self.compute_loss(model, inputs, num_items_in_batch=self._get_num_items_in_batch([inputs], self.args.device))
+            loss = self.compute_loss(model, inputs, num_items_in_batch=self._term_counts([inputs], self.args.device))
         self._eval_batches += 1
         return loss.detach(), None, None
 

@@ -32,3 +32,12 @@ def test_schedules_move_the_values_and_are_logged(tmp_path, teacher, student, to
     assert "loss_mlm" not in logs[0]  # a term whose weight is 0 is not computed
     for h in logs:  # the logged total uses the scheduled weights of its step
         assert h["loss"] == pytest.approx(5 * h["loss_ce"] + h["schedule_alpha_mlm"] * h.get("loss_mlm", 0.0) + h["loss_cos"], rel=1e-4)
+
+
+def test_schedules_leave_the_arguments_as_the_user_set_them(tmp_path, teacher, student, tokenizer, dataset):
+    args = make_args(tmp_path, max_steps=3, loss_schedules="temperature=4:1,alpha_mlm=0:2")
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=dataset,
+                                  data_collator=DataCollatorForDistillation(tokenizer))
+    trainer.train()
+    assert (args.temperature, args.alpha_mlm) == (2.0, 2.0)  # what training_args.json and the card record
+    assert trainer.temperature == pytest.approx(2.0) and trainer.weights["mlm"] == pytest.approx(4 / 3)  # step 3 of 3
