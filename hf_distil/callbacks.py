@@ -22,6 +22,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
 from .errors import UsageError
+from .losses import LOSS_TERMS
 
 logger = logging.get_logger(__name__)
 
@@ -158,9 +159,7 @@ def parse_schedules(text: str) -> dict[str, Schedule]:
     Anything else is one `UsageError` line naming --loss_schedules, the item and the expected form (called
     when the arguments are parsed, so a typo fails before any model loads).
     """
-    from .config import LOSS_WEIGHTS
-
-    names = ("temperature", *LOSS_WEIGHTS)
+    names = ("temperature", *(term.weight_field for term in LOSS_TERMS))
     form = f"write name=start:end[:kind], name temperature or an alpha_*, kind one of {SCHEDULE_KINDS}"
     schedules = {}
     for item in filter(None, (part.strip() for part in text.split(","))):

@@ -18,13 +18,14 @@ from transformers.utils import logging
 
 from .errors import UsageError
 from .layer_map import parse_intermediate_rule
+from .losses import LOSS_TERMS
 from .masking import check_masking_settings
 from .student import LAYER_RULES
 
 logger = logging.get_logger(__name__)
 
 
-LOSS_WEIGHTS = ("alpha_ce", "alpha_mlm", "alpha_cos", "alpha_mse", "alpha_clm", "alpha_hidden_mse", "alpha_attention_mse", "alpha_pkd")
+LOSS_WEIGHTS = tuple(term.weight_field for term in LOSS_TERMS)
 
 
 @dataclass

@@ -54,6 +54,11 @@ class LMOutputs(NamedTuple):
     attentions: tuple[torch.Tensor, ...] | None  # (B, heads, L, L) per layer, when asked for
     scores: dict[int, torch.Tensor] | None = None  # (B, heads, L, L) pre-softmax, for the layers asked for (1-based)
 
+    @property
+    def attention_by_layer(self) -> dict[int, torch.Tensor]:
+        """{layer (1-based): (B, heads, L, L)}: the pre-softmax scores when captured, else the attention maps."""
+        return self.scores if self.scores is not None else dict(enumerate(self.attentions or (), start=1))
+
 
 def hidden_and_row_logits(
     model: nn.Module,

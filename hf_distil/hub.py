@@ -16,6 +16,7 @@ from transformers import Trainer
 from transformers.utils import logging
 
 from .errors import RunFailed, UsageError
+from .losses import LOSS_TERMS
 from .student import PROVENANCE_KEY
 
 logger = logging.get_logger(__name__)
@@ -68,14 +69,6 @@ def _read_json(path: Path) -> dict:
 def _hub_id(name: str) -> str | None:
     """`name` if it can be a Hub model id (not a local folder), else None."""
     return name if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) and not Path(name).exists() else None
-
-
-# Loss terms as the card names them, in the order of DistillationArguments.
-_TERM_NAMES = {
-    "alpha_ce": "soft targets (L_ce)", "alpha_mlm": "masked LM (L_mlm)", "alpha_cos": "hidden-state cosine (L_cos)",
-    "alpha_mse": "logit MSE", "alpha_clm": "causal LM", "alpha_hidden_mse": "hidden-state MSE (TinyBERT)",
-    "alpha_attention_mse": "attention MSE (TinyBERT)", "alpha_pkd": "[CLS] patient distillation (BERT-PKD)",
-}
 
 
 def _saved_parameters(folder: Path) -> int | None:
@@ -179,7 +172,7 @@ def render_model_card(
     )
 
     world_size = world_size or results.get("world_size")
-    weights = {name: args[name] for name in _TERM_NAMES if args.get(name)}
+    weights = {term.description: args[term.weight_field] for term in LOSS_TERMS if args.get(term.weight_field)}
     masking = (
         f"{args['mlm_probability']} of tokens; {args['mask_replace_prob']} [MASK] / {args['random_replace_prob']} random; "
         f"smoothing {args['mlm_smoothing']}" if {"mlm_probability", "mask_replace_prob"} <= set(args) else None
@@ -187,7 +180,7 @@ def render_model_card(
     layer_map = provenance.get("teacher_layers") or results.get("layer_map")
     layer_map = ", ".join(map(str, layer_map)) if isinstance(layer_map, list) else layer_map
     recipe = [
-        ("loss weights", ", ".join(f"{_TERM_NAMES[k]} {v:g}" for k, v in weights.items()) or None),
+        ("loss weights", ", ".join(f"{name} {weight:g}" for name, weight in weights.items()) or None),
         ("temperature", args.get("temperature")),
         ("soft targets at", None if "restrict_ce_to_mask" not in args
          else "masked tokens" if args["restrict_ce_to_mask"] else "every non-pad token"),
@@ -209,7 +202,7 @@ def render_model_card(
         model_name=repo_id,
         eval_results=eval_results or None,
     )
-    objective = " + ".join(_TERM_NAMES[k].split(" (")[0] for k in weights) if weights else "distillation losses"
+    objective = " + ".join(name.split(" (")[0] for name in weights) if weights else "distillation losses"
     if teacher and base_model and base_model != teacher:
         teacher_link = f"`{teacher}` (built on [{base_model}](https://huggingface.co/{base_model}))"
     elif base_model:

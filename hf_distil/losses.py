@@ -9,12 +9,57 @@ All maths runs in fp32, whatever the input dtype; an empty selection gives 0, ne
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from .fused_losses import IGNORE_INDEX, _upcast, logit_terms
+
+
+class LossTerm(NamedTuple):
+    """One term of the loss: its weight is the argument `alpha_<name>`, its value is logged as `loss_<name>`."""
+
+    name: str
+    needs_teacher: bool  # a live teacher, or for "ce" the teacher's cached top-k logits
+    count: str  # the count of the accumulated batch that normalises it (see COUNTS)
+    description: str  # how the model card names it
+
+    @property
+    def weight_field(self) -> str:
+        return f"alpha_{self.name}"
+
+    @property
+    def logged(self) -> str:
+        return f"loss_{self.name}"
+
+
+# Every term the library knows, in the order of DistillationArguments: the one list that the arguments,
+# the trainer, the recipe and the model card read.
+LOSS_TERMS = (
+    LossTerm("ce", True, "rows", "soft targets (L_ce)"),
+    LossTerm("mlm", False, "mlm", "masked LM (L_mlm)"),
+    LossTerm("cos", True, "tokens", "hidden-state cosine (L_cos)"),
+    LossTerm("mse", True, "rows", "logit MSE"),
+    LossTerm("clm", False, "mlm", "causal LM"),
+    LossTerm("hidden_mse", True, "tokens", "hidden-state MSE (TinyBERT)"),
+    LossTerm("attention_mse", True, "pairs", "attention MSE (TinyBERT)"),
+    LossTerm("pkd", True, "sequences", "[CLS] patient distillation (BERT-PKD)"),
+)
+# Denominators over the accumulated batch: masked (labelled) tokens, non-pad tokens, rows of the logit terms,
+# real (query, key) pairs, sequences.
+COUNTS = ("mlm", "tokens", "rows", "pairs", "sequences")
+LOGIT_TERMS = ("ce", "mse")
+LAYER_TERMS = ("hidden_mse", "attention_mse", "pkd")
+
+
+def terms_needing_a_teacher(weights: Mapping[str, float], cached_soft_targets: bool = False) -> list[str]:
+    """Weight fields (alpha_*) of the active terms that need a live teacher; a cache stands in for L_ce's."""
+    return [
+        term.weight_field for term in LOSS_TERMS
+        if term.needs_teacher and weights.get(term.name, 0) > 0 and not (cached_soft_targets and term.name == "ce")
+    ]
 
 
 def _denominator(count: int | torch.Tensor, num_items: int | torch.Tensor | None) -> torch.Tensor | int:
@@ -165,6 +210,46 @@ def pkd_loss(student_cls: torch.Tensor, teacher_cls: torch.Tensor, num_items: in
     return (s - t).pow(2).sum() / _denominator(student_cls.shape[0], num_items)
 
 
+def layer_terms(
+    weights: Mapping[str, float],
+    layer_pairs: Sequence[tuple[int, int]],
+    student_states: Sequence[torch.Tensor] | None,
+    teacher_states: Sequence[torch.Tensor] | None,
+    student_attention: Mapping[int, torch.Tensor] | None,
+    teacher_attention: Mapping[int, torch.Tensor] | None,
+    attention_mask: torch.Tensor,
+    projection: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    num_items: Mapping[str, int | torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """TinyBERT / BERT-PKD terms summed over `layer_pairs` (student index, teacher index; 0 = embeddings).
+
+    *_states: embeddings + every layer's output, (B, L, H); *_attention: {layer (1-based): (B, heads, L, L)}
+    maps or pre-softmax scores. `projection` maps student widths to the teacher's (a narrower student).
+    num_items: {"tokens", "pairs" (per head), "sequences"}. Pairs with the embeddings (0) have no attention.
+    """
+    project = projection or (lambda h: h)
+    counts = num_items or {}
+    attended = [(i, j) for i, j in layer_pairs if i > 0 and j > 0]
+    terms: dict[str, torch.Tensor] = {}
+    if weights.get("hidden_mse", 0) > 0:
+        terms["hidden_mse"] = sum(
+            hidden_mse(project(student_states[i]), teacher_states[j], attention_mask, counts.get("tokens"))
+            for i, j in layer_pairs
+        )
+    if weights.get("attention_mse", 0) > 0:
+        heads = next(iter(student_attention.values())).shape[1]
+        pairs = counts["pairs"] * heads if "pairs" in counts else None
+        terms["attention_mse"] = sum(
+            attention_mse(student_attention[i], teacher_attention[j], attention_mask, pairs) for i, j in attended
+        )
+    if weights.get("pkd", 0) > 0:
+        terms["pkd"] = sum(
+            pkd_loss(project(student_states[i][:, 0]), teacher_states[j][:, 0], counts.get("sequences"))
+            for i, j in attended
+        )
+    return terms
+
+
 def distillation_loss(
     *,
     student_logits: torch.Tensor | None,
@@ -176,27 +261,35 @@ def distillation_loss(
     weights: Mapping[str, float],
     temperature: float = 1.0,
     num_items: Mapping[str, int | torch.Tensor] | None = None,
+    teacher_topk: tuple[torch.Tensor, torch.Tensor] | None = None,
+    layers: Mapping[str, object] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted sum of the terms whose weight is > 0; returns (total, {term name: unweighted value}).
 
     student_logits/teacher_logits: (N, V) selected rows for "ce"/"mse", with `labels` (N,) for "mlm";
-    for "clm", student_logits (B, L, V) and labels (B, L). weights: {"ce", "mlm", "mse", "cos", "clm"}.
-    num_items: {"rows", "mlm", "tokens"}, the denominators (selected rows, masked tokens, non-pad tokens).
+    for "clm", student_logits (B, L, V) and labels (B, L). weights: {term name: weight}, see LOSS_TERMS.
+    num_items: the denominators of COUNTS. teacher_topk: (ids, values) (N, k) cached in place of
+    teacher_logits for "ce". layers: the keyword arguments of `layer_terms` but weights and counts.
     """
     counts = num_items or {}
     terms: dict[str, torch.Tensor] = {}
     use_ce, use_mlm = weights.get("ce", 0) > 0, weights.get("mlm", 0) > 0
-    if use_ce or use_mlm:  # one fused pass and one (rows × V) gradient for both terms (see fused_losses.py)
-        kl, ce = logit_terms(student_logits, teacher_logits if use_ce else None, labels if use_mlm else None, temperature)
-        if use_ce:
+    live_ce = use_ce and teacher_topk is None
+    if live_ce or use_mlm:  # one fused pass and one (rows × V) gradient for both terms (see fused_losses.py)
+        kl, ce = logit_terms(student_logits, teacher_logits if live_ce else None, labels if use_mlm else None, temperature)
+        if live_ce:
             terms["ce"] = _ce_normalised(kl, student_logits.shape[0], temperature, counts.get("rows"))
         if use_mlm:
             terms["mlm"] = _mlm_normalised(ce, labels, counts.get("mlm"))
+    if use_ce and teacher_topk is not None:
+        terms["ce"] = topk_soft_target_kl(student_logits, teacher_topk[1], teacher_topk[0], temperature, counts.get("rows"))
     if weights.get("mse", 0) > 0:
         terms["mse"] = logit_mse(student_logits, teacher_logits, counts.get("rows"))
     if weights.get("cos", 0) > 0:
         terms["cos"] = hidden_cosine(student_hidden, teacher_hidden, attention_mask, counts.get("tokens"))
     if weights.get("clm", 0) > 0:
         terms["clm"] = clm_loss(student_logits, labels, counts.get("mlm"))
+    if layers:
+        terms.update(layer_terms(weights, attention_mask=attention_mask, num_items=counts, **layers))
     total = sum(weights[name] * value for name, value in terms.items())
-    return total, terms
+    return total, {name: terms[name] for term in LOSS_TERMS if (name := term.name) in terms}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -24,19 +24,26 @@ from .data import token_counts, tokenize_and_chunk
 from .errors import UsageError
 from .layer_map import intermediate_pairs
 from .losses import (
+    COUNTS,
     IGNORE_INDEX,
-    attention_mse,
+    LOGIT_TERMS,
     distillation_loss,
-    hidden_mse,
-    mix_teacher_logits,
-    pkd_loss,
-    topk_soft_target_kl,
+    terms_needing_a_teacher,
 )
-from .teacher import check_compatible, load_teacher, prepare_teacher
+from .teacher import Teachers, TeacherSignals, check_compatible, load_teacher
 from .teacher_cache import CACHE_COLUMNS
 
-_TEACHER_TERMS = ("ce", "mse", "cos", "hidden_mse", "attention_mse", "pkd")
-_COUNTS = ("mlm", "tokens", "rows", "pairs", "sequences")
+
+class _Needs(NamedTuple):
+    """What this step's active terms read from the forwards."""
+
+    logits: bool  # LM logits at the selected rows (L_ce, L_mse)
+    hidden: bool  # last hidden states (L_cos)
+    states: bool  # every layer's output (hidden MSE, PKD)
+    maps: bool  # attention probabilities (eager attention)
+    student_scores: list[int] | None  # layers whose pre-softmax scores are read, student side
+    teacher_scores: list[int] | None
+    causal: bool  # a causal student: full logits, next-token labels
 PROJECTION_FILE = "hidden_projection.safetensors"
 
 
@@ -78,7 +85,7 @@ class DistillationTrainer(Trainer):
         for tokenizer in {id(t): t for t in tokenizers if isinstance(t, PreTrainedTokenizerBase)}.values():
             check_vocabulary(tokenizer, model)  # the teacher's vocabulary equals the student's (check_compatible)
         cached = set(CACHE_COLUMNS) <= set(getattr(kwargs.get("train_dataset"), "column_names", None) or [])
-        needs_teacher = [f"alpha_{t}" for t in _TEACHER_TERMS if weights[t] > 0 and not (cached and t == "ce")]
+        needs_teacher = terms_needing_a_teacher(weights, cached_soft_targets=cached)
         if teacher is None and needs_teacher:
             raise UsageError(f"{', '.join(needs_teacher)} > 0 but no teacher_model was given; pass one or set them to 0.")
         self.layer_pairs: list[tuple[int, int]] = []
@@ -101,9 +108,7 @@ class DistillationTrainer(Trainer):
         self._projection_averaged_at = -1
         if self.hidden_projection is not None:
             self._place_projection()
-        self.teacher = prepare_teacher(teacher, self.accelerator) if teacher is not None else None
-        # Further teachers feed only the logit terms (their distributions are mixed), see mix_teacher_logits.
-        self.other_teachers = [prepare_teacher(t, self.accelerator) for t in others]
+        self.teachers = Teachers([t for t in (teacher, *others) if t is not None], self.teacher_weights, self.accelerator)
         self._term_sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
         self._eval_batches = 0
         self._terms_since_step = 0  # global step when the logged window began (not 0 after a resume)
@@ -113,6 +118,11 @@ class DistillationTrainer(Trainer):
         """{term: weight} of the current step: the arguments' values, moved along their schedules if any."""
         current = self.schedule.current if self.schedule is not None else {}
         return {name.removeprefix("alpha_"): current.get(name, getattr(self.args, name)) for name in LOSS_WEIGHTS}
+
+    @property
+    def teacher(self) -> Any:
+        """The first teacher, prepared (a DeepSpeed engine under ZeRO); None without one."""
+        return self.teachers.first
 
     @property
     def temperature(self) -> float:
@@ -283,7 +293,7 @@ class DistillationTrainer(Trainer):
         """Denominators of every term over the accumulated batch (and all processes), see losses.py."""
         if not batch_samples or "labels" not in batch_samples[0]:
             return None
-        counts = torch.zeros(len(_COUNTS), dtype=torch.long, device=device)
+        counts = torch.zeros(len(COUNTS), dtype=torch.long, device=device)
         for batch in batch_samples:
             labels = batch["labels"].to(device)
             mask = batch.get("attention_mask", torch.ones_like(labels)).to(device)
@@ -294,7 +304,7 @@ class DistillationTrainer(Trainer):
             )
         if self._gathers_counts:
             counts = self.accelerator.gather(counts.unsqueeze(0)).sum(0)
-        return dict(zip(_COUNTS, counts))
+        return dict(zip(COUNTS, counts))
 
     @property
     def _gathers_counts(self) -> bool:
@@ -309,64 +319,33 @@ class DistillationTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Student forward, teacher signals, one call into losses.py; terms logged per step."""
         cache = {k: inputs.pop(k) for k in CACHE_COLUMNS if k in inputs}
         labels = inputs["labels"]
-        attention_mask = inputs.get("attention_mask")
-        if attention_mask is None:
-            attention_mask = inputs["attention_mask"] = torch.ones_like(labels)
-        rows = self._selected_rows(labels, attention_mask)
-        causal = self.weights["clm"] > 0
-        # A wrapped student (DDP, DeepSpeed) must run its own forward for its gradient hooks: full logits.
-        split = model is self.model and not causal and heads.can_split(self.model)
-        weights = self.weights
-        scores = weights["attention_mse"] > 0 and self.args.attention_maps == "scores"
-        states = weights["hidden_mse"] > 0 or weights["pkd"] > 0
-        maps = weights["attention_mse"] > 0 and not scores
-        s_scored = [i for i, _ in self._attention_pairs] if scores else None
-        student = heads.hidden_and_row_logits(model, inputs, rows, split, states, maps, s_scored)
-        s_hidden, s_rows, s_full = student.hidden, student.row_logits, student.full_logits
-        t_hidden = t_rows = teacher = None
-        live = ("mse", "cos", "hidden_mse", "attention_mse", "pkd") if cache else _TEACHER_TERMS
-        if cache and int(rows.sum()) != len(cache[CACHE_COLUMNS[0]]):
-            raise UsageError(
-                f"the teacher cache holds {len(cache[CACHE_COLUMNS[0]])} rows for this batch but {int(rows.sum())} are selected; "
-                "build the cache with the same restrict_ce_to_mask setting."
-            )
-        if self.teacher is not None and any(weights[t] > 0 for t in live):
-            with torch.no_grad():
-                teacher = heads.hidden_and_row_logits(
-                    self.teacher, inputs, rows, heads.can_split(self.accelerator.unwrap_model(self.teacher)), states, maps,
-                    [j for _, j in self._attention_pairs] if scores else None,
-                )
-            t_hidden, t_rows = teacher.hidden, teacher.row_logits
-            if self.other_teachers and (weights["ce"] > 0 or weights["mse"] > 0):
-                with torch.no_grad():
-                    others = [
-                        heads.hidden_and_row_logits(t, inputs, rows, heads.can_split(self.accelerator.unwrap_model(t))).row_logits
-                        for t in self.other_teachers
-                    ]
-                    t_rows = mix_teacher_logits([t_rows, *others], self.teacher_weights, self.temperature)
-        # The loss maths in fp32 whatever autocast is active (each term also upcasts its inputs).
-        with torch.autocast(device_type=s_rows.device.type, enabled=False):
+        mask = inputs.setdefault("attention_mask", torch.ones_like(labels))
+        rows = self._selected_rows(labels, mask)
+        needs = self._needs()
+        student = heads.hidden_and_row_logits(
+            model, inputs, rows, self._splits(model, needs.causal), needs.states, needs.maps, needs.student_scores
+        )
+        teacher = self.teachers.signals(
+            inputs, rows, logits=needs.logits, hidden=needs.hidden, states=needs.states, maps=needs.maps,
+            score_layers=needs.teacher_scores, temperature=self.temperature, cache=cache,
+        )
+        with torch.autocast(device_type=labels.device.type, enabled=False):  # the loss maths in fp32
             total, terms = distillation_loss(
-                student_logits=s_full if causal else s_rows,
-                teacher_logits=t_rows,
-                labels=labels if causal else labels[rows],
-                student_hidden=s_hidden,
-                teacher_hidden=t_hidden,
-                attention_mask=attention_mask,
-                weights={**weights, "ce": 0.0} if cache else weights,
+                student_logits=student.full_logits if needs.causal else student.row_logits,
+                teacher_logits=teacher.row_logits,
+                teacher_topk=teacher.topk,
+                labels=labels if needs.causal else labels[rows],
+                student_hidden=student.hidden,
+                teacher_hidden=teacher.hidden,
+                attention_mask=mask,
+                weights=self.weights,
                 temperature=self.temperature,
                 num_items=num_items_in_batch,
+                layers=self._layer_inputs(student, teacher),
             )
-            if cache and weights["ce"] > 0:  # L_ce from the stored top-k logits instead of a live teacher
-                ids, values = cache[CACHE_COLUMNS[0]], cache[CACHE_COLUMNS[1]]
-                terms["ce"] = topk_soft_target_kl(s_rows, values, ids, self.temperature, (num_items_in_batch or {}).get("rows"))
-                total = total + weights["ce"] * terms["ce"]
-            if self.layer_pairs:
-                extra = self._intermediate_terms(student, teacher, attention_mask, weights, num_items_in_batch or {})
-                total = total + sum(weights[name] * value for name, value in extra.items())
-                terms.update(extra)
         if num_items_in_batch is not None and self._gathers_counts:
             # Terms are shares of the global batch; DDP averages gradients over processes, so undo that mean.
             total = total * self.accelerator.num_processes
@@ -374,37 +353,35 @@ class DistillationTrainer(Trainer):
         self._accumulate_terms("train" if model.training else "eval", terms)
         return (total, {"terms": terms}) if return_outputs else total
 
-    def _intermediate_terms(
-        self,
-        student: heads.LMOutputs,
-        teacher: heads.LMOutputs,
-        attention_mask: torch.Tensor,
-        weights: dict[str, float],
-        counts: dict,
-    ) -> dict[str, torch.Tensor]:
-        """TinyBERT / BERT-PKD terms summed over `self.layer_pairs` (student index, teacher index)."""
-        project = self.hidden_projection or (lambda h: h)
-        terms: dict[str, torch.Tensor] = {}
-        layer_pairs = self._attention_pairs
-        if weights["hidden_mse"] > 0:
-            terms["hidden_mse"] = sum(
-                hidden_mse(project(student.hidden_states[i]), teacher.hidden_states[j], attention_mask, counts.get("tokens"))
-                for i, j in self.layer_pairs
-            )
-        if weights["attention_mse"] > 0:
-            if self.args.attention_maps == "scores":
-                s_maps, t_maps = student.scores, teacher.scores
-            else:
-                s_maps = dict(enumerate(student.attentions, start=1))
-                t_maps = dict(enumerate(teacher.attentions, start=1))
-            heads_count = next(iter(s_maps.values())).shape[1]
-            pairs_count = counts["pairs"] * heads_count if "pairs" in counts else None
-            terms["attention_mse"] = sum(attention_mse(s_maps[i], t_maps[j], attention_mask, pairs_count) for i, j in layer_pairs)
-        if weights["pkd"] > 0:
-            terms["pkd"] = sum(
-                pkd_loss(project(student.hidden_states[i][:, 0]), teacher.hidden_states[j][:, 0], counts.get("sequences")) for i, j in layer_pairs
-            )
-        return terms
+    def _needs(self) -> _Needs:
+        """What the active terms read this step (schedules may switch terms on or off)."""
+        weights = self.weights
+        attention, scores = weights["attention_mse"] > 0, self.args.attention_maps == "scores"
+        pairs = self._attention_pairs if attention and scores else []
+        return _Needs(
+            logits=any(weights[t] > 0 for t in LOGIT_TERMS),
+            hidden=weights["cos"] > 0,
+            states=weights["hidden_mse"] > 0 or weights["pkd"] > 0,
+            maps=attention and not scores,
+            student_scores=[i for i, _ in pairs] or None,
+            teacher_scores=[j for _, j in pairs] or None,
+            causal=weights["clm"] > 0,
+        )
+
+    def _splits(self, model: nn.Module, causal: bool) -> bool:
+        """Encoder + LM head at the selected rows only; a wrapped student (DDP, DeepSpeed) must run its own
+        forward for its gradient hooks, and a causal loss reads every position: full logits then."""
+        return model is self.model and not causal and heads.can_split(self.model)
+
+    def _layer_inputs(self, student: heads.LMOutputs, teacher: TeacherSignals) -> dict[str, Any] | None:
+        """The intermediate-layer part of the loss (losses.layer_terms), when layer terms are on."""
+        if not self.layer_pairs:
+            return None
+        return {
+            "layer_pairs": self.layer_pairs, "projection": self.hidden_projection,
+            "student_states": student.hidden_states, "teacher_states": teacher.states,
+            "student_attention": student.attention_by_layer, "teacher_attention": teacher.attention,
+        }
 
     def prediction_step(
         self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None

@@ -43,6 +43,7 @@ from hf_distil.data import prepare_corpus
 from hf_distil.errors import run_script
 from hf_distil.evaluation import masked_lm_metrics, relative_speed
 from hf_distil.hub import RESULTS_FILE, render_model_card, save_training_arguments
+from hf_distil.losses import LOSS_TERMS, terms_needing_a_teacher
 from hf_distil.student import select_layers
 from hf_distil.teacher_cache import CachedSignalsCollator
 from hf_distil.teachers import DEFAULT_TEACHER, load_default_teacher, minilm
@@ -103,8 +104,8 @@ def main() -> None:
     callbacks = [NonFiniteLossGuard(), TeacherAgreementCallback(teacher, held_out, tokenizer)]
 
     # Train.
-    live = (args.alpha_mse, args.alpha_cos, args.alpha_hidden_mse, args.alpha_attention_mse, args.alpha_pkd)
-    needs_teacher = any(a > 0 for a in live) or (args.alpha_ce > 0 and not data_args.teacher_cache)
+    weights = {term.name: getattr(args, term.weight_field) for term in LOSS_TERMS}
+    needs_teacher = bool(terms_needing_a_teacher(weights, cached_soft_targets=bool(data_args.teacher_cache)))
     trainer = DistillationTrainer(
         model=student,
         teacher_model=[teacher, *other_teachers] if needs_teacher else None,
