@@ -42,19 +42,40 @@ class TeacherAgreementCallback(TrainerCallback):
     """At each evaluation, top-1 agreement and KL(teacher ‖ student) on held-out text (fixed masks).
 
     The values are added to the metrics that `evaluate()` returns and to the eval entry of
-    `state.log_history` as `eval_teacher_agreement` and `eval_teacher_kl`.
+    `state.log_history` as `eval_teacher_agreement` and `eval_teacher_kl`. Every process takes part (as
+    Trainer's `evaluate` does): under ZeRO-3 each holds only shards of both models, and each forward
+    gathers them from all processes (see `masked_lm_metrics`).
     """
 
-    def __init__(self, teacher: PreTrainedModel, eval_dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, seeds: tuple[int, ...] = (0,)) -> None:
+    def __init__(
+        self,
+        teacher: PreTrainedModel,
+        eval_dataset: datasets.Dataset,
+        tokenizer: PreTrainedTokenizerBase,
+        seeds: tuple[int, ...] = (0,),
+    ) -> None:
         self.teacher, self.eval_dataset, self.tokenizer, self.seeds = teacher, eval_dataset, tokenizer, seeds
 
-    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model: PreTrainedModel | None = None, metrics: dict | None = None, **kwargs: Any) -> None:
-        if model is None or metrics is None or not state.is_world_process_zero:
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: PreTrainedModel | None = None,
+        metrics: dict | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if model is None or metrics is None:
             return
-        from .evaluation import masked_lm_metrics
+        from .evaluation import is_partitioned, masked_lm_metrics
 
-        teacher = self.teacher.to(next(model.parameters()).device)
-        result = masked_lm_metrics(model, self.eval_dataset, self.tokenizer, teacher=teacher, seeds=self.seeds)
+        teacher = getattr(self.teacher, "module", self.teacher)
+        if not is_partitioned(teacher):  # a ZeRO-3 teacher stays in its shards; its forward gathers them
+            teacher.to(next(model.parameters()).device)
+        every_process = args.world_size > 1
+        result = masked_lm_metrics(
+            model, self.eval_dataset, self.tokenizer, teacher=teacher, seeds=self.seeds, all_processes=every_process
+        )
         extra = {"eval_teacher_agreement": round(result["teacher_agreement"], 6), "eval_teacher_kl": round(result["teacher_kl"], 6)}
         metrics.update(extra)
         for entry in reversed(state.log_history):

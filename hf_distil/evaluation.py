@@ -1,4 +1,4 @@
-"""Held-out masked-LM quality: top-k accuracy, loss and perplexity, and teacher-student agreement."""
+"""Held-out masked-LM quality (top-k accuracy, loss and perplexity, teacher-student agreement) and speed."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import datasets
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -19,7 +20,9 @@ from .losses import soft_target_kl
 
 
 class _Tally:
-    """Running sums for the masked-LM metrics of one model."""
+    """Running sums for the masked-LM metrics of one model (plain sums, so processes can add theirs up)."""
+
+    FIELDS = ("top1", "top5", "chosen_top1", "nll", "masks", "chosen")
 
     def __init__(self) -> None:
         self.top1 = self.top5 = self.chosen_top1 = self.nll = 0.0
@@ -35,6 +38,13 @@ class _Tally:
         self.chosen += len(labels)
         self.nll += float(torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum"))
 
+    def sums(self) -> list[float]:
+        return [float(getattr(self, name)) for name in self.FIELDS]
+
+    def set_sums(self, sums: Sequence[float]) -> None:
+        for name, value in zip(self.FIELDS, sums, strict=True):
+            setattr(self, name, int(value) if name in ("masks", "chosen") else value)
+
     def metrics(self) -> dict[str, float]:
         loss = self.nll / max(self.chosen, 1)
         return {
@@ -47,6 +57,11 @@ class _Tally:
         }
 
 
+def is_partitioned(model: nn.Module) -> bool:
+    """True under DeepSpeed ZeRO-3, where each process holds only a shard of every weight (`ds_id` marks them)."""
+    return any(hasattr(p, "ds_id") for p in model.parameters())
+
+
 @torch.no_grad()
 def masked_lm_metrics(
     model: PreTrainedModel,
@@ -56,6 +71,7 @@ def masked_lm_metrics(
     seeds: Sequence[int] = (0, 1, 2),
     batch_size: int = 64,
     mlm_probability: float = 0.15,
+    all_processes: bool = False,
 ) -> dict[str, Any]:
     """Metrics over `len(seeds)` fixed, uniform mask draws of `dataset` (an `input_ids` column).
 
@@ -63,57 +79,150 @@ def masked_lm_metrics(
     chosen position (also the 10% random and 10% kept); loss: cross-entropy over chosen positions, and
     perplexity = exp(loss). With a teacher: agreement (same top-1 as the teacher), KL(teacher ‖ model),
     and the teacher's own metrics under "teacher" (from the same forward passes, not a second evaluation).
+
+    all_processes=True: every process of a torch.distributed run calls this and gets the same metrics, equal
+    to one process's. The batches are shared out and the sums added up. Under ZeRO-3 this is required, not
+    a speed-up: each process holds only shards, and every forward gathers them from all processes, so each
+    process runs the same number of forwards (one that runs out of batches repeats one, uncounted).
+    DDP and DeepSpeed wrappers are unwrapped; a ZeRO-3 module runs its own forward (whose hooks gather).
     """
+    model, teacher = getattr(model, "module", model), getattr(teacher, "module", teacher)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if all_processes else (0, 1)
     own, teachers = _Tally(), _Tally()
-    agree = kl = 0.0
+    agree_kl = [0.0, 0.0]
     features = dataset.select_columns(["input_ids"])
-    steps = len(seeds) * math.ceil(len(features) / batch_size)
-    progress = tqdm(total=steps, desc="Evaluating masked LM", unit="batch", leave=False)
-    for seed in seeds:
+    # Masks depend on the seed and the batch's token ids only (see DataCollatorForDistillation), so a batch
+    # is masked alike on whichever process runs it.
+    jobs = [(seed, start) for seed in seeds for start in range(0, len(features), batch_size)]
+    turns = math.ceil(len(jobs) / world)
+    progress = tqdm(total=turns, desc="Evaluating masked LM", unit="batch", leave=False, disable=rank != 0)
+    for turn in range(turns):
+        index = rank + turn * world
+        seed, start = jobs[index % len(jobs)]
         collator = DataCollatorForDistillation(tokenizer, mlm_probability=mlm_probability, seed=seed)
-        for start in range(0, len(features), batch_size):
-            ids = features[start : start + batch_size]["input_ids"]
-            batch = {k: v.to(device) for k, v in collator([{"input_ids": x} for x in ids]).items()}
-            rows = batch["labels"] != -100
-            logits = heads.hidden_and_row_logits(model, batch, rows, split=heads.can_split(model)).row_logits
-            labels, at_mask = batch["labels"][rows], batch["input_ids"][rows] == tokenizer.mask_token_id
+        ids = features[start : start + batch_size]["input_ids"]
+        batch = {k: v.to(device) for k, v in collator([{"input_ids": x} for x in ids]).items()}
+        rows = batch["labels"] != -100
+        labels, at_mask = batch["labels"][rows], batch["input_ids"][rows] == tokenizer.mask_token_id
+        logits = _row_logits(model, batch, rows)
+        t_logits = _row_logits(teacher, batch, rows) if teacher is not None else None
+        if index < len(jobs):  # a repeated batch only kept the ZeRO-3 gathers in step
             own.add(logits, labels, at_mask)
-            if teacher is not None:
-                t_logits = heads.hidden_and_row_logits(teacher, batch, rows, split=heads.can_split(teacher)).row_logits
+            if t_logits is not None:
                 teachers.add(t_logits, labels, at_mask)
-                agree += float((t_logits.argmax(-1) == logits.argmax(-1)).sum())
-                kl += float(soft_target_kl(logits, t_logits, 1.0, num_items=1))
-            progress.update()
+                agree_kl[0] += float((t_logits.argmax(-1) == logits.argmax(-1)).sum())
+                agree_kl[1] += float(soft_target_kl(logits, t_logits, 1.0, num_items=1))
+        progress.update()
     progress.close()
     model.train(was_training)
+    if world > 1:
+        sums = torch.tensor(own.sums() + teachers.sums() + agree_kl, dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(sums)  # float64: counts stay exact
+        sums, n = sums.tolist(), len(_Tally.FIELDS)
+        own.set_sums(sums[:n])
+        teachers.set_sums(sums[n : 2 * n])
+        agree_kl = sums[2 * n :]
     metrics: dict[str, Any] = own.metrics()
     if teacher is not None:
-        metrics["teacher_agreement"] = agree / max(own.chosen, 1)
-        metrics["teacher_kl"] = kl / max(own.chosen, 1)
+        metrics["teacher_agreement"] = agree_kl[0] / max(own.chosen, 1)
+        metrics["teacher_kl"] = agree_kl[1] / max(own.chosen, 1)
         metrics["teacher"] = teachers.metrics()
     return metrics
 
 
-@torch.no_grad()
-def relative_speed(
-    teacher: PreTrainedModel, student: PreTrainedModel, batches: Sequence[dict[str, torch.Tensor]], repeats: int = 3
-) -> dict[str, float]:
-    """Seconds per pass over `batches` for each model, timed alternately (median of `repeats`), and the ratio.
+def _row_logits(model: nn.Module, batch: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+    # The LM head at the chosen rows only, except under ZeRO-3: there the model's own forward runs, since DeepSpeed
+    # resets its parameter-fetch schedule in a hook on the top module (reset_step in partitioned_param_coordinator.py),
+    # which a call into the encoder alone would skip. Same numbers, more head work.
+    split = heads.can_split(model) and not is_partitioned(model)
+    return heads.hidden_and_row_logits(model, batch, rows, split=split).row_logits
 
-    Alternating the two models within one run keeps machine noise from favouring either.
+
+def whole_model(model: PreTrainedModel) -> PreTrainedModel:
+    """`model` itself, or under ZeRO-3 a plain copy holding every weight, built from the gathered shards.
+
+    Timing and parameter counts need the whole model in one process; a ZeRO-3 model holds shards whose
+    forward gathers from every process. Under ZeRO-3 every process must call this (the gather is collective).
     """
-    times: dict[str, list[float]] = {"teacher": [], "student": []}
-    for _ in range(repeats):
-        for name, model in (("teacher", teacher), ("student", student)):
-            model.eval()
+    model = getattr(model, "module", model)
+    if not is_partitioned(model):
+        return model
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+        state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    # A direct constructor call: from_config would partition the copy again (transformers' zero.Init).
+    weight = next(t for t in state.values() if t.is_floating_point())
+    whole = type(model)(model.config).to(device=weight.device, dtype=weight.dtype)
+    whole.load_state_dict(state)
+    return whole.eval()
+
+
+@torch.inference_mode()
+def relative_speed(
+    teacher: PreTrainedModel,
+    student: PreTrainedModel,
+    batches: Sequence[dict[str, torch.Tensor]],
+    repeats: int = 3,
+    min_seconds: float = 0.0,
+    max_repeats: int | None = None,
+) -> dict[str, float]:
+    """Seconds per pass over `batches` of each model, whole and encoder only, and the teacher/student ratios.
+
+    Returns
+      teacher_seconds, student_seconds, speedup: the whole masked LM (encoder and vocabulary head);
+      encoder_teacher_seconds, encoder_student_seconds, encoder_speedup: the encoder alone (`base_model`),
+        the paper's Table 3 setting (its tasks put a small head on the encoder; for small encoders the
+        vocabulary projection at every token dominates the whole model's time);
+      passes: passes timed per model. Seconds are medians over passes; speedup > 1 means the student is faster.
+    The four are timed in turn within each pass, so machine noise hits all alike, in eval mode and under
+    inference_mode: no autograd even for weights that require grad (a student fresh from training).
+    Passes repeat until each model has run `min_seconds` in all, at least `repeats` and at most
+    `max_repeats` times (the cap keeps tiny test models, whose passes take milliseconds, fast).
+    """
+    models = {
+        "teacher": teacher, "student": student,
+        "encoder_teacher": teacher.base_model, "encoder_student": student.base_model,
+    }
+    modes = {name: model.training for name, model in models.items()}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for model in models.values():
+        model.eval()
+        model(**heads.model_inputs(model, batches[0]))  # warm-up: first-call allocations are not the model's speed
+    def more() -> bool:
+        passes = len(times["teacher"])
+        short = min(sum(t) for t in times.values()) < min_seconds
+        return passes < repeats or (short and (max_repeats is None or passes < max_repeats))
+
+    while more():
+        for name, model in models.items():
             start = time.perf_counter()
             for batch in batches:
                 model(**heads.model_inputs(model, batch))
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - start)
-    teacher_s, student_s = statistics.median(times["teacher"]), statistics.median(times["student"])
-    return {"teacher_seconds": teacher_s, "student_seconds": student_s, "speedup": teacher_s / student_s}
+    for name, model in models.items():
+        model.train(modes[name])
+    seconds = {name: statistics.median(t) for name, t in times.items()}
+    return {
+        "teacher_seconds": seconds["teacher"],
+        "student_seconds": seconds["student"],
+        "speedup": seconds["teacher"] / seconds["student"],
+        "encoder_teacher_seconds": seconds["encoder_teacher"],
+        "encoder_student_seconds": seconds["encoder_student"],
+        "encoder_speedup": seconds["encoder_teacher"] / seconds["encoder_student"],
+        "passes": len(times["teacher"]),
+    }
+
+
+def describe_speedup(ratio: float, than: str = "the teacher") -> str:
+    """A speed ratio (teacher time / student time) in words: "1.94x faster than the teacher", and below 1
+    "0.52x the speed of the teacher (slower)" rather than a "0.52x faster" that reads as a gain."""
+    shown = f"{ratio:.2f}x"
+    if shown == "1.00x":
+        return f"as fast as {than} ({shown})"
+    return f"{shown} faster than {than}" if ratio > 1 else f"{shown} the speed of {than} (slower)"

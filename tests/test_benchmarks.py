@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,10 +32,30 @@ def test_train_step_reports_step_against_its_parts():
 
 
 def test_inference_reports_params_and_speed_ratios():
-    report = bench("inference.py", "--repeats", "2")
+    report = bench("inference.py", "--repeats", "2", "--json")
     assert report["params"]["student"] < report["params"]["teacher"] and report["layers"] == {"teacher": 4, "student": 2}
-    for key in ("cpu_encoder_batch_1", "cpu_encoder_batch_32", "cpu_with_mlm_head_batch_1"):
-        assert report[key]["speedup"] == pytest.approx(report[key]["teacher_seconds"] / report[key]["student_seconds"], rel=0.01)
+    for part in ("encoder", "masked_lm"):
+        for size in (1, 32):
+            timing = report[f"cpu_{part}_batch_{size}"]
+            assert timing["speedup"] == pytest.approx(timing["teacher_seconds"] / timing["student_seconds"], rel=0.01)
+    assert report["passes"] >= 2
+
+
+def test_inference_prints_the_papers_table_by_default():
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "inference.py"), "--tiny", "--repeats", "1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cells = [re.split(r"\s{2,}", line.strip()) for line in done.stdout.splitlines()]
+    rows = {row[0]: row[1:] for row in cells if len(row) >= 3}
+    assert rows["layers"] == ["4", "2"] and float(rows["parameters (M)"][1]) < float(rows["parameters (M)"][0])
+    for part in ("encoder", "masked LM"):
+        for size in (1, 32):
+            teacher, student, speedup = rows[f"CPU seconds, {part}, batch {size}"]
+            ratio = float(re.search(r"(\d+\.\d+)x", speedup).group(1))
+            assert ratio == pytest.approx(float(teacher) / float(student), rel=0.05)  # times are printed to 4 decimals
+            assert ("faster" in speedup) == (ratio > 1.0) and ("slower" in speedup) == (ratio < 1.0)
+    assert "median of 1 passes" in done.stdout and "{" not in done.stdout
 
 
 def test_feature_cost_reports_a_ratio_per_feature():

@@ -53,7 +53,9 @@ def test_recipe_trains_saves_and_reports(assets, tmp_path):
     assert len(logs) == 6 and all({"loss_ce", "loss_mlm", "loss_cos"} <= set(h) for h in logs)
     results = json.loads((out / "held_out_results.json").read_text())
     assert 0 <= results["student"]["accuracy"] <= 1 and results["params"]["student"] < results["params"]["teacher"]
-    assert "top-1 agreement with teacher" in done.stdout and "faster than the teacher" in done.stdout
+    assert "top-1 agreement with teacher" in done.stdout
+    assert "masked LM (encoder + vocabulary head): student is" in done.stdout
+    assert "encoder alone (the paper's Table 3 setting): student is" in done.stdout  # tiny models: faster or slower
 
 
 def test_resumed_run_ends_identical_to_an_uninterrupted_one(assets, tmp_path):

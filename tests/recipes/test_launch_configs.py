@@ -1,0 +1,107 @@
+"""Each launch config runs the recipe end to end, evaluation included, with the numbers of one process.
+
+Two CPU processes (gloo) under DDP, DeepSpeed ZeRO-2 and ZeRO-3. Under ZeRO-3 each process holds only
+shards of the teacher and the student, so the held-out evaluation (at each evaluation step and at the end)
+needs every process; it must still give one process's numbers. The DeepSpeed JSON is the recipe's own
+minus its optimizer and scheduler (as in tests/distributed: DeepSpeed's AdamW would compile a CPU op).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import WORDS, save_tiny_teacher
+from distributed.test_distributed import deepspeed_cpu_config  # tests/ is on sys.path (conftest.py)
+from test_distil_bert import RECIPE, ROOT
+
+pytestmark = [pytest.mark.recipe, pytest.mark.distributed]
+# Same updates in one and two processes: 16 sequences per update (GA 2 × 8, or 2 × 8), the same random
+# order (length grouping groups per process batch, which differs), no dropout, evaluations at steps 2 and 4.
+FLAGS = (
+    "--per_device_train_batch_size", "8", "--target_batch_size", "16", "--train_sampling_strategy", "random",
+    "--max_steps", "4", "--logging_steps", "1", "--save_strategy", "no",
+    "--eval_strategy", "steps", "--eval_steps", "2",
+)
+MLM_ONLY = ("--alpha_ce", "0", "--alpha_cos", "0")  # the teacher is not trained against, still evaluated
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> Path:
+    """A tiny BERT teacher without dropout (two processes draw other dropout masks) and a text file."""
+    root = tmp_path_factory.mktemp("assets")
+    save_tiny_teacher(root / "teacher")
+    rng = random.Random(0)
+    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(12, 40))) for _ in range(200)]
+    (root / "train.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def run(assets: Path, out: Path, config: Path | None, *flags: str) -> Path:
+    data = ["--teacher", str(assets / "teacher"), "--train_file", str(assets / "train.txt")]
+    data += ["--data_cache_dir", str(assets / "cache"), "--output_dir", str(out)]
+    accelerate = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file", str(config)]
+    cmd = [*([sys.executable] if config is None else accelerate), str(RECIPE), *data, *FLAGS, *flags]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_process(assets, tmp_path_factory):
+    """The 1-process runs, by their extra flags, made once."""
+    runs: dict[tuple[str, ...], Path] = {}
+
+    def get(*flags: str) -> Path:
+        if flags not in runs:
+            runs[flags] = run(assets, tmp_path_factory.mktemp("one") / "out", None, *flags)
+        return runs[flags]
+
+    return get
+
+
+def held_out(out: Path) -> dict:
+    return json.loads((out / "held_out_results.json").read_text())
+
+
+def agreement_at_evaluations(out: Path) -> list[float]:
+    """step, agreement, KL of each evaluation during training (TeacherAgreementCallback), one flat list."""
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    evaluations = [h for h in history if "eval_teacher_agreement" in h]
+    return [v for h in evaluations for v in (h["step"], h["eval_teacher_agreement"], h["eval_teacher_kl"])]
+
+
+def assert_same_evaluation(one: Path, two: Path) -> None:
+    a, b = held_out(one), held_out(two)
+    assert b["world_size"] == 2 and a["world_size"] == 1 and b["params"] == a["params"]
+    for side in ("student", "teacher"):
+        assert b[side]["masked_tokens"] == a[side]["masked_tokens"] > 0
+        for key in ("accuracy", "top5_accuracy", "chosen_accuracy", "loss", "perplexity"):
+            assert b[side][key] == pytest.approx(a[side][key], rel=1e-5), (side, key)
+    assert b["student"]["teacher_agreement"] == pytest.approx(a["student"]["teacher_agreement"], rel=1e-5)
+    assert b["student"]["teacher_kl"] == pytest.approx(a["student"]["teacher_kl"], rel=1e-4)  # a KL near 0 (~1e-3)
+    assert 0 < a["student"]["teacher_agreement"] < 1 and a["student"]["accuracy"] != a["teacher"]["accuracy"]
+    steps = agreement_at_evaluations(one)
+    assert steps[0::3] == [2, 4] and steps[1:3] != steps[4:6]  # the student moved between them
+    assert agreement_at_evaluations(two) == pytest.approx(steps, abs=2e-6)  # logged rounded to 6 decimals
+    speed = b["speed_batch_1"]
+    assert speed["speedup"] == speed["teacher_seconds"] / speed["student_seconds"] and speed["encoder_speedup"] > 0
+
+
+@pytest.mark.parametrize("launch", ["ddp", "zero2", "zero3"])
+def test_two_processes_evaluate_like_one(launch, assets, one_process, tmp_path):
+    ddp = ROOT / "ds_configs" / "cpu_2proc.yaml"
+    config = ddp if launch == "ddp" else deepspeed_cpu_config(tmp_path, int(launch[-1]))
+    assert_same_evaluation(one_process(), run(assets, tmp_path / "out", config))
+
+
+def test_zero3_evaluates_a_teacher_that_training_does_not_use(assets, one_process, tmp_path):
+    """With L_ce and L_cos off the trainer leaves the teacher alone; under ZeRO-3 it is sharded all the same."""
+    two = run(assets, tmp_path / "out", deepspeed_cpu_config(tmp_path, 3), *MLM_ONLY)
+    assert_same_evaluation(one_process(*MLM_ONLY), two)
