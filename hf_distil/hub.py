@@ -16,6 +16,7 @@ from transformers import Trainer
 from transformers.utils import logging
 
 from .errors import RunFailed, UsageError
+from .evaluation import describe_speedup
 from .losses import LOSS_TERMS
 from .student import PROVENANCE_KEY
 
@@ -92,11 +93,6 @@ def _millions(count: int | None) -> str | None:
     return f"{count / 1e6:.1f}M" if count >= 1e5 else f"{count / 1e3:.1f}K"
 
 
-def speed_phrase(ratio: float) -> str:
-    """"1.94x faster" / "1.92x slower": a ratio below 1 is never called faster."""
-    return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
-
-
 def _rows(rows: list[tuple[str, object, object]]) -> list[tuple[str, str, str]]:
     """Keep the rows whose student value is known; an unknown teacher value shows as an em dash."""
     return [(label, "—" if t is None else str(t), str(s)) for label, t, s in rows if s is not None]
@@ -167,7 +163,8 @@ def render_model_card(
     ])
     ratio = speed.get("encoder_speedup", speed.get("speedup"))
     speed_sentence = (
-        f"At batch size 1 ({results['hardware']}) the student runs **{speed_phrase(ratio)}** than the teacher."
+        f"At batch size 1 ({results['hardware']}) the student's {'encoder' if 'encoder_speedup' in speed else 'model'} "
+        f"runs **{describe_speedup(ratio)}**."
         if ratio and results.get("hardware") else None
     )
 

@@ -163,3 +163,16 @@ def test_card_from_the_python_api_states_only_what_the_trainer_knows(trained, tm
     assert_card_states_only_what_is_known(card, files)
     assert "| layers | 4 | 2 |" in card and "| optimizer steps | 6 |" in card and "loss_terms.png" in files
     assert f"| parameters | {teacher.num_parameters() / 1e3:.1f}K |" in card
+
+
+def test_card_calls_a_slower_student_slower(tmp_path, trained):
+    folder = tmp_path / "out"
+    trained.save_model()
+    speed = {"teacher_seconds": 1.0, "student_seconds": 2.0, "speedup": 0.5,
+             "encoder_teacher_seconds": 1.0, "encoder_student_seconds": 1.92, "encoder_speedup": 0.52}
+    (folder / "held_out_results.json").write_text(json.dumps({"hardware": "CPU", "speed_sentences": 10,
+                                                              "speed_batch_1": speed}))
+    text = str(render_model_card(folder, repo_id="alice/slow"))
+    assert "student's encoder runs **0.52x the speed of the teacher (slower)**" in text
+    assert "faster" not in text.split("## Citation")[0]  # the paper's title says "faster"; the card must not
+    assert "| CPU time per sentence, batch 1, encoder | 100.0 ms | 192.0 ms |" in text
