@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -17,6 +21,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from . import heads
 from .collator import DataCollatorForDistillation
 from .losses import soft_target_kl
+
+REPORT_FILE = "held_out_results.json"
 
 
 class _Tally:
@@ -226,3 +232,37 @@ def describe_speedup(ratio: float, than: str = "the teacher") -> str:
     if shown == "1.00x":
         return f"as fast as {than} ({shown})"
     return f"{shown} faster than {than}" if ratio > 1 else f"{shown} the speed of {than} (slower)"
+
+
+@dataclass
+class RunReport:
+    """What a recipe's run measured, between the recipe and the model card: written as held_out_results.json
+    beside the student, read back by `hf_distil.hub.render_model_card`. A field left None is unknown and the
+    card leaves it out."""
+
+    teacher_name: str | None = None
+    base_model: str | None = None  # the Hub model the teacher is (or is built on), for the card's base_model
+    other_teachers: list[str] = field(default_factory=list)
+    teacher: dict[str, float] = field(default_factory=dict)  # held-out metrics of masked_lm_metrics
+    student: dict[str, float] = field(default_factory=dict)
+    eval_dataset: str | None = None
+    speed_batch_1: dict[str, float] = field(default_factory=dict)  # relative_speed's result
+    speed_sentences: int | None = None
+    params: dict[str, int] = field(default_factory=dict)  # {"teacher": n, "student": n}
+    teacher_layers: int | None = None
+    layer_map: list[int] | str | None = None  # teacher layers kept, or the folder of a given student
+    hardware: str | None = None
+    world_size: int | None = None
+    train_seconds: float | None = None
+
+    def save(self, folder: str | Path) -> None:
+        Path(folder, REPORT_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> RunReport:
+        """The report in `folder`, or an empty one (everything unknown) when the run wrote none."""
+        path = Path(folder, REPORT_FILE)
+        if not path.exists():
+            return cls()
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})

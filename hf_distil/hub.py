@@ -16,7 +16,7 @@ from transformers import Trainer
 from transformers.utils import logging
 
 from .errors import RunFailed, UsageError
-from .evaluation import describe_speedup
+from .evaluation import REPORT_FILE, RunReport, describe_speedup
 from .losses import LOSS_TERMS
 from .student import PROVENANCE_KEY
 
@@ -26,7 +26,7 @@ TEMPLATE = "distilled_model.md"
 # What reaches the Hub: weights as safetensors, configs, tokenizer, card, plot, metrics, arguments.
 UPLOAD_PATTERNS = ["*.safetensors", "*.json", "*.txt", "*.md", "*.png", "*.model"]
 NEVER_UPLOADED = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "checkpoint-*/*", "runs/*"]
-RESULTS_FILE = "held_out_results.json"
+RESULTS_FILE = REPORT_FILE  # written by recipes/distil_bert.py (RunReport)
 ARGS_FILE = "training_args.json"
 
 
@@ -120,15 +120,15 @@ def render_model_card(
     config = _read_json(folder / "config.json")
     args = _read_json(folder / ARGS_FILE)
     state = _read_json(folder / "trainer_state.json")
-    results = _read_json(folder / RESULTS_FILE)
+    report = RunReport.load(folder)
     provenance = config.get(PROVENANCE_KEY, {})
-    teacher = teacher or results.get("teacher_name") or provenance.get("teacher")
+    teacher = teacher or report.teacher_name or provenance.get("teacher")
     repo_id = repo_id or folder.name
     plot = "loss_terms.png" if plot_loss_terms(state.get("log_history", []), folder / "loss_terms.png") else None
-    base_model = base_model or results.get("base_model") or BASE_MODELS.get(teacher) or (teacher and _hub_id(teacher))
+    base_model = base_model or report.base_model or BASE_MODELS.get(teacher) or (teacher and _hub_id(teacher))
 
-    student_metrics, teacher_metrics = results.get("student", {}), results.get("teacher", {})
-    dataset_name = (datasets or [results.get("eval_dataset", "held-out text")])[0]
+    student_metrics, teacher_metrics = report.student, report.teacher
+    dataset_name = (datasets or [report.eval_dataset or "held-out text"])[0]
     metric_rows, eval_results = [], []
     for key, label, scale in (
         ("accuracy", "top-1 accuracy at [MASK] (%)", 100),
@@ -145,17 +145,17 @@ def render_model_card(
                            metric_type=key, metric_value=value)
             )
 
-    speed = results.get("speed_batch_1", {})
-    sentences = results.get("speed_sentences")
+    speed = report.speed_batch_1
+    sentences = report.speed_sentences
 
     def per_sentence(key: str) -> str | None:
         return f"{speed[key] / sentences * 1e3:.1f} ms" if key in speed and sentences else None
 
     student_layers = config.get("n_layers", config.get("num_hidden_layers"))
     size_rows = _rows([
-        ("parameters", _millions(provenance.get("teacher_parameters") or results.get("params", {}).get("teacher")),
-         _millions(_saved_parameters(folder) or results.get("params", {}).get("student"))),
-        ("layers", provenance.get("teacher_num_layers") or results.get("teacher_layers"), student_layers),
+        ("parameters", _millions(provenance.get("teacher_parameters") or report.params.get("teacher")),
+         _millions(_saved_parameters(folder) or report.params.get("student"))),
+        ("layers", provenance.get("teacher_num_layers") or report.teacher_layers, student_layers),
         ("CPU time per sentence, batch 1, encoder", per_sentence("encoder_teacher_seconds"),
          per_sentence("encoder_student_seconds")),
         ("CPU time per sentence, batch 1, masked LM", per_sentence("teacher_seconds"),
@@ -163,18 +163,18 @@ def render_model_card(
     ])
     ratio = speed.get("encoder_speedup", speed.get("speedup"))
     speed_sentence = (
-        f"At batch size 1 ({results['hardware']}) the student's {'encoder' if 'encoder_speedup' in speed else 'model'} "
+        f"At batch size 1 ({report.hardware}) the student's {'encoder' if 'encoder_speedup' in speed else 'model'} "
         f"runs **{describe_speedup(ratio)}**."
-        if ratio and results.get("hardware") else None
+        if ratio and report.hardware else None
     )
 
-    world_size = world_size or results.get("world_size")
+    world_size = world_size or report.world_size
     weights = {term.description: args[term.weight_field] for term in LOSS_TERMS if args.get(term.weight_field)}
     masking = (
         f"{args['mlm_probability']} of tokens; {args['mask_replace_prob']} [MASK] / {args['random_replace_prob']} random; "
         f"smoothing {args['mlm_smoothing']}" if {"mlm_probability", "mask_replace_prob"} <= set(args) else None
     )
-    layer_map = provenance.get("teacher_layers") or results.get("layer_map")
+    layer_map = provenance.get("teacher_layers") or report.layer_map
     layer_map = ", ".join(map(str, layer_map)) if isinstance(layer_map, list) else layer_map
     recipe = [
         ("loss weights", ", ".join(f"{name} {weight:g}" for name, weight in weights.items()) or None),
@@ -187,8 +187,8 @@ def render_model_card(
          * args.get("gradient_accumulation_steps", 1) * world_size if world_size and args else None),
         ("optimizer steps", state.get("global_step")),
         ("learning rate", args.get("learning_rate")),
-        ("hardware", results.get("hardware")),
-        ("training time (s)", results.get("train_seconds")),
+        ("hardware", report.hardware),
+        ("training time (s)", report.train_seconds),
     ]
     card_data = ModelCardData(
         base_model=base_model,

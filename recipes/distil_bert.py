@@ -15,7 +15,6 @@ held-out text → summary table → model card → push to the Hub (--push_to_hu
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -41,7 +40,13 @@ from hf_distil.callbacks import (
 from hf_distil.config import DataArguments, ModelArguments, parse_with_config
 from hf_distil.data import prepare_corpus
 from hf_distil.errors import run_script
-from hf_distil.evaluation import describe_speedup, masked_lm_metrics, relative_speed, whole_model
+from hf_distil.evaluation import (
+    RunReport,
+    describe_speedup,
+    masked_lm_metrics,
+    relative_speed,
+    whole_model,
+)
 from hf_distil.hub import RESULTS_FILE, render_model_card, save_training_arguments
 from hf_distil.losses import LOSS_TERMS, terms_needing_a_teacher
 from hf_distil.student import select_layers
@@ -137,32 +142,32 @@ def main() -> None:
     # Speed and sizes need whole models in one process (under ZeRO-3, copies from the gathered shards).
     whole_teacher, whole_student = whole_model(teacher), whole_model(student)
     if trainer.is_world_process_zero():
-        summary = {"teacher": student_metrics.pop("teacher"), "student": student_metrics}
         device = whole_student.device
         speed_rows = held_out.select(range(min(100, len(held_out))))
         sentences = [{k: torch.tensor([v]).to(device) for k, v in row.items()} for row in speed_rows]
         # Seconds per model, not a noisy fraction of one: a pass over 100 sentences takes the shipped teacher 2.4 s
         # (encoder) to 5.2 s (masked LM) on 2 CPU cores (README); the cap of 10 passes keeps tiny test models quick.
         speed = relative_speed(whole_teacher, whole_student, sentences, min_seconds=3.0, max_repeats=10)
-        summary["speed_batch_1"] = speed
-        summary.update(
-            params={"teacher": whole_teacher.num_parameters(), "student": whole_student.num_parameters()},
+        report = RunReport(
             teacher_name=teacher_name,
-            other_teachers=model_args.teacher.split(",")[1:] if model_args.teacher else [],
             base_model=None if model_args.teacher else minilm.BASE_MODEL,  # a --teacher Hub id is used as is
+            other_teachers=model_args.teacher.split(",")[1:] if model_args.teacher else [],
+            teacher=student_metrics.pop("teacher"),
+            student=student_metrics,
             eval_dataset=data_args.dataset_name or data_args.validation_file or data_args.train_file
             or "gensim enwiki excerpt, held-out articles",
+            speed_batch_1=speed,
+            speed_sentences=len(sentences),
+            params={"teacher": whole_teacher.num_parameters(), "student": whole_student.num_parameters()},
             teacher_layers=teacher.config.num_hidden_layers,
             layer_map=model_args.student
             or select_layers(teacher.config.num_hidden_layers, model_args.layers, model_args.student_num_layers),
-            speed_sentences=len(sentences),
             hardware=describe_hardware(),
             world_size=args.world_size,
             train_seconds=round(train_seconds, 1),
         )
-        Path(args.output_dir, RESULTS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-        print_summary(summary)
-
+        report.save(args.output_dir)
+        print_summary(report)
 
     # Save the student and its card. With --push_to_hub, save_model also publishes them (after the checkpoint
     # pushes): safetensors, JSON, tokenizer, card and plot, never a pickle.
@@ -193,9 +198,9 @@ def replica_checksums(trainer: DistillationTrainer) -> list[float]:
     return trainer.accelerator.gather(local.to(trainer.args.device)).tolist()
 
 
-def print_summary(summary: dict) -> None:
-    t, s = summary["teacher"], summary["student"]
-    p, speed = summary["params"], summary["speed_batch_1"]
+def print_summary(report: RunReport) -> None:
+    t, s = report.teacher, report.student
+    p, speed = report.params, report.speed_batch_1
     rows = [
         ("params (M)", f"{p['teacher'] / 1e6:.1f}", f"{p['student'] / 1e6:.1f}"),
         ("top-1 at [MASK] (%)", f"{100 * t['accuracy']:.1f}", f"{100 * s['accuracy']:.1f}"),
@@ -207,10 +212,10 @@ def print_summary(summary: dict) -> None:
         ("encoder time, batch 1 (s)", *(f"{speed[f'encoder_{m}_seconds']:.3f}" for m in ("teacher", "student"))),
     ]
     width = max(len(r[0]) for r in rows)
-    lines = [f"{'held-out (' + summary['teacher_name'] + ')':<{width}}  {'teacher':>9}  {'student':>9}"]
+    lines = [f"{'held-out (' + report.teacher_name + ')':<{width}}  {'teacher':>9}  {'student':>9}"]
     lines += [f"{name:<{width}}  {a:>9}  {b:>9}" for name, a, b in rows]
     lines += [
-        f"times: a pass over {summary['speed_sentences']} held-out sentences at batch 1, median of {speed['passes']}",
+        f"times: a pass over {report.speed_sentences} held-out sentences at batch 1, median of {speed['passes']}",
         f"masked LM (encoder + vocabulary head): student is {describe_speedup(speed['speedup'])}",
         f"encoder alone (the paper's Table 3 setting): student is {describe_speedup(speed['encoder_speedup'])}",
     ]
