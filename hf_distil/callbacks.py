@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +19,11 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
-from .errors import UsageError
-from .losses import LOSS_TERMS
+from .schedules import (  # noqa: F401 (public names)
+    SCHEDULE_KINDS,
+    Schedule,
+    parse_schedules,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -155,57 +156,6 @@ class NonFiniteLossGuard(TrainerCallback):
                 f"stopped at step {state.global_step + 1}: {self.in_a_row} updates in a row had NaN/Inf gradients; "
                 "the last good weights are saved. Lower the learning rate, raise max_grad_norm clipping, or use bf16 instead of fp16."
             )
-
-
-SCHEDULE_KINDS = ("constant", "linear", "cosine")
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """A value moving from `start` to `end` over training: constant, linear, or half-cosine."""
-
-    start: float
-    end: float
-    kind: str = "linear"
-
-    def at(self, progress: float) -> float:
-        p = min(max(progress, 0.0), 1.0)
-        shape = {"constant": 0.0, "linear": p, "cosine": (1 - math.cos(math.pi * p)) / 2}[self.kind]
-        return self.start + (self.end - self.start) * shape
-
-
-def parse_schedules(text: str) -> dict[str, Schedule]:
-    """"temperature=4:1:cosine,alpha_mlm=0:2" → {name: Schedule}; the kind defaults to linear.
-
-    Anything else is one `UsageError` line naming --loss_schedules, the item and the expected form (called
-    when the arguments are parsed, so a typo fails before any model loads).
-    """
-    names = ("temperature", *(term.weight_field for term in LOSS_TERMS))
-    form = f"write name=start:end[:kind], name temperature or an alpha_*, kind one of {SCHEDULE_KINDS}"
-    schedules = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, _, spec = item.partition("=")
-        fields = spec.split(":")
-        if name not in names or len(fields) not in (2, 3):
-            raise UsageError(f"--loss_schedules {text!r}: bad loss schedule {item!r}; {form}.")
-        if name in schedules:
-            twice = f"bad loss schedule {item!r}, {name} is scheduled twice"
-            raise UsageError(f"--loss_schedules {text!r}: {twice}; {form}.")
-        kind = fields[2] if len(fields) == 3 else "linear"
-        try:
-            start, end = float(fields[0]), float(fields[1])
-        except ValueError:
-            numbers = f"bad loss schedule {item!r}, start and end must be numbers"
-            raise UsageError(f"--loss_schedules {text!r}: {numbers}; {form}.") from None
-        lowest = min(start, end)
-        finite = math.isfinite(start) and math.isfinite(end)
-        if kind not in SCHEDULE_KINDS or not finite or lowest < 0 or (name == "temperature" and lowest == 0):
-            raise UsageError(
-                f"--loss_schedules {text!r}: bad loss schedule {item!r}: kind must be one of {SCHEDULE_KINDS}, "
-                "values finite and >= 0 (temperature > 0)."
-            )
-        schedules[name] = Schedule(start, end, kind)
-    return schedules
 
 
 class LossScheduleCallback(TrainerCallback):

@@ -20,6 +20,7 @@ from .errors import UsageError
 from .layer_map import parse_intermediate_rule
 from .losses import LOSS_TERMS
 from .masking import check_masking_settings
+from .schedules import parse_schedules
 from .student import LAYER_RULES
 
 logger = logging.get_logger(__name__)
@@ -65,15 +66,17 @@ class DistillationArguments(TrainingArguments):
         metadata={"help": "Student→teacher layer pairs for the intermediate losses: uniform (TinyBERT), skip or last "
                   "(BERT-PKD), or explicit pairs like 1:2,2:4 (0 is the embedding output)."},
     )
-    teacher_weights: str = field(
-        default="",
-        metadata={"help": "With several teachers: weights of their softened distributions in L_ce/L_mse, e.g. 0.7,0.3 "
-                  "(default equal). L_cos and the intermediate terms use the first teacher."},
+    teacher_weights: list[float] | None = field(
+        default=None,
+        metadata={"help": "With several teachers: weights of their softened distributions in L_ce/L_mse, one per "
+                  "teacher, e.g. --teacher_weights 0.7 0.3 (a list in YAML; default equal). L_cos and the "
+                  "intermediate terms use the first teacher."},
     )
-    loss_schedules: str = field(
-        default="",
-        metadata={"help": "Schedules for the temperature and loss weights over training, e.g. "
-                  "temperature=4:1:cosine,alpha_mlm=0:2 (name=start:end[:constant|linear|cosine])."},
+    loss_schedules: dict | str | None = field(
+        default=None,
+        metadata={"help": "Schedules for the temperature and loss weights over training: {name: [start, end, kind]} "
+                  "with kind constant, linear (default) or cosine; a mapping in YAML, JSON on the command line, "
+                  'e.g. --loss_schedules \'{"temperature": [4, 1, "cosine"], "alpha_mlm": [0, 2]}\'.'},
     )
     restrict_ce_to_mask: bool = field(
         default=False,
@@ -123,10 +126,12 @@ class DistillationArguments(TrainingArguments):
             check_deepspeed_config(os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none"), "deepspeed_config_file")
         super().__post_init__()
         validate_distillation_settings(self)
-        from .callbacks import parse_schedules
-
         # Fail now, in one line naming the flag, not at step 1.
+        self.loss_schedules = _schedules_as_mapping(self.loss_schedules)
         parse_schedules(self.loss_schedules)
+        if isinstance(self.teacher_weights, str):  # the comma form of hf_distil 0.1
+            logger.warning("teacher_weights as a comma-separated string is deprecated; pass a list (0.7 0.3).")
+            self.teacher_weights = parse_teacher_weights(self.teacher_weights)
         parse_teacher_weights(self.teacher_weights)
         parse_intermediate_rule(self.intermediate_layers)
         if self.target_batch_size is not None:
@@ -135,17 +140,35 @@ class DistillationArguments(TrainingArguments):
             )
 
 
-def parse_teacher_weights(text: str) -> list[float]:
-    """"0.7,0.3" → [0.7, 0.3] ([] when empty: equal weights); the count is checked against the teachers later."""
-    if not text.strip():
+def _schedules_as_mapping(value: dict | str | None) -> dict:
+    """{name: [start, end, kind]}: a mapping as given, JSON text, or the "name=start:end[:kind],..." form of
+    hf_distil 0.1 (deprecated). Kept JSON-serialisable, so training_args.json records it as given."""
+    if not value:
+        return {}
+    if isinstance(value, dict):
+        return value
+    if value.lstrip().startswith("{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as error:
+            raise UsageError(f"--loss_schedules {value!r} is not valid JSON ({error.msg}); write "
+                             '\'{"temperature": [4, 1, "cosine"]}\'.') from None
+    logger.warning('loss_schedules as "name=start:end,..." is deprecated; pass a mapping {name: [start, end, kind]}.')
+    return {name: [s.start, s.end, s.kind] for name, s in parse_schedules(value).items()}
+
+
+def parse_teacher_weights(weights: list[float] | str | None) -> list[float]:
+    """The checked weights ([] when none: equal weights); the count is checked against the teachers later."""
+    if not weights:
         return []
-    form = "write one non-negative number per teacher, not all 0, e.g. --teacher_weights 0.7,0.3"
+    form = "give one non-negative number per teacher, not all 0, e.g. --teacher_weights 0.7 0.3"
+    shown = weights if isinstance(weights, str) else " ".join(map(str, weights))
     try:
-        weights = [float(w) for w in text.split(",")]
-    except ValueError:
-        raise UsageError(f"--teacher_weights {text!r} holds something that is not a number; {form}.") from None
+        weights = [float(w) for w in (weights.split(",") if isinstance(weights, str) else weights)]
+    except (TypeError, ValueError):
+        raise UsageError(f"--teacher_weights {shown!r} holds something that is not a number; {form}.") from None
     if not all(0 <= w < float("inf") for w in weights) or sum(weights) == 0:
-        raise UsageError(f"--teacher_weights {text!r}: weights must be finite, >= 0 and not all 0; {form}.")
+        raise UsageError(f"--teacher_weights {shown!r}: weights must be finite, >= 0 and not all 0; {form}.")
     return weights
 
 
@@ -324,18 +347,42 @@ def parse_with_config(dataclass_types: tuple, argv: list[str], default_config: P
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else "; see --help for the options."
             raise UsageError(f"{config}: unknown setting {key!r}{hint}")
-        values = value if isinstance(value, list) else [value]
+        values = [json.dumps(value)] if isinstance(value, dict) else value if isinstance(value, list) else [value]
         from_file += [f"--{key}", *(str(v) for v in values)]
+    argv = _split_comma_lists(argv, dataclass_types)
     parser = HfArgumentParser(dataclass_types)
     parser.epilog = (f"--config FILE: a YAML file of settings, read before the flags (which win); "
                      f"default {default_config}.")
+    helps = {}
     for action in parser._actions:  # argparse %-formats help text; ours is plain ("~10% of a step")
+        helps.update(dict.fromkeys(action.option_strings, " ".join((action.help or "").split())))
         if action.help and "%(" not in action.help:
             action.help = action.help.replace("%", "%%")
+    parser.error = lambda message: _bad_flag(message, helps)
     try:
         return parser.parse_args_into_dataclasses(args=from_file + argv)
     except ValueError as error:  # raised by a dataclass's __post_init__: a setting the user gave
         raise UsageError(str(error)) from None
+
+
+def _bad_flag(message: str, helps: dict[str, str]) -> None:
+    """argparse's complaint as a UsageError, with the flag's own help (its expected form)."""
+    flag = next((f for f in sorted(helps, key=len, reverse=True) if f in message), None)
+    raise UsageError(f"{message}; {flag}: {helps[flag]}" if flag and helps[flag] else f"{message}; see --help.")
+
+
+def _split_comma_lists(argv: list[str], dataclass_types: tuple) -> list[str]:
+    """`--teacher_weights 0.7,0.3` (hf_distil 0.1) as `--teacher_weights 0.7 0.3`, with a deprecation warning."""
+    lists = {f"--{f.name}" for cls in dataclass_types for f in dataclasses.fields(cls) if str(f.type).startswith("list[")}
+    out, flag = [], None
+    for token in argv:
+        if flag in lists and "," in token and not token.startswith("--"):
+            logger.warning(f"{flag} {token}: comma-separated values are deprecated; separate them with spaces.")
+            out += [part for part in token.split(",") if part]
+        else:
+            out.append(token)
+        flag = token if token.startswith("--") else flag
+    return out
 
 
 def _read_config(path: Path) -> dict:

@@ -1,4 +1,5 @@
 import dataclasses
+import json
 
 import pytest
 from transformers import HfArgumentParser, TrainingArguments
@@ -51,3 +52,22 @@ def test_invalid_settings_fail_at_construction_with_one_line(kwargs, message):
     with pytest.raises(ValueError, match=message) as info:
         make(**kwargs)
     assert "\n" not in str(info.value)
+
+
+def test_typed_list_and_mapping_settings_parse_from_yaml_and_flags(tmp_path):
+    from hf_distil.config import DataArguments, ModelArguments, parse_with_config
+    from hf_distil.schedules import Schedule, parse_schedules
+
+    config = tmp_path / "run.yaml"
+    config.write_text("teacher_weights: [0.7, 0.3]\nloss_schedules:\n  temperature: [4, 1, cosine]\n  alpha_mlm: [0, 2]\n"
+                      f"output_dir: {tmp_path / 'out'}\nreport_to: none\n")
+    types = (ModelArguments, DataArguments, DistillationArguments)
+    *_, args = parse_with_config(types, [], config)
+    assert args.teacher_weights == [0.7, 0.3]
+    assert parse_schedules(args.loss_schedules) == {"temperature": Schedule(4, 1, "cosine"), "alpha_mlm": Schedule(0, 2)}
+    *_, args = parse_with_config(types, ["--teacher_weights", "1", "3", "--loss_schedules", '{"alpha_ce": [5, 1]}'], config)
+    assert args.teacher_weights == [1.0, 3.0] and args.loss_schedules == {"alpha_ce": [5, 1]}  # flags win
+    # hf_distil 0.1's forms still work, with a deprecation warning, and are stored in the new shapes
+    *_, args = parse_with_config(types, ["--teacher_weights", "0.6,0.4", "--loss_schedules", "alpha_ce=5:1:cosine"], config)
+    assert args.teacher_weights == [0.6, 0.4] and args.loss_schedules == {"alpha_ce": [5.0, 1.0, "cosine"]}
+    assert json.loads(args.to_json_string())["loss_schedules"] == {"alpha_ce": [5.0, 1.0, "cosine"]}
