@@ -62,9 +62,10 @@ class DistillationArguments(TrainingArguments):
     )
     alpha_pkd: float = field(default=0.0, metadata={"help": "Weight of BERT-PKD's loss: MSE of L2-normalised [CLS] states of the mapped layers."})
     intermediate_layers: str = field(
-        default="uniform",
-        metadata={"help": "Student→teacher layer pairs for the intermediate losses: uniform (TinyBERT), skip or last "
-                  "(BERT-PKD), or explicit pairs like 1:2,2:4 (0 is the embedding output)."},
+        default="tinybert",
+        metadata={"help": "Student→teacher layer pairs for the intermediate losses: tinybert (layer i ↔ round(i·N/M), "
+                  "embeddings included), pkd_skip or pkd_last (BERT-PKD), init (each student layer ↔ the teacher layer "
+                  "it was copied from), or explicit pairs like 1:2,2:4 (0 is the embedding output)."},
     )
     teacher_weights: list[float] | None = field(
         default=None,

@@ -30,6 +30,7 @@ from .losses import (
     distillation_loss,
     terms_needing_a_teacher,
 )
+from .student import PROVENANCE_KEY
 from .teacher import Teachers, TeacherSignals, check_compatible, load_teacher
 from .teacher_cache import CACHE_COLUMNS
 
@@ -133,7 +134,8 @@ class DistillationTrainer(Trainer):
         if not any(weights[t] > 0 for t in ("hidden_mse", "attention_mse", "pkd")):
             return
         s_layers = getattr(student.config, "n_layers", None) or student.config.num_hidden_layers
-        self.layer_pairs = intermediate_pairs(s_layers, teacher.config.num_hidden_layers, args.intermediate_layers)
+        source = (getattr(student.config, PROVENANCE_KEY, None) or {}).get("teacher_layers")
+        self.layer_pairs = intermediate_pairs(s_layers, teacher.config.num_hidden_layers, args.intermediate_layers, source)
         if weights["attention_mse"] > 0:
             s_heads = getattr(student.config, "n_heads", None) or student.config.num_attention_heads
             if s_heads != teacher.config.num_attention_heads:
