@@ -69,6 +69,9 @@ def main() -> None:
     # Logging: info on the main process, warnings elsewhere.
     logging.set_verbosity(args.get_process_log_level())
     logger.info(f"model {model_args}\ndata {data_args}")
+    if "--hub_token" in sys.argv:
+        logger.warning("--hub_token puts the token in shell history and in launchers' error reports; "
+                       "prefer HF_TOKEN or `hf auth login` (the token is never written into the output folder).")
 
     # A run that finds its own checkpoints resumes from the last one.
     last_checkpoint = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
