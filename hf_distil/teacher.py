@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from accelerate import Accelerator
-from transformers import AutoModelForMaskedLM, PreTrainedModel
+from huggingface_hub import constants, try_to_load_from_cache
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
 from . import heads
@@ -17,10 +21,83 @@ from .teacher_cache import CACHE_COLUMNS
 
 logger = logging.get_logger(__name__)
 
+# Any of these beside a model means its tokenizer was saved (fast, WordPiece, BPE, SentencePiece).
+_TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model", "tokenizer.model"
+)
 
-def load_teacher(name_or_path: str, **from_pretrained_kwargs: Any) -> PreTrainedModel:
-    """A Hub id (e.g. "bert-base-uncased") or a local directory holding a masked-LM checkpoint."""
-    return AutoModelForMaskedLM.from_pretrained(name_or_path, **from_pretrained_kwargs)
+
+def load_teacher(
+    name_or_path: str, flag: str = "--teacher", auto_class: type = AutoModelForMaskedLM, **from_pretrained_kwargs: Any
+) -> PreTrainedModel:
+    """A Hub id (e.g. "bert-base-uncased") or a local folder holding a checkpoint trained for what it teaches.
+
+    transformers only logs the weights a checkpoint lacks and starts them random: a bare `BertModel` loads as
+    a masked LM with a random head, and a distillation from it runs to the end teaching noise. Refused here,
+    in one line, as are NaN/Inf weights. `flag` names the option in messages; `auto_class` is the head
+    (masked LM, or a task's).
+    """
+    check_model_source(name_or_path, flag)
+    try:
+        teacher, info = auto_class.from_pretrained(name_or_path, output_loading_info=True, **from_pretrained_kwargs)
+    except OSError as error:  # e.g. the network went away mid-download: one line, not a traceback
+        raise UsageError(f"{flag} {name_or_path}: {' '.join(str(error).split())}") from None
+    untrained = sorted(info["missing_keys"]) + sorted(str(k[0]) for k in info["mismatched_keys"])
+    if untrained:
+        shown = ", ".join(untrained[:3]) + (", ..." if len(untrained) > 3 else "")
+        needed = (
+            "a masked-LM checkpoint (saved from ...ForMaskedLM, not a bare BertModel), or train a head first "
+            "as recipes/build_teacher.py does"
+            if auto_class is AutoModelForMaskedLM
+            else f"a teacher already fine-tuned for this task ({auto_class.__name__})"
+        )
+        raise UsageError(
+            f"{flag} {name_or_path}: {len(untrained)} weights are not in the checkpoint and would start random "
+            f"({shown}); pass {needed}."
+        )
+    broken = [name for name, p in teacher.named_parameters() if not torch.isfinite(p).all()]
+    if broken:  # every loss would be NaN from the first step, and a student cut from it inherits them
+        raise UsageError(
+            f"{flag} {name_or_path}: NaN/Inf in {len(broken)} weight tensor(s) ({', '.join(broken[:3])}); "
+            "the checkpoint is damaged or diverged: pass another teacher."
+        )
+    return teacher
+
+
+def load_tokenizer(name_or_path: str, flag: str = "--teacher") -> PreTrainedTokenizerBase:
+    """The tokenizer saved with a model. A local folder without one is refused: transformers 5 then builds a
+    tokenizer of special tokens only, which turns every word into [UNK]."""
+    check_model_source(name_or_path, flag)
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir() and not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        raise UsageError(
+            f"{flag} {name_or_path}: the folder holds no tokenizer ({', '.join(_TOKENIZER_FILES[:3])}, ...); "
+            "save it beside the model with tokenizer.save_pretrained(folder)."
+        )
+    return AutoTokenizer.from_pretrained(name_or_path)
+
+
+def check_model_source(name_or_path: str, flag: str) -> None:
+    """Say in one line why a model cannot be loaded, before transformers says it in a traceback
+    ("Repo id must be in the form ..." for a folder that does not exist)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UsageError(
+                f"{flag} {name_or_path}: the folder holds no config.json; pass a folder written by save_pretrained."
+            )
+        return
+    if path.exists():
+        raise UsageError(f"{flag} {name_or_path}: a file, not a model folder; pass the folder that holds config.json.")
+    try:
+        validate_repo_id(name_or_path)
+    except HFValidationError:
+        raise UsageError(f"{flag} {name_or_path}: no such folder; pass an existing folder or a Hub id.") from None
+    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):
+        raise UsageError(
+            f"{flag} {name_or_path}: no such folder, and the Hugging Face Hub cannot be reached (offline: "
+            "HF_HUB_OFFLINE=1) while the local cache lacks it; pass a local folder, or run once online to cache it."
+        )
 
 
 def check_compatible(student: PreTrainedModel, teacher: PreTrainedModel, needs_hidden: bool) -> None:

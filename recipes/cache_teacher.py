@@ -15,13 +15,14 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import AutoModelForMaskedLM, AutoTokenizer, set_seed
+from transformers import set_seed
 from transformers.utils import logging
 
 from hf_distil import DataCollatorForDistillation, DistillationArguments
 from hf_distil.config import DataArguments, ModelArguments, parse_with_config
 from hf_distil.data import prepare_corpus
 from hf_distil.errors import run_script
+from hf_distil.teacher import load_teacher, load_tokenizer
 from hf_distil.teacher_cache import build_teacher_cache, bytes_per_token
 from hf_distil.teachers import load_default_teacher
 
@@ -41,7 +42,7 @@ def main() -> None:
     logging.set_verbosity_info()
     set_seed(args.seed)
     if model_args.teacher:
-        teacher, tokenizer = AutoModelForMaskedLM.from_pretrained(model_args.teacher), AutoTokenizer.from_pretrained(model_args.teacher)
+        teacher, tokenizer = load_teacher(model_args.teacher), load_tokenizer(model_args.teacher)
     else:
         teacher, tokenizer = load_default_teacher()
     train, _, counts = prepare_corpus(data_args, tokenizer)

@@ -28,7 +28,6 @@ import numpy as np
 from transformers import (
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
-    AutoTokenizer,
     DataCollatorWithPadding,
     HfArgumentParser,
     PreTrainedTokenizerBase,
@@ -44,6 +43,7 @@ from hf_distil.task_distillation import (
     TaskDistillationArguments,
     TaskDistillationTrainer,
 )
+from hf_distil.teacher import load_teacher, load_tokenizer
 
 logger = logging.get_logger("finetune")
 
@@ -140,7 +140,7 @@ def main() -> None:
 
     # Model and tokenizer; the teacher, when given, must already know the task.
     path = resolve_model(task.model, args.output_dir)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = load_tokenizer(path, "--model")  # also says in one line when the folder is missing
     qa = task.task == "squad"
     model_class = AutoModelForQuestionAnswering if qa else AutoModelForSequenceClassification
     model = model_class.from_pretrained(path) if qa else model_class.from_pretrained(path, num_labels=num_labels)
@@ -170,7 +170,8 @@ def main() -> None:
     if not qa:
         common.update(eval_dataset=held_out, compute_metrics=compute_metrics)
     if task.teacher:
-        trainer: Trainer = TaskDistillationTrainer(teacher_model=model_class.from_pretrained(task.teacher), **common)
+        teacher = load_teacher(task.teacher, auto_class=model_class)  # refused if its task head is untrained
+        trainer: Trainer = TaskDistillationTrainer(teacher_model=teacher, **common)
     else:
         trainer = Trainer(**common)
     trainer.train()
