@@ -110,6 +110,13 @@ class DistillationArguments(TrainingArguments):
         metadata={"help": "Sequences per update (the paper used up to 4096): sets gradient_accumulation_steps from "
                   "per_device_train_batch_size × world size, with a warning when it cannot be met exactly."},
     )
+    # transformers 5 dropped this TrainingArguments flag; the recipes need it to start afresh on purpose.
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start afresh in an --output_dir that holds another run's model or checkpoints: its "
+                  "checkpoint-* folders are deleted first, its model is replaced at the end. Without it such a "
+                  "folder is refused, and a run only resumes checkpoints made with the same loss settings."},
+    )
 
     def __post_init__(self) -> None:
         # Several processes on a machine without any accelerator: Accelerate forms a gloo (MULTI_CPU) group only

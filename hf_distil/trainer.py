@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -9,6 +10,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
+from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
 from . import heads
 from .callbacks import (
@@ -30,6 +32,7 @@ from .losses import (
     distillation_loss,
     terms_needing_a_teacher,
 )
+from .run_folder import check_checkpoint, refuse_source_folders, run_settings, save_run_settings
 from .student import PROVENANCE_KEY
 from .teacher import Teachers, TeacherSignals, check_compatible, load_teacher
 from .teacher_cache import CACHE_COLUMNS
@@ -75,8 +78,14 @@ class DistillationTrainer(Trainer):
         if not isinstance(args, DistillationArguments):
             raise TypeError(f"args must be DistillationArguments, got {type(args).__name__}; build it like TrainingArguments.")
         weights = loss_weights(args)
-        teachers = [load_teacher(t) if isinstance(t, str) else t for t in (teacher_model if isinstance(teacher_model, (list, tuple)) else [teacher_model])]
+        listed = teacher_model if isinstance(teacher_model, (list, tuple)) else [teacher_model]
+        teachers = [load_teacher(t, flag="teacher_model") if isinstance(t, str) else t for t in listed]
         teacher, others = teachers[0], [t for t in teachers[1:] if t is not None]
+        present = [t for t in teachers if t is not None]
+        refuse_source_folders(args.output_dir, [("the teacher", t.name_or_path) for t in present])
+        # What a checkpoint must share with a run that resumes it (saved beside every model; see run_folder.py).
+        # Recipes add what the trainer cannot see, e.g. which teacher layers the student was cut from.
+        self.run_settings = run_settings(args, present, model, kwargs.get("train_dataset"))
         self.teacher_weights = parse_teacher_weights(args.teacher_weights) or [1.0] * len(teachers)
         if len(self.teacher_weights) != len(teachers):  # values are checked with the arguments
             raise UsageError(f"teacher_weights {args.teacher_weights!r} must hold {len(teachers)} non-negative weights, not all 0.")
@@ -113,6 +122,7 @@ class DistillationTrainer(Trainer):
         self._term_sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
         self._eval_batches = 0
         self._terms_since_step = 0  # global step when the logged window began (not 0 after a resume)
+        self._logged_nonfinite_loss = False
 
     @property
     def weights(self) -> dict[str, float]:
@@ -191,16 +201,26 @@ class DistillationTrainer(Trainer):
             optimizer.register_step_pre_hook(self._average_projection_grads)
         return optimizer
 
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> TrainOutput:
+        """Trainer.train, once the checkpoint to resume from is known intact and made with these settings."""
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True and Path(self.args.output_dir).is_dir():
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+        if checkpoint and checkpoint is not True:
+            check_checkpoint(checkpoint, self.run_settings)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """Trainer's save, plus: the width projection beside the student; no Hub token inside training_args.bin
-        (a pickle of the arguments in every checkpoint); safetensors files readable like the others (safetensors
-        writes them 0600 whatever the umask)."""
+        """Trainer's save, plus: the run's settings (run_folder.py) and the width projection beside the student;
+        no Hub token inside training_args.bin (a pickle of the arguments in every checkpoint); safetensors files
+        readable like the others (safetensors writes them 0600 whatever the umask)."""
         token, self.args.hub_token = self.args.hub_token, None
         try:
             super()._save(output_dir, state_dict)
         finally:
             self.args.hub_token = token
         folder = Path(output_dir or self.args.output_dir)
+        save_run_settings(folder, self.run_settings)
         if self.hidden_projection is not None:
             from safetensors.torch import save_file
 
@@ -407,9 +427,16 @@ class DistillationTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._term_sums["train"]:
             steps = max(self.state.global_step - self._terms_since_step, 1)
-            logs.update(self._flush("train", steps, prefix="loss_"))
+            terms = self._flush("train", steps, prefix="loss_")
+            logs.update(terms)
+            if not all(math.isfinite(v) for v in terms.values()):
+                # Trainer's logging_nan_inf_filter put the mean of earlier losses (0 at first) in place of the
+                # non-finite ones; the terms tell the truth, so does the loss.
+                logs["loss"], self._logged_nonfinite_loss = math.nan, True
             for callback in self.callback_handler.callbacks:
                 logs.update(getattr(callback, "current_values", dict)())
+        elif "train_loss" in logs and self._logged_nonfinite_loss:
+            logs["train_loss"] = math.nan  # the filtered mean would hide that some steps were not finite
         elif any(k.startswith("eval_") for k in logs) and self._term_sums["eval"]:
             logs.update(self._flush("eval", max(self._eval_batches, 1), prefix="eval_loss_"))
             self._eval_batches = 0
