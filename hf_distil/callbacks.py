@@ -124,12 +124,14 @@ class PushToHubCallback(TrainerCallback):
 
 
 class NonFiniteLossGuard(TrainerCallback):
-    """Skip updates whose gradients are NaN/Inf; stop cleanly after `max_in_a_row` of them.
+    """Skip updates whose gradients are NaN/Inf; stop after `max_in_a_row` of them, or at once when an update
+    leaves NaN/Inf weights.
 
-    A skipped update leaves weights and optimizer state untouched (gradients are set to None, which
-    torch optimizers skip). When the limit is reached, a checkpoint of the last good weights is saved
-    and training stops with a message saying what to change, never exit() mid-run. Under DeepSpeed the
-    engine does its own fp16 overflow skipping and this guard only counts.
+    A skipped update leaves weights and optimizer state untouched (gradients are set to None, which torch
+    optimizers skip). On a stop nothing more is saved (those weights give NaN/Inf), `stopped` is set and
+    `message` names the newest checkpoint whose weights still gave finite gradients, if there is one: a
+    checkpoint of step N is such when a later step had finite gradients. The recipes then end as a failed
+    run. Under DeepSpeed the engine does its own fp16 overflow skipping and this guard only counts.
     """
 
     def __init__(self, max_in_a_row: int = 5) -> None:
@@ -137,25 +139,112 @@ class NonFiniteLossGuard(TrainerCallback):
         self.in_a_row = 0
         self.skipped: list[int] = []
         self.stopped = False
+        self.message = ""
+        self._last_finite_step: int | None = None  # the last step whose gradients were finite
+        self._saved: list[int] = []  # steps of the checkpoints this run wrote or resumed from
+        self._resumed_from = 0
 
-    def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model: torch.nn.Module | None = None, **kwargs: Any) -> None:
+    def on_train_begin(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: torch.nn.Module | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if state.global_step > 0:  # resumed: the checkpoint it started from counts as saved
+            self._saved.append(state.global_step)
+            self._resumed_from = state.global_step
+        if model is not None and not _all_finite(list(model.parameters())):
+            self._stop(args, control, state.global_step, "the student's weights hold NaN/Inf before any update")
+
+    def on_pre_optimizer_step(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: torch.nn.Module | None = None,
+        **kwargs: Any,
+    ) -> None:
+        step = state.global_step + 1
         grads = [p.grad for p in model.parameters() if p.grad is not None] if model is not None else []
-        if not grads or all(torch.isfinite(g).all() for g in grads):
-            self.in_a_row = 0
+        if _all_finite(grads):
+            self.in_a_row, self._last_finite_step = 0, step
             return
         for p in model.parameters():
             p.grad = None
         self.in_a_row += 1
-        self.skipped.append(state.global_step + 1)
-        logger.warning(f"step {state.global_step + 1}: non-finite gradients, update skipped ({self.in_a_row} in a row)")
+        self.skipped.append(step)
+        logger.warning(f"step {step}: non-finite gradients, update skipped ({self.in_a_row} in a row)")
         if self.in_a_row >= self.max_in_a_row:
-            self.stopped = True
-            control.should_training_stop = True
-            control.should_save = True
-            logger.error(
-                f"stopped at step {state.global_step + 1}: {self.in_a_row} updates in a row had NaN/Inf gradients; "
-                "the last good weights are saved. Lower the learning rate, raise max_grad_norm clipping, or use bf16 instead of fp16."
+            self._stop(args, control, step, f"{self.in_a_row} updates in a row had NaN/Inf gradients, all skipped")
+
+    def on_optimizer_step(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: torch.nn.Module | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # A finite update can still overflow the weights (a huge learning rate); it cannot be undone here.
+        # (After a skipped update the weights are those already checked.)
+        applied = self.in_a_row == 0
+        if applied and model is not None and not _all_finite(list(model.parameters())):
+            self._stop(args, control, state.global_step + 1, "the update made the weights NaN/Inf")
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if control.should_save and (self.stopped or self.in_a_row):
+            control.should_save = False  # these weights just gave NaN/Inf: a resume would start from them
+            logger.warning(f"step {state.global_step}: no checkpoint saved, the weights just gave NaN/Inf gradients")
+
+    on_epoch_end = on_step_end
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        self._saved.append(state.global_step)
+
+    def _stop(self, args: TrainingArguments, control: TrainerControl, step: int, why: str) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        control.should_training_stop = True
+        last_finite = self._last_finite_step
+        good = [s for s in self._saved if last_finite and s < last_finite]
+        folders = [Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{s}" for s in good]
+        folders = [f for f in folders if f.is_dir()]  # save_total_limit may have deleted some
+        if folders:
+            where = (
+                f"the newest checkpoint whose weights gave finite gradients is {folders[-1]} "
+                f"(--resume_from_checkpoint {folders[-1]})"
             )
+        elif last_finite is None and self._resumed_from:
+            where = (
+                f"no step had finite gradients since the resume from step {self._resumed_from}, whose checkpoint "
+                "already fails: resume from an earlier one (--resume_from_checkpoint) or start afresh"
+            )
+        elif last_finite is None:
+            where = (
+                "no step of this run had finite gradients, so its starting weights already fail: "
+                "check the teacher, the student and the data for NaN/Inf"
+            )
+        else:
+            where = (
+                "no checkpoint of this run holds weights that gave finite gradients "
+                f"(the last such step was {last_finite}); nothing more was saved"
+            )
+        self.message = (
+            f"stopped at step {step}: {why}; {where}. Lower the learning rate, clip gradients harder "
+            "(smaller max_grad_norm), or use bf16 instead of fp16."
+        )
+        logger.error(self.message)
+
+
+def _all_finite(tensors: list[torch.Tensor]) -> bool:
+    """One reduction (max |x|, NaN propagates) and one sync, not one per tensor."""
+    tensors = [t for t in tensors if t.numel() > 0]  # ZeRO-3 leaves empty placeholders on each rank
+    return not tensors or bool(torch.isfinite(torch.nn.utils.get_total_norm(tensors, math.inf)))
 
 
 class LossScheduleCallback(TrainerCallback):

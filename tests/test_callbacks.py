@@ -82,11 +82,16 @@ def test_isolated_nonfinite_steps_are_skipped(tmp_path, teacher, student, tokeni
     assert all(torch.isfinite(p).all() for p in student.parameters())
 
 
-def test_a_run_of_nonfinite_steps_stops_cleanly_with_a_checkpoint(tmp_path, teacher, student, tokenizer, dataset, caplog):
+def test_a_run_of_nonfinite_steps_stops_and_names_the_last_checkpoint_with_finite_gradients(tmp_path, teacher, student,
+                                                                                            tokenizer, dataset):
     guard = NonFiniteLossGuard(max_in_a_row=3)
-    trainer = build(tmp_path, teacher, student, tokenizer, dataset, [guard], max_steps=20)
+    args = dict(max_steps=20, save_strategy="steps", save_steps=1)
+    trainer = build(tmp_path, teacher, student, tokenizer, dataset, [guard], **args)
     poison_gradients(student, set(range(3, 100)), [trainer])
     trainer.train()
     assert guard.stopped and guard.skipped == [3, 4, 5] and trainer.state.global_step == 5
-    assert (tmp_path / "out" / "checkpoint-5" / "model.safetensors").exists()
-    assert all(torch.isfinite(p).all() for p in student.parameters())
+    # Step 2's weights gave the NaN of step 3: only checkpoint-1 is known good; nothing is saved after step 2.
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["checkpoint-1", "checkpoint-2"]
+    checkpoint = tmp_path / "out" / "checkpoint-1"
+    assert guard.message.startswith("stopped at step 5: 3 updates in a row had NaN/Inf gradients, all skipped")
+    assert f"the newest checkpoint whose weights gave finite gradients is {checkpoint}" in guard.message
