@@ -7,9 +7,9 @@
 Settings come from a YAML file (`--config`, default `recipes/configs/distil_bert.yaml`), then from the
 command line, which wins. Every option: `python recipes/distil_bert.py --help`.
 
-The story of a run: arguments → logging → last checkpoint → seed → teacher and tokenizer → student
+The story of a run: arguments → logging → output folder check → seed → teacher and tokenizer → student
 (extracted from the teacher's layers) → corpus (tokenised once, cached) → masking collator →
-DistillationTrainer → train (resuming if a checkpoint exists) → save → evaluate teacher and student on
+DistillationTrainer → train (resuming this run's own last checkpoint) → save → evaluate teacher and student on
 held-out text → summary table → model card → push to the Hub (--push_to_hub --hub_model_id NAME).
 """
 
@@ -23,8 +23,7 @@ from pathlib import Path
 
 import datasets
 import torch
-from transformers import AutoModelForMaskedLM, AutoTokenizer, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import AutoModelForMaskedLM, set_seed
 from transformers.utils import logging
 
 from hf_distil import (
@@ -39,7 +38,7 @@ from hf_distil.callbacks import (
 )
 from hf_distil.config import DataArguments, ModelArguments, parse_with_config
 from hf_distil.data import prepare_corpus
-from hf_distil.errors import run_script
+from hf_distil.errors import RunFailed, run_script
 from hf_distil.evaluation import (
     RunReport,
     describe_speedup,
@@ -49,8 +48,9 @@ from hf_distil.evaluation import (
 )
 from hf_distil.hub import RESULTS_FILE, render_model_card, save_training_arguments
 from hf_distil.losses import LOSS_TERMS, terms_needing_a_teacher
+from hf_distil.run_folder import refuse_source_folders, resume_point
 from hf_distil.student import select_layers
-from hf_distil.teacher import prepare_teacher
+from hf_distil.teacher import check_model_source, load_teacher, load_tokenizer, prepare_teacher
 from hf_distil.teacher_cache import CachedSignalsCollator
 from hf_distil.teachers import DEFAULT_TEACHER, load_default_teacher, minilm
 
@@ -73,19 +73,19 @@ def main() -> None:
         logger.warning("--hub_token puts the token in shell history and in launchers' error reports; "
                        "prefer HF_TOKEN or `hf auth login` (the token is never written into the output folder).")
 
-    # A run that finds its own checkpoints resumes from the last one.
-    last_checkpoint = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
-    if last_checkpoint:
-        logger.warning(f"resuming from {last_checkpoint}; to start afresh, pass another --output_dir or delete it")
+    # The output folder must not be where a model comes from: the student would be saved over it.
+    teacher_names = model_args.teacher.split(",") if model_args.teacher else []
+    sources = [*(("the teacher", name) for name in teacher_names), ("the student", model_args.student)]
+    refuse_source_folders(args.output_dir, sources)
     set_seed(args.seed)
 
     # Teacher and tokenizer: a Hub id or folder, else the teacher this project ships (offline).
     other_teachers = []
-    if model_args.teacher:
-        first, *others = model_args.teacher.split(",")
-        teacher = AutoModelForMaskedLM.from_pretrained(first)
-        tokenizer = AutoTokenizer.from_pretrained(first)
-        other_teachers = [AutoModelForMaskedLM.from_pretrained(name) for name in others]
+    if teacher_names:
+        first, *others = teacher_names
+        teacher = load_teacher(first)
+        tokenizer = load_tokenizer(first)
+        other_teachers = [load_teacher(name) for name in others]
     else:
         logger.info(f"no --teacher given: using the shipped offline teacher {DEFAULT_TEACHER}")
         teacher, tokenizer = load_default_teacher()
@@ -93,6 +93,7 @@ def main() -> None:
 
     # Student: taken from the teacher's layers (DistilBERT's initialisation) unless one is given.
     if model_args.student:
+        check_model_source(model_args.student, "--student")
         student = AutoModelForMaskedLM.from_pretrained(model_args.student)
     else:
         student = init_student_from_teacher(
@@ -110,7 +111,8 @@ def main() -> None:
 
     # Callbacks: skip NaN/Inf updates, agreement with the teacher at each evaluation. With --push_to_hub the
     # trainer pushes each checkpoint in the background (safetensors and JSON only, never pickles).
-    callbacks = [NonFiniteLossGuard(), TeacherAgreementCallback(teacher, held_out, tokenizer)]
+    guard = NonFiniteLossGuard()
+    callbacks = [guard, TeacherAgreementCallback(teacher, held_out, tokenizer)]
 
     # Train.
     weights = {term.name: getattr(args, term.weight_field) for term in LOSS_TERMS}
@@ -127,8 +129,18 @@ def main() -> None:
     )
     if trainer.teacher is None:  # the loss does not use it, the evaluations do: placed (ZeRO-3: wrapped) alike
         prepare_teacher(teacher, trainer.accelerator)
+    # Resume from this run's last checkpoint, if any; a folder holding another run's model is refused.
+    # Beside what the trainer records (run_folder.py): where the student's first weights came from.
+    origin = ("student", "student_layers", "student_num_layers", "random_init_student")
+    trainer.run_settings.update({name: getattr(model_args, name) for name in origin})
+    with args.main_process_first(desc="output folder check"):
+        checkpoint = resume_point(args, trainer.run_settings)
+    if checkpoint:
+        logger.warning(f"resuming from {checkpoint}; --overwrite_output_dir or another --output_dir starts afresh")
     started = time.time()
-    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint or last_checkpoint)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    if guard.stopped:  # the folder stays as it is: no final model, no card, no push
+        raise RunFailed(guard.message)
     train_seconds = time.time() - started
     checksums = replica_checksums(trainer)
     metrics = {**result.metrics, "replicas": len(checksums), "replica_checksum_spread": max(checksums) - min(checksums)}
