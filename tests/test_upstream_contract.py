@@ -3,7 +3,8 @@ file fails and names it, instead of a run silently losing the projection, the te
 
 Why each is overridden (see hf_distil/trainer.py):
 - `_clip_grad_norm(model)`: clip the learned width projection together with the student (one norm).
-- `_save(output_dir, state_dict)`: projection beside the student; no token in training_args.bin; file modes.
+- `_save(output_dir, state_dict)`: run settings and projection beside the student; no token in training_args.bin;
+  file modes.
 - `_load_from_checkpoint(resume_from_checkpoint, model)`: restore the projection on resume.
 - `_set_signature_columns_if_needed()` / `_signature_columns`: keep the columns the teacher (token types) or
   the teacher cache need although the student's forward does not take them.
