@@ -32,7 +32,8 @@ RUN_SETTINGS_FILE = "distillation_settings.json"
 MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 LOSS_SETTINGS = (
     "temperature", *LOSS_WEIGHTS, "restrict_ce_to_mask", "intermediate_layers", "attention_maps", "teacher_weights",
-    "loss_schedules", "mlm_probability", "mask_replace_prob", "random_replace_prob", "mlm_smoothing", "whole_word_masking",
+    "loss_schedules", "mlm_probability", "mask_replace_prob", "random_replace_prob", "mlm_smoothing",
+    "whole_word_masking",
 )
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 _TWO_WAYS_OUT = "pass another --output_dir, or --overwrite_output_dir to start afresh"
@@ -96,8 +97,9 @@ def resume_point(args: TrainingArguments, settings: dict) -> str | None:
         recorded = _read_settings(folder)
         if recorded is None:
             raise UsageError(
-                f"--output_dir {args.output_dir} already holds a model ({_first_model_file(folder)}) that this run did not "
-                "make (no record of its settings); pass another --output_dir, or --overwrite_output_dir to replace it."
+                f"--output_dir {args.output_dir} already holds a model ({_first_model_file(folder)}) that this run "
+                "did not make (no record of its settings); pass another --output_dir, or --overwrite_output_dir to "
+                "replace it."
             )
         _refuse_other_settings(f"--output_dir {args.output_dir} holds a model", recorded, settings)
     return args.resume_from_checkpoint or get_last_checkpoint(str(folder))
@@ -112,7 +114,8 @@ def check_checkpoint(checkpoint: str | Path, settings: dict) -> None:
     checkpoint = Path(checkpoint)
     damage = _damage(checkpoint)
     if damage:
-        earlier = [p for p in reversed(_checkpoints(checkpoint.parent)) if _step(p) < _step(checkpoint) and not _damage(p)]
+        older = [p for p in reversed(_checkpoints(checkpoint.parent)) if _step(p) < _step(checkpoint)]
+        earlier = [p for p in older if not _damage(p)]
         way_out = (
             f"resume from the one before with --resume_from_checkpoint {earlier[0]}, or delete {checkpoint}"
             if earlier
