@@ -54,7 +54,7 @@ def run_settings(
 
 
 def save_run_settings(folder: str | Path, settings: dict) -> None:
-    Path(folder, RUN_SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+    Path(folder, RUN_SETTINGS_FILE).write_text(json.dumps(_as_json(settings), indent=2) + "\n")
 
 
 def refuse_source_folders(output_dir: str, sources: Iterable[tuple[str, str | None]]) -> None:
@@ -130,6 +130,7 @@ def check_checkpoint(checkpoint: str | Path, settings: dict) -> None:
 
 
 def _refuse_other_settings(what: str, recorded: dict, settings: dict) -> None:
+    settings = _as_json(settings)  # as it would read back from the file (tuples become lists, ...)
     changed = [k for k in sorted(set(recorded) | set(settings)) if recorded.get(k) != settings.get(k)]
     if changed:
         shown = ", ".join(f"{k} {_short(recorded.get(k))} → {_short(settings.get(k))}" for k in changed[:6])
@@ -186,6 +187,10 @@ def _read_settings(folder: Path) -> dict | None:
 
 def _first_model_file(folder: Path) -> str:
     return next(name for name in MODEL_FILES if (folder / name).exists())
+
+
+def _as_json(settings: dict) -> dict:
+    return json.loads(json.dumps(settings, default=str))
 
 
 def _short(value: Any) -> str:
