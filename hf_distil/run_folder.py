@@ -24,6 +24,7 @@ from transformers.utils import logging
 
 from .config import LOSS_WEIGHTS
 from .errors import UsageError
+from .student import PROVENANCE_KEY
 
 logger = logging.get_logger(__name__)
 
@@ -209,11 +210,14 @@ def _digest(value: Any) -> str:
 
 
 def _config_digest(model: PreTrainedModel) -> str:
-    """The architecture and sizes; private keys (`_name_or_path`, attention implementation) and the
-    transformers version are left out, as they change without changing the model."""
+    """The architecture and sizes (and, for a student cut from a teacher, the layers it kept); private keys
+    (`_name_or_path`, attention implementation), the transformers version and the spelling of the teacher's
+    path are left out, as they change without changing the model."""
     config = {k: v for k, v in model.config.to_diff_dict().items() if not k.startswith("_")}
     config.pop("transformers_version", None)
     config.pop("architectures", None)  # set by save_pretrained, so absent before the first save
+    if isinstance(config.get(PROVENANCE_KEY), dict):
+        config[PROVENANCE_KEY] = {k: v for k, v in config[PROVENANCE_KEY].items() if k != "teacher"}
     return _digest(config)
 
 
