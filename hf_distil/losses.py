@@ -263,6 +263,8 @@ def distillation_loss(
     num_items: Mapping[str, int | torch.Tensor] | None = None,
     teacher_topk: tuple[torch.Tensor, torch.Tensor] | None = None,
     layers: Mapping[str, object] | None = None,
+    causal_logits: torch.Tensor | None = None,
+    causal_labels: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted sum of the terms whose weight is > 0; returns (total, {term name: unweighted value}).
 
@@ -270,6 +272,8 @@ def distillation_loss(
     for "clm", student_logits (B, L, V) and labels (B, L). weights: {term name: weight}, see LOSS_TERMS.
     num_items: the denominators of COUNTS. teacher_topk: (ids, values) (N, k) cached in place of
     teacher_logits for "ce". layers: the keyword arguments of `layer_terms` but weights and counts.
+    causal_logits (B, L, V) / causal_labels (B, L): what "clm" reads when the logit terms read selected rows
+    (a causal student distilled from a teacher); default student_logits / labels.
     """
     counts = num_items or {}
     terms: dict[str, torch.Tensor] = {}
@@ -288,7 +292,8 @@ def distillation_loss(
     if weights.get("cos", 0) > 0:
         terms["cos"] = hidden_cosine(student_hidden, teacher_hidden, attention_mask, counts.get("tokens"))
     if weights.get("clm", 0) > 0:
-        terms["clm"] = clm_loss(student_logits, labels, counts.get("mlm"))
+        logits = student_logits if causal_logits is None else causal_logits
+        terms["clm"] = clm_loss(logits, labels if causal_labels is None else causal_labels, counts.get("mlm"))
     if layers:
         terms.update(layer_terms(weights, attention_mask=attention_mask, num_items=counts, **layers))
     total = sum(weights[name] * value for name, value in terms.items())

@@ -356,10 +356,12 @@ class DistillationTrainer(Trainer):
         )
         with torch.autocast(device_type=labels.device.type, enabled=False):  # the loss maths in fp32
             total, terms = distillation_loss(
-                student_logits=student.full_logits if needs.causal else student.row_logits,
+                student_logits=student.row_logits,
                 teacher_logits=teacher.row_logits,
                 teacher_topk=teacher.topk,
-                labels=labels if needs.causal else labels[rows],
+                labels=labels[rows],
+                causal_logits=student.full_logits if needs.causal else None,
+                causal_labels=labels if needs.causal else None,
                 student_hidden=student.hidden,
                 teacher_hidden=teacher.hidden,
                 attention_mask=mask,
