@@ -1,11 +1,16 @@
-"""Every run config in recipes/configs parses into the recipe's dataclasses (no unknown keys)."""
+"""Every run config in recipes/configs parses into its recipe's dataclasses: each key reaches its field, and a key
+no dataclass knows (a typo) is refused."""
 
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
+import yaml
+
+from hf_distil.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,11 +22,53 @@ def load_recipe(name: str):
     return module
 
 
-@pytest.mark.parametrize("config", sorted((ROOT / "recipes" / "configs").glob("distil_bert*.yaml")), ids=lambda p: p.name)
-def test_config_parses(config, monkeypatch):
+CONFIGS = sorted((ROOT / "recipes" / "configs").glob("*.yaml"))
+
+
+def recipe_of(config: Path) -> str:
+    """recipes/configs/<recipe>[_<variant>].yaml belongs to recipes/<recipe>.py."""
+    names = [p.stem for p in (ROOT / "recipes").glob("*.py")]
+    return max((n for n in names if config.stem == n or config.stem.startswith(n + "_")), key=len)
+
+
+def parsed_value(parsed: tuple, key: str):
+    return next(getattr(part, key) for part in parsed if hasattr(part, key))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_config_parses_and_every_setting_reaches_its_field(config, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    model_args, data_args, args = load_recipe("distil_bert").parse_arguments(["--config", str(config)])
+    parsed = load_recipe(recipe_of(config)).parse_arguments(["--config", str(config)])
+    settings = yaml.safe_load(config.read_text())
+    assert settings, f"{config.name} holds no settings"
+    for key, value in settings.items():
+        if key == "report_to":  # TrainingArguments keeps a list of integrations; "none" is the empty one
+            value = [] if value == "none" else [value]
+        assert parsed_value(parsed, key) == value, key
+    args = parsed[-1]
     assert args.output_dir.startswith("outputs/") and args.seed == 56
+
+
+def test_every_config_has_a_recipe():
+    assert {recipe_of(c) for c in CONFIGS} == {"distil_bert"} and len(CONFIGS) >= 2
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("learning_rte: 1.0e-4\n", "unknown setting 'learning_rte'; did you mean 'learning_rate'?"),
+        ("alpha_ce: 5.0\nstudent_layer: 0,2\n", "unknown setting 'student_layer'; did you mean 'student_layers'?"),
+        ("temperature: 0\n", "temperature must be > 0"),
+        ("- learning_rate\n", "must map setting names to values, got a list"),
+    ],
+)
+def test_a_config_with_a_typo_or_a_bad_value_is_refused_in_one_line(tmp_path, monkeypatch, text, message):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    config = tmp_path / "run.yaml"
+    config.write_text(text)
+    with pytest.raises(UsageError, match=re.escape(message)) as info:
+        load_recipe("distil_bert").parse_arguments(["--config", str(config)])
+    assert "\n" not in str(info.value)
 
 
 def test_command_line_overrides_the_file():
