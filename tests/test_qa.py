@@ -54,7 +54,7 @@ def test_windows_share_stride_tokens_and_keep_character_offsets(tokenizer):
 )
 def test_train_labels_point_at_the_answer_tokens_or_cls(tokenizer, answer, start, labels):
     features = qa.train_features(squad(answer, start), tokenizer, max_length=12, stride=2)
-    assert list(zip(features["start_positions"], features["end_positions"])) == labels
+    assert list(zip(features["start_positions"], features["end_positions"], strict=True)) == labels
     assert "offset_mapping" not in features and "overflow_to_sample_mapping" not in features  # not model inputs
 
 
@@ -68,7 +68,7 @@ def test_labelled_tokens_cover_exactly_the_answer_characters(tokenizer, answer, 
 
 def logits_for(features: dict, picks: dict[tuple[int, int], float], length: int = 12, base: float = 0.0,
                pad: float = -100.0) -> np.ndarray:
-    """(windows, length) logits: `base` on every token of a window, `pad` past its end, `picks` {(window, token): value}."""
+    """(windows, length) logits: `base` on a window's tokens, `pad` past its end, `picks` {(window, token): value}."""
     out = np.full((len(features["offset_mapping"]), length), pad, dtype=np.float32)
     for w, offsets in enumerate(features["offset_mapping"]):
         out[w, : len(offsets)] = base
