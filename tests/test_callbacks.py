@@ -15,6 +15,7 @@ from hf_distil.callbacks import (
     PushToHubCallback,
     TeacherAgreementCallback,
 )
+from hf_distil.evaluation import masked_lm_metrics
 
 
 def build(tmp_path, teacher, student, tokenizer, dataset, callbacks, **kwargs) -> DistillationTrainer:
@@ -33,6 +34,12 @@ def test_agreement_is_reported_at_each_evaluation_with_the_term_logs(tmp_path, t
     for entry in evals:
         assert 0.0 <= entry["eval_teacher_agreement"] <= 1.0 and entry["eval_teacher_kl"] >= 0.0
         assert {"eval_loss_ce", "eval_loss_mlm", "eval_loss_cos"} <= set(entry)
+    assert evals[0]["eval_teacher_kl"] != evals[1]["eval_teacher_kl"]  # measured anew at each evaluation
+    # The last evaluation saw the final weights: its values are those of masked_lm_metrics on the same masks.
+    final = masked_lm_metrics(student, dataset.select(range(16)), tokenizer, teacher=teacher, seeds=(0,))
+    assert evals[-1]["eval_teacher_agreement"] == pytest.approx(final["teacher_agreement"], abs=1e-6)
+    assert evals[-1]["eval_teacher_kl"] == pytest.approx(final["teacher_kl"], abs=1e-6)
+    assert final["teacher_kl"] > 1e-3  # a student unlike its teacher: a teacher-vs-teacher mix-up would read 0
     assert all("loss_ce" in h for h in trainer.state.log_history if "loss" in h)
     identical = callback.teacher
     metrics = build(tmp_path, identical, copy.deepcopy(identical), tokenizer, dataset, [TeacherAgreementCallback(identical, dataset.select(range(16)), tokenizer)], alpha_cos=0.0).evaluate()

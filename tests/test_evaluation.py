@@ -1,10 +1,12 @@
 import copy
+import math
 import time
 
 import pytest
 import torch
 from torch import nn
 
+from hf_distil import DataCollatorForDistillation, init_student_from_teacher
 from hf_distil.evaluation import describe_speedup, masked_lm_metrics, relative_speed
 
 
@@ -14,6 +16,35 @@ def test_a_model_against_itself_agrees_fully_and_reports_both_sides(teacher, tok
     alone = masked_lm_metrics(teacher, dataset, tokenizer, seeds=(0, 1))
     assert metrics["teacher"] == pytest.approx(alone) and {k: metrics[k] for k in alone} == pytest.approx(alone)
     assert 0 <= alone["accuracy"] <= alone["top5_accuracy"] <= 1 and alone["masked_tokens"] > 0
+
+
+def test_metrics_equal_a_computation_by_hand_on_the_same_masks(teacher, tokenizer, dataset):
+    student = init_student_from_teacher(teacher, layers=[1, 2])
+    with torch.no_grad():  # random models agree on one argmax everywhere: move the student away from its teacher
+        for p in student.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    metrics = masked_lm_metrics(student, dataset, tokenizer, teacher=teacher, seeds=(0,))
+    collator = DataCollatorForDistillation(tokenizer, mlm_probability=0.15, seed=0)
+    batch = collator([{"input_ids": ids} for ids in dataset["input_ids"]])  # 64 rows: one batch of 64
+    rows = batch["labels"] != -100
+    labels, at_mask = batch["labels"][rows], batch["input_ids"][rows] == tokenizer.mask_token_id
+    with torch.no_grad():
+        s = student.eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[rows]
+        t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[rows]
+    top5 = (s.topk(5, -1).indices == labels[:, None]).any(-1)
+    kl = torch.nn.functional.kl_div(s.log_softmax(-1), t.log_softmax(-1), log_target=True, reduction="batchmean")
+    expected = {
+        "accuracy": (s.argmax(-1) == labels)[at_mask].float().mean().item(),
+        "top5_accuracy": top5[at_mask].float().mean().item(),
+        "chosen_accuracy": (s.argmax(-1) == labels).float().mean().item(),
+        "loss": torch.nn.functional.cross_entropy(s, labels).item(),
+        "masked_tokens": int(at_mask.sum()),
+        "teacher_agreement": (s.argmax(-1) == t.argmax(-1)).float().mean().item(),
+        "teacher_kl": kl.item(),
+    }
+    assert {k: metrics[k] for k in expected} == pytest.approx(expected, rel=1e-5)
+    assert metrics["perplexity"] == pytest.approx(math.exp(expected["loss"]), rel=1e-5)
+    assert 0 < expected["teacher_agreement"] < 1 and expected["teacher_kl"] > 1e-3  # a student unlike its teacher
 
 
 def tiny_batches(count: int = 3) -> list[dict[str, torch.Tensor]]:
