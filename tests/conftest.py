@@ -17,6 +17,14 @@ PIECES = ["##s", "##ing", "##ed", "##ly", "un", "##able", "play", "jump", "walk"
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by -m
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Recipe and distributed tests are slow too: `pytest -m "not slow"` leaves them out."""
+    for item in items:
+        if item.get_closest_marker("recipe") or item.get_closest_marker("distributed"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     random.seed(0)

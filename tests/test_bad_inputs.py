@@ -90,6 +90,7 @@ RECIPE_CASES = {
 }
 
 
+@pytest.mark.slow  # the recipe as a subprocess
 @pytest.mark.parametrize("case", sorted(RECIPE_CASES))
 def test_recipe_refuses_in_one_line_and_leaves_the_disk_alone(assets, tmp_path, case):
     flags, expected = RECIPE_CASES[case]
@@ -107,6 +108,7 @@ def test_recipe_refuses_in_one_line_and_leaves_the_disk_alone(assets, tmp_path, 
         assert not cache.exists() or not any(cache.iterdir())
 
 
+@pytest.mark.slow  # the recipe as a subprocess
 def test_recipe_names_accelerates_deepspeed_config_file(assets, tmp_path):
     """What `accelerate launch --config_file` with `deepspeed_config_file:` sets for the script (item 12).
 
@@ -124,6 +126,7 @@ def test_recipe_names_accelerates_deepspeed_config_file(assets, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # the recipe as a subprocess
 def test_recipe_clamps_max_seq_length_and_reads_a_grown_file_anew(assets, tmp_path):
     """Item 10: sequences longer than the 64 positions failed at step 1; item 3: the cache was keyed by path."""
     corpus = tmp_path / "corpus.txt"

@@ -15,6 +15,8 @@ from hf_distil.callbacks import (
     PushToHubCallback,
     TeacherAgreementCallback,
 )
+
+pytestmark = pytest.mark.slow  # each test is a Trainer run of 2-20 steps
 from hf_distil.evaluation import masked_lm_metrics
 
 

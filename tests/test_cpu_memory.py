@@ -32,6 +32,7 @@ def faults(mode: str) -> int:
     return int(done.stdout.split()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
 def test_large_blocks_are_reused_instead_of_faulted_in_again():
     assert faults("default") > 20_000  # one fault per 4 KB page, every time

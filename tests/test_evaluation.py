@@ -10,6 +10,7 @@ from hf_distil import DataCollatorForDistillation, init_student_from_teacher
 from hf_distil.evaluation import describe_speedup, masked_lm_metrics, relative_speed
 
 
+@pytest.mark.slow
 def test_a_model_against_itself_agrees_fully_and_reports_both_sides(teacher, tokenizer, dataset):
     metrics = masked_lm_metrics(teacher, dataset, tokenizer, teacher=copy.deepcopy(teacher), seeds=(0, 1))
     assert metrics["teacher_agreement"] == 1.0 and metrics["teacher_kl"] == pytest.approx(0.0, abs=1e-6)

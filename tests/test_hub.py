@@ -14,6 +14,7 @@ from hf_distil import DataCollatorForDistillation, DistillationTrainer, push_to_
 from hf_distil.hub import render_model_card
 
 TOKEN = "hf_testsecret0123456789"
+pytestmark = pytest.mark.slow  # each test trains a student first (the `trained` fixture)
 
 
 @pytest.fixture

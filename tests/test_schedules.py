@@ -21,6 +21,7 @@ def test_bad_schedules_fail_at_construction(tmp_path, text):
         make_args(tmp_path, loss_schedules=text)
 
 
+@pytest.mark.slow
 def test_schedules_move_the_values_and_are_logged(tmp_path, teacher, student, tokenizer, dataset):
     assert parse_schedules("temperature=4:1:cosine,alpha_mlm=0:2") == {"temperature": Schedule(4, 1, "cosine"), "alpha_mlm": Schedule(0, 2, "linear")}
     args = make_args(tmp_path, max_steps=4, loss_schedules="temperature=4:1,alpha_mlm=0:2")

@@ -29,6 +29,7 @@ def sharp_teacher(teacher):
     return teacher
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("restrict", [False, True])
 def test_training_from_the_cache_reproduces_the_online_topk_loss(tmp_path, sharp_teacher, student, tokenizer, dataset, restrict):
     k = 8

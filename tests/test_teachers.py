@@ -28,6 +28,7 @@ def test_shipped_file_is_small_fp16_and_holds_only_trained_tensors():
     assert not any("embeddings" in n or "decoder" in n for n in names)
 
 
+@pytest.mark.slow
 def test_default_teacher_loads_offline_and_predicts_held_out_words(default_teacher, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model, tokenizer = default_teacher

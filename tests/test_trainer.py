@@ -119,6 +119,7 @@ def test_accumulation_equals_one_large_batch(tmp_path, teacher, tokenizer, texts
     assert moved > 1e-3  # the step really changed the weights
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_leaves_the_teacher_untouched(tmp_path, teacher, tokenizer, dataset):
     config = DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64, dropout=0.0, attention_dropout=0.0)
     student = DistilBertForMaskedLM(config)
@@ -325,6 +326,7 @@ def test_attention_maps_setting_is_checked():
         DistillationArguments(output_dir="unused", attention_maps="logits")
 
 
+@pytest.mark.slow
 def test_logged_terms_of_a_resumed_run_equal_the_uninterrupted_run(tmp_path, teacher, tokenizer, dataset):
     """The first log after a resume averages over the steps since the resume, not since step 0."""
 

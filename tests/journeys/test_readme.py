@@ -15,6 +15,7 @@ from huggingface_hub import ModelCard
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted([*ROOT.glob("recipes/*.py"), *ROOT.glob("benchmarks/*.py")])
+pytestmark = pytest.mark.slow  # each script's --help is a fresh interpreter (20-35 s on 2 busy cores)
 
 
 def readme_block(heading: str) -> str:
