@@ -54,6 +54,7 @@ def test_compute_loss_is_next_token_cross_entropy(tmp_path, tokenizer, causal_da
     assert 0.5 * torch.log(torch.tensor(len(tokenizer))).item() < expected.item()  # a random model: near log V
 
 
+@pytest.mark.slow
 def test_training_logs_loss_clm_from_the_first_batch_and_lowers_it(tmp_path, tokenizer, causal_data):
     student = tiny_gpt2(tokenizer)
     initial = copy.deepcopy(student).eval()
@@ -81,12 +82,16 @@ def one_sgd_step(tmp_path, student, data, collator, batch: int, accumulation: in
     return next(h for h in trainer.state.log_history if "loss" in h)
 
 
-def test_accumulation_2x4_equals_one_batch_of_8(tmp_path, tokenizer, causal_data):
+@pytest.mark.parametrize("accepts_loss_kwargs", [True, False])
+def test_accumulation_2x4_equals_one_batch_of_8(tmp_path, tokenizer, causal_data, accepts_loss_kwargs):
+    """Exact whatever the student's `accepts_loss_kwargs`: before transformers 5.19 (Trainer.loss_is_scaled_for_ga)
+    Trainer divided the loss of such a student once more by the accumulation steps."""
     data = causal_data.select(range(8))
     lengths = [len(x) for x in data["input_ids"]]
     assert sum(lengths[:4]) != sum(lengths[4:])  # the micro-batches hold different token counts
     collator = DataCollatorForDistillation(tokenizer, mlm=False)
     base = tiny_gpt2(tokenizer)
+    base.accepts_loss_kwargs = accepts_loss_kwargs  # what Trainer reads to decide whether to rescale
     big, acc = copy.deepcopy(base), copy.deepcopy(base)
     big_log = one_sgd_step(tmp_path / "a", big, data, collator, batch=8, accumulation=1)
     acc_log = one_sgd_step(tmp_path / "b", acc, data, collator, batch=4, accumulation=2)
