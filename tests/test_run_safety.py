@@ -81,6 +81,7 @@ def trained(assets: Path, out: Path, *flags: str) -> Path:
 # ---- 1. the output folder is the teacher's own ----
 
 
+@pytest.mark.slow  # the recipe as a subprocess
 def test_output_dir_at_the_teacher_folder_is_refused_before_anything_is_written(assets, tmp_path):
     teacher = Path(shutil.copytree(assets / "teacher", tmp_path / "teacher"))
     before = digests(teacher)
@@ -103,6 +104,7 @@ def test_trainer_refuses_the_teacher_folder_as_output_dir(tmp_path, dataset):
     assert digests(folder) == before
 
 
+@pytest.mark.slow  # the recipe as a subprocess
 def test_output_dir_holding_another_model_is_refused(assets, tmp_path):
     other = Path(shutil.copytree(assets / "teacher", tmp_path / "someone_elses_model"))
     before = digests(other)
@@ -115,6 +117,7 @@ def test_output_dir_holding_another_model_is_refused(assets, tmp_path):
 # ---- 2. a finished (or interrupted) folder re-run with other settings ----
 
 
+@pytest.mark.slow  # the recipe as a subprocess
 def test_a_finished_folder_is_not_resumed_with_other_settings_and_overwrite_starts_afresh(assets, tmp_path):
     out = trained(assets, tmp_path / "out", "--max_steps", "4", "--save_steps", "2")
     before = digests(out)
@@ -158,6 +161,7 @@ def test_resume_through_the_api_checks_the_settings_and_the_data(tmp_path, teach
 # ---- 4, 8. teachers that cannot teach, and teachers that cannot be found ----
 
 
+@pytest.mark.slow  # the recipe as a subprocess
 def test_a_teacher_without_a_trained_masked_lm_head_is_refused(assets, tmp_path):
     folder = tmp_path / "encoder_only"
     BertModel(tiny_bert_config(len(tiny_tokenizer()))).save_pretrained(folder)
@@ -169,6 +173,7 @@ def test_a_teacher_without_a_trained_masked_lm_head_is_refused(assets, tmp_path)
         load_teacher(str(folder), auto_class=AutoModelForSequenceClassification, num_labels=2)
 
 
+@pytest.mark.slow  # the recipe as a subprocess
 def test_a_hub_teacher_while_offline_is_named_in_one_line(assets, tmp_path):
     out = str(tmp_path / "out")
     done = recipe(assets, "--output_dir", out, teacher="bert-base-uncased", HF_HUB_CACHE=str(tmp_path))  # empty cache
@@ -207,6 +212,7 @@ def test_a_teacher_with_nan_weights_is_refused(tmp_path):
 # ---- 6. NaN/Inf: the run fails, says which weights are usable, and logs NaN as NaN ----
 
 
+@pytest.mark.slow  # the recipe as a subprocess
 def test_a_diverging_run_exits_1_without_a_card_and_names_the_last_finite_checkpoint(assets, tmp_path):
     # Warm-up (5% of 8 steps) makes step 1's update zero; step 2's lr 1e30 blows the weights up, step 3 is NaN.
     out = tmp_path / "out"
@@ -283,6 +289,7 @@ def truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+@pytest.mark.slow  # the recipe as a subprocess
 def test_a_damaged_last_checkpoint_is_named_and_the_one_before_resumes(assets, finished, tmp_path):
     out = Path(shutil.copytree(finished, tmp_path / "out"))
     damaged, previous = out / "checkpoint-6", out / "checkpoint-3"
@@ -301,6 +308,7 @@ def test_a_damaged_last_checkpoint_is_named_and_the_one_before_resumes(assets, f
     assert all(torch.equal(resumed[name], uninterrupted[name]) for name in uninterrupted)  # ... exactly
 
 
+@pytest.mark.slow  # the `finished` fixture runs the recipe
 @pytest.mark.parametrize(
     "damage, reason",
     [
