@@ -15,6 +15,11 @@ import torch
 import yaml
 from conftest import WORDS, save_tiny_teacher
 from safetensors.torch import load_file
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+from hf_distil.config import DataArguments
+from hf_distil.data import prepare_corpus
+from hf_distil.evaluation import masked_lm_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "distil_bert.py"
@@ -52,7 +57,17 @@ def test_recipe_trains_saves_and_reports(assets, tmp_path):
     logs = [h for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in h]
     assert len(logs) == 6 and all({"loss_ce", "loss_mlm", "loss_cos"} <= set(h) for h in logs)
     results = json.loads((out / "held_out_results.json").read_text())
-    assert 0 <= results["student"]["accuracy"] <= 1 and results["params"]["student"] < results["params"]["teacher"]
+    assert results["params"]["student"] < results["params"]["teacher"]
+    # The reported numbers are those of the saved student and the teacher on the recipe's held-out split.
+    tokenizer = AutoTokenizer.from_pretrained(assets / "teacher")
+    teacher, student = (AutoModelForMaskedLM.from_pretrained(f) for f in (assets / "teacher", out))
+    data_args = DataArguments(train_file=str(assets / "train.txt"), data_cache_dir=str(assets / "cache"))
+    _, held_out, _ = prepare_corpus(data_args, tokenizer, models=[teacher, student])
+    expected = masked_lm_metrics(student, held_out, tokenizer, teacher=teacher)
+    for key in ("accuracy", "top5_accuracy", "loss", "teacher_agreement", "teacher_kl"):
+        assert results["student"][key] == pytest.approx(expected[key], rel=1e-5, abs=1e-7), key
+    assert results["teacher"]["accuracy"] == pytest.approx(expected["teacher"]["accuracy"], rel=1e-5, abs=1e-7)
+    assert expected["masked_tokens"] > 0 and expected["teacher_kl"] > 0  # a student that is not its teacher
     assert "top-1 agreement with teacher" in done.stdout
     assert "masked LM (encoder + vocabulary head): student is" in done.stdout
     assert "encoder alone (the paper's Table 3 setting): student is" in done.stdout  # tiny models: faster or slower
@@ -100,7 +115,17 @@ def test_ablation_runs_every_variant(assets, tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     table = json.loads((tmp_path / "abl" / "ablation.json").read_text())
     assert list(table) == ["triple loss", "no L_cos", "no L_mlm", "L_ce alone", "random init"]
-    assert all(0 <= row["mlm_top1"] <= 100 and 0 <= row["polarity_accuracy"] <= 100 for row in table.values())
+    alphas = {"triple loss": (2.0, 1.0), "no L_cos": (2.0, 0.0), "no L_mlm": (0.0, 1.0), "L_ce alone": (0.0, 0.0),
+              "random init": (2.0, 1.0)}
+    for name, row in table.items():  # each variant ran with its own flags, and the table reads its own results
+        folder = tmp_path / "abl" / name.replace(" ", "_")
+        settings = json.loads((folder / "training_args.json").read_text())
+        assert (settings["alpha_mlm"], settings["alpha_cos"]) == alphas[name], name
+        assert json.loads((folder / "distillation_settings.json").read_text())["random_init_student"] is (
+            name == "random init")
+        held_out = json.loads((folder / "held_out_results.json").read_text())["student"]
+        downstream = json.loads((folder / "polarity" / "eval_results.json").read_text())
+        assert row == {"mlm_top1": 100 * held_out["accuracy"], "polarity_accuracy": 100 * downstream["eval_accuracy"]}
     assert "random init" in done.stdout
 
 
