@@ -37,7 +37,11 @@ def forward_arguments(model: nn.Module) -> set[str]:
 
 
 def model_inputs(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inputs `model` takes. Token types go only to a model with a token-type embedding (BERT): GPT-2's forward
+    accepts `token_type_ids` too, but adds them through its word embeddings, shifting every token."""
     accepted = forward_arguments(model)
+    if not getattr(getattr(getattr(model, "module", model), "config", None), "type_vocab_size", 0):
+        accepted = accepted - {"token_type_ids"}
     return {k: v for k, v in inputs.items() if k in accepted and k in ("input_ids", "attention_mask", "token_type_ids")}
 
 

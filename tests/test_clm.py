@@ -125,3 +125,11 @@ def test_causal_student_distilled_from_a_causal_teacher(tmp_path, tokenizer, cau
     kl = nn.KLDivLoss(reduction="batchmean")(torch.log_softmax(s, -1), torch.softmax(t, -1)) * 4
     assert out["terms"]["ce"].item() == pytest.approx(kl.item(), rel=1e-5)
     assert out["terms"]["clm"].item() == pytest.approx(next_token_ce(student, batch).item(), rel=1e-6)
+
+
+def test_a_gpt2_student_gets_no_token_types_while_a_bert_teacher_does(tokenizer, teacher):
+    from hf_distil.heads import model_inputs
+
+    batch = {"input_ids": torch.ones(2, 3, dtype=torch.long), "token_type_ids": torch.zeros(2, 3, dtype=torch.long)}
+    assert "token_type_ids" not in model_inputs(tiny_gpt2(tokenizer), batch)  # GPT-2 would add them as tokens
+    assert "token_type_ids" in model_inputs(teacher, batch)
