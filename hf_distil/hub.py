@@ -23,8 +23,9 @@ from .student import PROVENANCE_KEY
 logger = logging.get_logger(__name__)
 
 TEMPLATE = "distilled_model.md"
-# What reaches the Hub: weights as safetensors, configs, tokenizer, card, plot, metrics, arguments.
-UPLOAD_PATTERNS = ["*.safetensors", "*.json", "*.txt", "*.md", "*.png", "*.model"]
+# What reaches the Hub: weights as safetensors, configs, tokenizer, card, plot, metrics, arguments, and the ONNX
+# export of recipes/export.py (onnx/model.onnx, onnx/model_quantized.onnx; its export_report.json is a *.json).
+UPLOAD_PATTERNS = ["*.safetensors", "*.json", "*.txt", "*.md", "*.png", "*.model", "onnx/*.onnx"]
 NEVER_UPLOADED = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "checkpoint-*/*", "runs/*"]
 RESULTS_FILE = REPORT_FILE  # written by recipes/distil_bert.py (RunReport)
 ARGS_FILE = "training_args.json"
@@ -98,6 +99,44 @@ def _rows(rows: list[tuple[str, object, object]]) -> list[tuple[str, str, str]]:
     return [(label, "—" if t is None else str(t), str(s)) for label, t, s in rows if s is not None]
 
 
+EXAMPLE_INPUTS = {  # what the card's ONNX snippets call the pipeline with, per task
+    "fill-mask": '"Paris is the [MASK] of France."',
+    "text-classification": '"A warm, funny and moving film."',
+    "question-answering": '"Where is the Eiffel Tower?", "The Eiffel Tower stands in Paris."',
+    "feature-extraction": '"Paris is the capital of France.", { pooling: "mean", normalize: true }',
+}
+
+
+def onnx_files(folder: Path) -> dict[str, Any] | None:
+    """What the card says about an ONNX export in `folder` (recipes/export.py), or None when there is none.
+
+    Rows come from the files present; figures from export_report.json when it is there.
+    """
+    from .export import FP32_FILE, INT8_FILE, REPORT_FILE, TEACHER_KEY, task_of
+
+    if not (folder / FP32_FILE).exists():
+        return None
+    report = _read_json(folder / REPORT_FILE)
+    diff = report.get("fp32_max_abs_diff")
+    rows = [(FP32_FILE, "fp32", f"matches PyTorch to {diff:.0e} (largest difference)" if diff is not None else "")]
+    speed = None
+    if (folder / INT8_FILE).exists():
+        kept = next((s for s in report.get("schemes", []) if s["name"] == report.get("chosen")), None)
+        if kept:
+            rows.append((INT8_FILE, f"int8 (`{kept['name']}`)",
+                         f"keeps {kept['agreement']:.1%} of fp32's answers ({report['agreement_measure']}, "
+                         f"{report['items']} items of held-out text)"))
+            teacher_ms = report.get("latency_ms", {}).get(TEACHER_KEY)
+            if teacher_ms and kept.get("latency_ms"):
+                speed = (f"At batch size 1 ({report['machine']}) the int8 model runs "
+                         f"**{speed_phrase(teacher_ms / kept['latency_ms'])}** than the teacher in PyTorch fp32.")
+        else:
+            rows.append((INT8_FILE, "int8", ""))
+    task = report.get("task") or task_of(folder).pipeline
+    return {"rows": rows, "task": task, "int8": (folder / INT8_FILE).exists(), "speed": speed,
+            "example": EXAMPLE_INPUTS[task]}
+
+
 def render_model_card(
     folder: str | Path,
     repo_id: str | None = None,
@@ -112,7 +151,8 @@ def render_model_card(
     Reads config.json (layers, and the teacher and layer map recorded by `init_student_from_teacher`), the
     safetensors headers (parameters), training_args.json, trainer_state.json (steps, loss curve) and, when
     recipes/distil_bert.py wrote it, held_out_results.json (held-out metrics, speed, hardware). A value
-    that none of them holds is left out of the card, never printed as "?" or "nan".
+    that none of them holds is left out of the card, never printed as "?" or "nan". An ONNX export beside the
+    weights (onnx/*.onnx, from recipes/export.py) adds a section on ONNX Runtime and transformers.js.
     """
     from .teachers import BASE_MODELS
 
@@ -190,9 +230,10 @@ def render_model_card(
         ("hardware", report.hardware),
         ("training time (s)", report.train_seconds),
     ]
+    onnx = onnx_files(folder)
     card_data = ModelCardData(
         base_model=base_model,
-        tags=["distillation", "distilbert", "fill-mask", "hf_distil"],
+        tags=["distillation", "distilbert", "fill-mask", "hf_distil"] + (["onnx", "transformers.js"] if onnx else []),
         datasets=datasets,
         license=license,
         pipeline_tag="fill-mask",
@@ -221,6 +262,7 @@ def render_model_card(
         eval_dataset=dataset_name,
         recipe=[(k, v) for k, v in recipe if v is not None],
         plot=plot,
+        onnx=onnx,
     )
 
 

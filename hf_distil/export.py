@@ -1,0 +1,589 @@
+"""Export a saved student to ONNX, fp32 and a checked int8, in the folder layout Optimum and transformers.js read.
+
+    OUT/config.json, tokenizer.json, tokenizer_config.json   what both load beside the weights
+    OUT/onnx/model.onnx                                      fp32 (transformers.js dtype "fp32")
+    OUT/onnx/model_quantized.onnx                            int8 (dtype "q8"), only if it passed the gate
+    OUT/export_report.json                                   the gate's figures
+
+The int8 file must earn its place: each quantisation scheme of `SCHEMES` is tried in order (fastest first) and
+the first whose answers agree with fp32 on held-out text on at least `min_agreement` of the items is kept:
+top-1 at [MASK] for a masked LM, the label for a classifier, the span for question answering, the nearest
+neighbour sentence for a plain encoder. Answers are compared at batch 1, the deployment setting (a dynamic
+int8 scale spans the whole input tensor, so padding in a batch would change what is measured).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import logging as hf_logging
+
+from .collator import DataCollatorForDistillation
+from .errors import RunFailed, UsageError
+from .heads import forward_arguments
+
+logger = hf_logging.get_logger(__name__)
+
+FP32_FILE = "onnx/model.onnx"
+INT8_FILE = "onnx/model_quantized.onnx"  # the name transformers.js loads for dtype "q8"
+REPORT_FILE = "export_report.json"
+OPSET = 17
+# fp32 ONNX Runtime against PyTorch, relative to the largest output: ~1e-7 is typical (README section "Deploy").
+FP32_TOLERANCE = 1e-4
+MAX_ANSWER_TOKENS = 30  # question answering: longest span considered, as transformers' QA pipeline
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a student head is exported as, and how its int8 answers are compared with fp32."""
+
+    pipeline: str  # the transformers / transformers.js pipeline name
+    auto_class: type
+    outputs: tuple[str, ...]  # ONNX output names, as Optimum names them (transformers.js reads them by name)
+    agreement: str  # what the fidelity figure counts
+
+
+TASKS = {  # architecture suffix in config.json -> task
+    "ForMaskedLM": Task("fill-mask", AutoModelForMaskedLM, ("logits",), "top-1 agreement at [MASK]"),
+    "ForSequenceClassification": Task(
+        "text-classification", AutoModelForSequenceClassification, ("logits",), "label agreement"),
+    "ForQuestionAnswering": Task(
+        "question-answering", AutoModelForQuestionAnswering, ("start_logits", "end_logits"), "answer span agreement"),
+    "Model": Task("feature-extraction", AutoModel, ("last_hidden_state",), "nearest-neighbour sentence agreement"),
+}
+
+
+def task_of(model_dir: str | Path) -> Task:
+    """The task of a saved model, from config.json's `architectures`; a UsageError for anything else."""
+    config_file = Path(model_dir, "config.json")
+    if not config_file.exists():
+        raise UsageError(f"{model_dir} holds no saved model (config.json); pass a folder a recipe wrote, "
+                         "e.g. outputs/distil_bert.")
+    architecture = (json.loads(config_file.read_text()).get("architectures") or ["?"])[0]
+    for suffix, task in TASKS.items():
+        if architecture.endswith(suffix):
+            return task
+    raise UsageError(f"{model_dir} holds a {architecture}; export handles masked LMs, sequence classifiers, "
+                     "question answering and plain encoders (*ForMaskedLM, *ForSequenceClassification, "
+                     "*ForQuestionAnswering, *Model).")
+
+
+# --------------------------------------------------------------------------------------------------- fp32 export
+
+class _NamedOutputs(nn.Module):
+    """The model with its outputs as a tuple in `names` order, so the ONNX outputs carry exactly those names."""
+
+    def __init__(self, model: PreTrainedModel, names: Sequence[str]) -> None:
+        super().__init__()
+        self.model, self.names = model, tuple(names)
+
+    # Named parameters, not **inputs: the tracer hands its inputs over by position.
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra, return_dict=True)
+        return tuple(outputs[name] for name in self.names)
+
+
+def input_names(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """input_ids, attention_mask, and token_type_ids for models that take them (BERT; not DistilBERT)."""
+    accepted = forward_arguments(model)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    return [n for n in names if n in accepted and (n != "token_type_ids" or n in tokenizer.model_input_names)]
+
+
+def export_onnx(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path, task: Task) -> Path:
+    """Write `model` as fp32 ONNX (opset 17) with dynamic batch and sequence axes; returns the path.
+
+    Uses the TorchScript exporter (`dynamo=False`), which exports BERT and DistilBERT students as they are.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = input_names(model, tokenizer)
+    sample = tokenizer(["An example sentence to trace the model with.", "A shorter one."], padding=True,
+                       return_tensors="pt")
+    axes = {0: "batch_size", 1: "sequence_length"}
+    # eval() on the wrapper too: the exporter applies the top module's mode to every submodule, and a wrapper left
+    # in training mode exports dropout (measured: logits off by 2.4).
+    wrapper = _NamedOutputs(model.float(), task.outputs).eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        # The tracer warns about Python branches on shapes (attention-mask shortcuts) that it freezes; the
+        # parity check on sentences of other lengths and batch sizes is what tells whether that mattered.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper, (), str(path), kwargs={n: sample[n] for n in names}, input_names=names,
+            output_names=list(task.outputs), dynamic_axes={n: axes for n in [*names, *task.outputs]},
+            opset_version=OPSET, dynamo=False, do_constant_folding=True,
+        )
+    return path
+
+
+def session(path: str | Path, threads: int | None = None):
+    """An ONNX Runtime CPU session using `threads` intra-op threads (default: as many as torch uses)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # warnings about unused initializers are not the user's business
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@torch.inference_mode()
+def max_abs_difference(model: PreTrainedModel, onnx_path: str | Path, batch: dict[str, torch.Tensor],
+                       task: Task, names: Sequence[str]) -> tuple[float, float]:
+    """(largest |ONNX − PyTorch| over every output, largest |PyTorch| output) on one padded batch."""
+    theirs = session(onnx_path).run(list(task.outputs), {n: batch[n].numpy() for n in names})
+    ours = model(**{n: batch[n] for n in names}, return_dict=True)
+    diff = max(float(np.abs(ours[name].numpy() - out).max()) for name, out in zip(task.outputs, theirs))
+    scale = max(float(ours[name].abs().max()) for name in task.outputs)
+    return diff, scale
+
+
+# -------------------------------------------------------------------------------------------- int8 schemes
+
+@dataclass(frozen=True)
+class Scheme:
+    name: str
+    description: str
+    quantize: Callable[[Path, Path, dict], None]  # (fp32 path, int8 path, config dict) -> None
+
+
+def _dynamic(per_channel: bool, keep_feed_forward: bool = False) -> Callable[[Path, Path, dict], None]:
+    def quantize(source: Path, target: Path, config: dict) -> None:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        excluded = feed_forward_matmuls(source, config) if keep_feed_forward else None
+        root = logging.getLogger()
+        # quantize_dynamic logs on the root logger that shape inference could be run first (quant_pre_process);
+        # ONNX Runtime optimises the graph when it loads it anyway, and the gate measures what it gives.
+        root.addFilter(_no_pre_process_advice)
+        try:
+            quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=per_channel,
+                             nodes_to_exclude=excluded)
+        finally:
+            root.removeFilter(_no_pre_process_advice)
+
+    return quantize
+
+
+def _no_pre_process_advice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Please consider to run pre-processing")
+
+
+def _blockwise(source: Path, target: Path, config: dict) -> None:
+    import onnx
+
+    quantizer = _nbits_quantizer()(onnx.load(str(source)), bits=8, block_size=32, is_symmetric=True,
+                                    accuracy_level=4)
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
+
+
+def _per_token(source: Path, target: Path, config: dict) -> None:
+    """Every MatMul with a constant weight becomes int8 × int8 in standard ONNX ops: the activations get one scale
+    and zero point per token (row), computed at run time, the weights one scale per output channel.
+
+    quantize_dynamic's DynamicQuantizeLinear has one scale for the whole input tensor, so the few tokens with very
+    large activations ([CLS], [SEP]) set the step for every other token; a scale per token is ZeroQuant's remedy
+    (Yao et al. 2022, arXiv:2206.01861, "token-wise" activations). ONNX MatMulInteger takes only one zero point
+    for A in onnxruntime, so the zero point per row is applied after the product: (q − z)·W = q·W − z·Σ_k W_k.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(source))
+    graph = model.graph
+    weights = {t.name: t for t in graph.initializer}
+
+    def constant(name: str, value: np.ndarray) -> str:
+        graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    zero, tiny, steps = (constant(f"per_token/{n}", np.float32(v)) for n, v in (("zero", 0), ("tiny", 1e-12),
+                                                                                 ("steps", 255)))
+    nodes = []
+    for node in graph.node:
+        if node.op_type != "MatMul" or node.input[1] not in weights:
+            nodes.append(node)
+            continue
+        x, y, p = node.input[0], node.output[0], f"{node.name}/per_token"
+        w = numpy_helper.to_array(weights[node.input[1]]).astype(np.float32)  # (K, N)
+        w_scale = np.maximum(np.abs(w).max(0), 1e-12) / 127  # (N,) one per output channel
+        w_int8 = np.clip(np.round(w / w_scale), -127, 127).astype(np.int8)
+        w_q, w_s = constant(f"{p}/w_int8", w_int8), constant(f"{p}/w_scale", w_scale.astype(np.float32))
+        w_sum = constant(f"{p}/w_sum", w_int8.astype(np.float32).sum(0))
+
+        def op(kind: str, inputs: list[str], name: str, **attributes: Any) -> str:
+            nodes.append(helper.make_node(kind, inputs, [f"{p}/{name}"], name=f"{p}/{name}", **attributes))
+            return f"{p}/{name}"
+
+        # Range per token, widened to include 0 so that 0 is exact (padding, ReLU/GELU zeros).
+        high = op("Max", [op("ReduceMax", [x], "max", axes=[-1], keepdims=1), zero], "high")  # (..., L, 1)
+        low = op("Min", [op("ReduceMin", [x], "min", axes=[-1], keepdims=1), zero], "low")
+        scale = op("Div", [op("Max", [op("Sub", [high, low], "range"), tiny], "range_"), steps], "scale")
+        minus_z = op("Round", [op("Div", [low, scale], "low_steps")], "minus_z")  # −zero point, in [−255, 0]
+        q = op("Cast", [op("Round", [op("Sub", [op("Div", [x, scale], "steps_"), minus_z], "shifted")], "rounded")],
+               "q", to=TensorProto.UINT8)
+        product = op("Cast", [op("MatMulInteger", [q, w_q], "product_int")], "product", to=TensorProto.FLOAT)
+        exact = op("Add", [product, op("Mul", [minus_z, w_sum], "zero_point_term")], "exact")
+        nodes.append(helper.make_node("Mul", [op("Mul", [exact, scale], "per_token"), w_s], [y], name=f"{p}/out"))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for n in graph.node for name in n.input}
+    for tensor in [t for t in graph.initializer if t.name not in used]:  # the fp32 weights that were replaced
+        graph.initializer.remove(tensor)
+    onnx.save(model, str(target))
+
+
+def _nbits_quantizer() -> type:
+    """onnxruntime's MatMulNBitsQuantizer, without the `logging.basicConfig(level=INFO)` its module runs on import
+    (onnxruntime/quantization/matmul_nbits_quantizer.py), which would print every later INFO line of every library."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    return MatMulNBitsQuantizer
+
+
+def feed_forward_matmuls(onnx_path: Path, config: dict) -> list[str]:
+    """Names of the MatMul nodes of the feed-forward blocks: those whose weight has the intermediate size.
+
+    Measured on the shipped teacher's 3-layer student (one node quantised at a time, 640 masks): the
+    feed-forward MatMuls cost 1.4–6.9 points of top-1 agreement each, the attention ones 0.2–1.6, as
+    Bondarenko et al. 2021 (arXiv:2109.12948) found for BERT: the inputs of the feed-forward block carry the
+    outlier dimensions that one per-tensor int8 scale cannot span.
+    """
+    import onnx
+
+    width = config.get("hidden_dim") or config.get("intermediate_size")  # DistilBERT / BERT names
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    shapes = {t.name: tuple(t.dims) for t in graph.initializer}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and width in shapes.get(n.input[1], ())]
+
+
+SCHEMES = [  # in order of speed on the shipped teacher's student (README, "Deploy the student")
+    Scheme("dynamic", "quantize_dynamic QInt8, onnxruntime defaults (per-tensor weights, embeddings too)",
+           _dynamic(per_channel=False)),
+    Scheme("dynamic_per_channel", "quantize_dynamic QInt8, one weight scale per output channel",
+           _dynamic(per_channel=True)),
+    Scheme("dynamic_per_channel_fp32_ffn", "as dynamic_per_channel, feed-forward MatMuls left in fp32",
+           _dynamic(per_channel=True, keep_feed_forward=True)),
+    Scheme("per_token", "int8 MatMulInteger, activations scaled per token at run time, weights per channel",
+           _per_token),
+    Scheme("blockwise", "MatMulNBits: int8 weights and activations, one scale per block of 32 (accuracy_level 4)",
+           _blockwise),
+]
+SCHEME_NAMES = [s.name for s in SCHEMES]
+
+
+# ---------------------------------------------------------------------------------------------- held-out inputs
+
+def held_out_sentences(texts: Sequence[str] | None = None, min_words: int = 6) -> list[str]:
+    """Sentences of `texts` (default: the held-out articles of the gensim Wikipedia excerpt) of ≥ `min_words`."""
+    if texts is None:
+        from .data import wikipedia_splits
+
+        texts = wikipedia_splits()["test"]["text"]
+    return [s.strip() for text in texts for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= min_words]
+
+
+def fidelity_feeds(task: Task, tokenizer: PreTrainedTokenizerBase, sentences: Sequence[str], names: Sequence[str],
+                   max_length: int, mask_draws: int = 2) -> list[dict[str, np.ndarray]]:
+    """Batch-1 inputs: each sentence masked `mask_draws` times (fixed seeds) for a masked LM, the sentence itself
+    for a classifier or an encoder, (sentence i as question, the next two as context) for question answering."""
+    if task.pipeline == "fill-mask":
+        ids = tokenizer(list(sentences), truncation=True, max_length=max_length)["input_ids"]
+        feeds = []
+        for seed in range(mask_draws):
+            collator = DataCollatorForDistillation(tokenizer, seed=seed)
+            feeds += [{k: v.numpy() for k, v in collator([{"input_ids": x}]).items() if k in names} for x in ids]
+        return feeds
+    if task.pipeline == "question-answering":
+        pairs = [(sentences[i], " ".join(sentences[i + 1 : i + 3])) for i in range(len(sentences) - 2)]
+        encoded = [tokenizer(q, c, truncation="only_second", max_length=max_length, return_tensors="np")
+                   for q, c in pairs]
+    else:
+        encoded = [tokenizer(s, truncation=True, max_length=max_length, return_tensors="np") for s in sentences]
+    return [{k: v.astype(np.int64) for k, v in e.items() if k in names} for e in encoded]
+
+
+def answers(task: Task, outputs: Sequence[Sequence[np.ndarray]], feeds: Sequence[dict[str, np.ndarray]],
+            mask_token_id: int | None) -> np.ndarray:
+    """One answer per item, comparable across models: what a user of the pipeline would see."""
+    if task.pipeline == "fill-mask":
+        return np.concatenate([out[0][f["input_ids"] == mask_token_id].argmax(-1) for out, f in zip(outputs, feeds)])
+    if task.pipeline == "text-classification":
+        return np.array([out[0][0].argmax() for out in outputs])
+    if task.pipeline == "question-answering":
+        return np.array([_best_span(out[0][0], out[1][0], f) for out, f in zip(outputs, feeds)])
+    pooled = np.stack([out[0][0].mean(0) for out in outputs])  # mean over tokens (batch 1: no padding)
+    pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
+    similarity = pooled @ pooled.T
+    np.fill_diagonal(similarity, -np.inf)
+    return similarity.argmax(1)
+
+
+def _best_span(start: np.ndarray, end: np.ndarray, feed: dict[str, np.ndarray]) -> tuple[int, int]:
+    """The (start, end) of highest start + end logit within the context, at most MAX_ANSWER_TOKENS long."""
+    ids = feed["input_ids"][0]
+    # The context is what follows the first [SEP] (question [SEP] context [SEP]); the last token is [SEP].
+    first_sep = int(np.argmax(ids == ids[-1]))
+    positions = np.arange(len(ids))
+    context = (positions > first_sep) & (positions < len(ids) - 1)
+    scores = start[:, None] + end[None, :]
+    allowed = context[:, None] & context[None, :] & (positions[None, :] >= positions[:, None]) \
+        & (positions[None, :] - positions[:, None] < MAX_ANSWER_TOKENS)
+    scores = np.where(allowed, scores, -np.inf)
+    return tuple(int(i) for i in np.unravel_index(scores.argmax(), scores.shape))
+
+
+def agreement(ours: np.ndarray, reference: np.ndarray) -> float:
+    """Share of items with the same answer (a span counts as one item: both ends must match)."""
+    same = np.asarray(ours == reference).reshape(len(reference), -1)
+    return float(same.all(1).mean())
+
+
+# ---------------------------------------------------------------------------------------------------- speed
+
+def latencies(runners: dict[str, Callable[[dict[str, np.ndarray]], Any]], feeds: Sequence[dict[str, np.ndarray]],
+              rounds: int = 3) -> dict[str, float]:
+    """Milliseconds per input at batch 1 for each runner: median over `rounds` passes over `feeds`.
+
+    The runners take turns within each round, so load from other processes on the machine hits all alike.
+    """
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for run in runners.values():
+        run(feeds[0])  # warm-up: first-call allocations are not the model's speed
+    for _ in range(rounds):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            for feed in feeds:
+                run(feed)
+            times[name].append((time.perf_counter() - start) / len(feeds) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def torch_runner(model: PreTrainedModel) -> Callable[[dict[str, np.ndarray]], Any]:
+    """Batch-1 PyTorch fp32 forward on numpy inputs, under inference_mode; inputs the model does not take
+    (token_type_ids for DistilBERT) are dropped."""
+    accepted = forward_arguments(model)
+    model.eval()
+
+    @torch.inference_mode()
+    def run(feed: dict[str, np.ndarray]) -> Any:
+        return model(**{k: torch.from_numpy(v) for k, v in feed.items() if k in accepted})
+
+    return run
+
+
+def describe_machine() -> str:
+    return f"CPU, {torch.get_num_threads()} threads ({platform.processor() or platform.machine()})"
+
+
+# ----------------------------------------------------------------------------------------------------- report
+
+@dataclass
+class SchemeResult:
+    name: str
+    description: str
+    agreement: float
+    latency_ms: float | None = None  # batch 1, ms per input; filled in by the speed pass
+    size_mb: float = 0.0
+    passed: bool = False
+
+
+@dataclass
+class ExportReport:
+    """What `export_student` wrote and measured; saved as OUT/export_report.json."""
+
+    model: str
+    task: str
+    output_dir: str
+    fp32_file: str
+    int8_file: str | None  # None: no scheme met min_agreement, only fp32 was written
+    chosen: str | None
+    min_agreement: float
+    agreement_measure: str
+    items: int  # masks / sentences / questions the agreement counts
+    sentences: int
+    fp32_max_abs_diff: float
+    schemes: list[SchemeResult] = field(default_factory=list)
+    latency_ms: dict[str, float] = field(default_factory=dict)  # batch 1, ms per input, per model
+    speed_sentences: int = 0
+    threads: int = 0  # intra-op threads of PyTorch and ONNX Runtime alike
+    machine: str = ""
+    load_average: list[float] = field(default_factory=list)  # 1-minute load before and after timing: other work
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def speedup(self, over: str, of: str) -> float | None:
+        """How many times faster `of` runs than `over` (both keys of latency_ms), if both were timed."""
+        if over in self.latency_ms and of in self.latency_ms:
+            return self.latency_ms[over] / self.latency_ms[of]
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder, REPORT_FILE)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+
+TEACHER_KEY = "teacher, PyTorch fp32"
+STUDENT_KEY = "student, PyTorch fp32"
+FP32_KEY = "student, ONNX fp32"
+
+
+# ----------------------------------------------------------------------------------------------------- export
+
+def export_student(
+    model_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    min_agreement: float = 0.95,
+    schemes: Sequence[str] | None = None,
+    try_all: bool = False,
+    teacher: PreTrainedModel | None = None,
+    texts: Sequence[str] | None = None,
+    num_sentences: int = 200,
+    mask_draws: int = 2,
+    speed_sentences: int = 30,
+    speed_rounds: int = 3,
+) -> ExportReport:
+    """Export the student saved in `model_dir` to `output_dir` (layout in this module's docstring).
+
+    Int8 schemes (`schemes`, names from SCHEME_NAMES, default all, in that order) are tried on `num_sentences`
+    held-out sentences (`texts`, default the gensim Wikipedia excerpt's held-out articles); the first whose
+    agreement with fp32 reaches `min_agreement` becomes onnx/model_quantized.onnx, and the rest are not tried
+    unless `try_all`. When none does, only fp32 is written (`int8_file` is None) and a warning says so. Every
+    model is then timed at batch 1 on `speed_sentences` sentences: the student in PyTorch and in ONNX Runtime,
+    each int8 scheme tried, and `teacher` in PyTorch when given.
+    """
+    import onnx
+    import onnxruntime
+
+    if not 0 < min_agreement <= 1:
+        raise UsageError(f"min_agreement must be in (0, 1], got {min_agreement}; 0.95 keeps 95% of fp32's answers.")
+    chosen_schemes = list(schemes or SCHEME_NAMES)
+    unknown = [s for s in chosen_schemes if s not in SCHEME_NAMES]
+    if unknown:
+        raise UsageError(f"unknown int8 scheme(s) {', '.join(unknown)}; choose from {', '.join(SCHEME_NAMES)}.")
+    if num_sentences < 1 or speed_sentences < 1 or mask_draws < 1:
+        raise UsageError("num_sentences, speed_sentences and mask_draws must be ≥ 1.")
+    task = task_of(model_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError, TypeError) as error:
+        raise UsageError(f"no tokenizer could be loaded from {model_dir} ({type(error).__name__}); save it beside "
+                         "the model with tokenizer.save_pretrained(folder).") from None
+    if task.pipeline == "fill-mask" and tokenizer.mask_token_id is None:
+        raise UsageError(f"the tokenizer in {model_dir} has no mask token, which fill-mask needs.")
+    model = task.auto_class.from_pretrained(str(model_dir)).float().eval()
+    config = AutoConfig.from_pretrained(str(model_dir)).to_dict()
+
+    # 1. The folder: fp32 ONNX, config and tokenizer; no stale int8 file from an earlier export survives.
+    out = Path(output_dir)
+    (out / INT8_FILE).unlink(missing_ok=True)
+    fp32_path = export_onnx(model, tokenizer, out / FP32_FILE, task)
+    model.config.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+    # 2. fp32 parity with PyTorch on real sentences of different lengths, padded into one batch.
+    sentences = held_out_sentences(texts)[:num_sentences]
+    if len(sentences) < 3:
+        raise UsageError(f"the held-out text gives {len(sentences)} sentences of 6+ words; pass more text.")
+    max_length = min(128, config.get("max_position_embeddings", 512))
+    names = input_names(model, tokenizer)
+    batch = tokenizer(sentences[:8], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    diff, scale = max_abs_difference(model, fp32_path, dict(batch), task, names)
+    if diff > FP32_TOLERANCE * max(1.0, scale):
+        raise RunFailed(f"the fp32 ONNX export differs from PyTorch by {diff:.2g} (outputs up to {scale:.3g}); "
+                        f"{fp32_path} is kept for inspection but should not be used.")
+
+    # 3. The int8 gate: answers of each scheme against fp32 ONNX (equal to PyTorch, step 2) at batch 1.
+    feeds = fidelity_feeds(task, tokenizer, sentences, names, max_length, mask_draws)
+    fp32 = session(fp32_path)
+    reference = answers(task, [fp32.run(None, f) for f in feeds], feeds, tokenizer.mask_token_id)
+    if len(reference) == 0:
+        raise UsageError("the held-out text gave no item to compare (no [MASK] drawn); pass longer sentences.")
+    candidates = out / "onnx" / "candidates"
+    candidates.mkdir(exist_ok=True)
+    tried: list[SchemeResult] = []
+    sessions: dict[str, Any] = {}
+    chosen: str | None = None
+    try:
+        for scheme in (s for s in SCHEMES if s.name in chosen_schemes):
+            path = candidates / f"{scheme.name}.onnx"
+            scheme.quantize(fp32_path, path, config)
+            sessions[scheme.name] = int8 = session(path)
+            agreed = agreement(answers(task, [int8.run(None, f) for f in feeds], feeds, tokenizer.mask_token_id),
+                               reference)
+            result = SchemeResult(scheme.name, scheme.description, agreed, size_mb=path.stat().st_size / 1e6,
+                                  passed=agreed >= min_agreement)
+            tried.append(result)
+            logger.info(f"int8 scheme {scheme.name}: {task.agreement} {agreed:.1%} over {len(reference)} items")
+            if result.passed and chosen is None:
+                chosen = scheme.name
+                shutil.copyfile(path, out / INT8_FILE)
+                if not try_all:
+                    break
+
+        # 4. Speed at batch 1, every model in turn on the same sentences.
+        runners = {STUDENT_KEY: torch_runner(model), FP32_KEY: lambda f: fp32.run(None, f)}
+        if teacher is not None:
+            runners = {TEACHER_KEY: torch_runner(teacher), **runners}
+        for name, ort_session in sessions.items():
+            runners[f"student, ONNX int8 {name}"] = (lambda s: lambda f: s.run(None, f))(ort_session)
+        speed_feeds = fidelity_feeds(task, tokenizer, sentences[:speed_sentences], names, max_length, 1)
+        load = [os.getloadavg()[0]]
+        timed = latencies(runners, speed_feeds, speed_rounds)
+        load.append(os.getloadavg()[0])
+    finally:
+        shutil.rmtree(candidates, ignore_errors=True)
+    for result in tried:
+        result.latency_ms = timed[f"student, ONNX int8 {result.name}"]
+
+    report = ExportReport(
+        model=str(model_dir), task=task.pipeline, output_dir=str(out), fp32_file=FP32_FILE,
+        int8_file=INT8_FILE if chosen else None, chosen=chosen, min_agreement=min_agreement,
+        agreement_measure=task.agreement, items=len(reference), sentences=len(sentences), fp32_max_abs_diff=diff,
+        schemes=tried, latency_ms=timed, speed_sentences=len(speed_feeds), threads=torch.get_num_threads(),
+        machine=describe_machine(),
+        load_average=load,
+        versions={"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+    )
+    report.save(out)
+    if chosen is None:
+        best = max(tried, key=lambda r: r.agreement)
+        logger.warning(f"no int8 scheme reached {min_agreement:.1%} {task.agreement} (best: {best.name} at "
+                       f"{best.agreement:.1%}); wrote fp32 only: {out / FP32_FILE}")
+    return report

@@ -1,0 +1,130 @@
+"""Export a saved student to ONNX for ONNX Runtime, Optimum and transformers.js: fp32 and a checked int8.
+
+    python recipes/export.py --model outputs/distil_bert --output_dir outputs/distil_bert_onnx
+    python recipes/export.py --model default-student --teacher default-teacher --output_dir outputs/onnx_demo \\
+        --try_all --threads 1
+
+Writes OUTPUT_DIR/onnx/model.onnx (fp32), OUTPUT_DIR/onnx/model_quantized.onnx (int8, transformers.js dtype
+"q8") with config.json and the tokenizer beside them, and export_report.json; prints what each int8 scheme kept
+of fp32's answers on held-out text and how fast each model runs at batch 1. The int8 file is written only if a
+scheme keeps at least --min_agreement of fp32's answers; if none does, fp32 alone is written and the run exits 1.
+'default-student' is the shipped teacher's 3-layer student before any training (init_student_from_teacher).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import HfArgumentParser, PreTrainedModel
+
+from hf_distil.errors import RunFailed, UsageError, run_script
+from hf_distil.export import FP32_KEY, SCHEME_NAMES, STUDENT_KEY, TEACHER_KEY, ExportReport, export_student, task_of
+
+DEFAULT_STUDENT = Path("outputs/default_student")
+
+
+@dataclass
+class ExportArguments:
+    model: str = field(metadata={"help": "Folder of a saved student (config.json, safetensors, tokenizer), or "
+                                         "'default-student': the shipped teacher's 3-layer student, untrained."})
+    output_dir: str | None = field(default=None, metadata={
+        "help": "Where the ONNX folder goes (default: the model folder itself, so push_to_hub uploads both)."})
+    teacher: str | None = field(default=None, metadata={
+        "help": "Also time this model in PyTorch fp32 for the speed-up: a folder, or 'default-teacher'."})
+    min_agreement: float = field(default=0.95, metadata={
+        "help": "Share of fp32's answers on held-out text that the int8 model must keep to be written."})
+    schemes: str = field(default=",".join(SCHEME_NAMES), metadata={
+        "help": "int8 schemes to try, in this order (fastest first); the first that passes is kept."})
+    try_all: bool = field(default=False, metadata={"help": "Measure every scheme, not only up to the first pass."})
+    num_sentences: int = field(default=200, metadata={"help": "Held-out sentences for the agreement check."})
+    mask_draws: int = field(default=2, metadata={"help": "Masked LM: fixed mask draws per sentence."})
+    speed_sentences: int = field(default=30, metadata={"help": "Sentences timed at batch 1, per model and round."})
+    speed_rounds: int = field(default=3, metadata={"help": "Timing rounds (models take turns; median reported)."})
+    threads: int | None = field(default=None, metadata={
+        "help": "CPU threads for PyTorch and ONNX Runtime (default: PyTorch's). 1 is steadiest on a shared machine."})
+
+
+def resolve_student(name: str) -> str:
+    """A folder to export from; the shipped teacher's student is written out once (it has no folder of its own)."""
+    if name != "default-student":
+        return name
+    if not (DEFAULT_STUDENT / "config.json").exists():
+        from hf_distil import init_student_from_teacher
+        from hf_distil.teachers import load_default_teacher
+
+        teacher, tokenizer = load_default_teacher()
+        init_student_from_teacher(teacher).save_pretrained(DEFAULT_STUDENT)
+        tokenizer.save_pretrained(DEFAULT_STUDENT)
+    return str(DEFAULT_STUDENT)
+
+
+def load_teacher(name: str, model_dir: str) -> PreTrainedModel:
+    """The teacher to time, with the student's head type (the shipped teacher only for masked LM or encoder)."""
+    task = task_of(model_dir)
+    if name == "default-teacher":
+        if task.pipeline not in ("fill-mask", "feature-extraction"):
+            raise UsageError(f"the shipped teacher is a masked LM and the student is {task.pipeline}; pass "
+                             "--teacher with a teacher fine-tuned on the task (a recipes/finetune.py output).")
+        from hf_distil.teachers import load_default_teacher
+
+        teacher = load_default_teacher()[0]
+        teacher = teacher if task.pipeline == "fill-mask" else teacher.base_model
+    else:
+        if not Path(name, "config.json").exists():
+            raise UsageError(f"--teacher {name}: no config.json there; pass a saved model folder or default-teacher.")
+        teacher = task.auto_class.from_pretrained(name)
+    return teacher.float().eval()
+
+
+def format_report(report: ExportReport) -> str:
+    """The schemes and models as a table: agreement with fp32, batch-1 latency, speed-up over the teacher."""
+    base = TEACHER_KEY if TEACHER_KEY in report.latency_ms else STUDENT_KEY
+    rows = [(name, "—", ms, "") for name, ms in report.latency_ms.items() if not name.startswith("student, ONNX int8")]
+    rows += [(f"student, ONNX int8 {s.name}", f"{s.agreement:.1%}", s.latency_ms, f"{s.size_mb:.1f}")
+             for s in report.schemes]
+    lines = [f"{'model':<48} {'agreement':>9} {'ms':>8} {'speed-up':>8} {'MB':>6}"]
+    for name, agreed, ms, size in rows:
+        agreed = "100% (ref)" if name == FP32_KEY else agreed
+        lines.append(f"{name:<48} {agreed:>9} {ms:>8.2f} {report.latency_ms[base] / ms:>7.1f}x {size:>6}")
+    threads = f"{report.threads} thread{'s' if report.threads > 1 else ''}"
+    return "\n".join([
+        f"{report.agreement_measure} with fp32 ONNX over {report.items} items from {report.sentences} held-out "
+        f"sentences; batch-1 latency over {report.speed_sentences} sentences, {threads}; speed-up over "
+        f"{base.split(',')[0]} in PyTorch fp32 (1-minute load {report.load_average[0]:.1f} → "
+        f"{report.load_average[1]:.1f})",
+        *lines,
+        f"fp32 ONNX vs PyTorch: max |difference| {report.fp32_max_abs_diff:.1e}",
+    ])
+
+
+def main() -> None:
+    (cli,) = HfArgumentParser(ExportArguments).parse_args_into_dataclasses(args=sys.argv[1:])
+    if cli.threads is not None:
+        if cli.threads < 1:
+            raise UsageError(f"--threads must be ≥ 1, got {cli.threads}.")
+        torch.set_num_threads(cli.threads)
+    model_dir = resolve_student(cli.model)
+    teacher = load_teacher(cli.teacher, model_dir) if cli.teacher else None
+    output_dir = cli.output_dir or model_dir
+    report = export_student(
+        model_dir, output_dir, min_agreement=cli.min_agreement, schemes=[s for s in cli.schemes.split(",") if s],
+        try_all=cli.try_all, teacher=teacher, num_sentences=cli.num_sentences, mask_draws=cli.mask_draws,
+        speed_sentences=cli.speed_sentences, speed_rounds=cli.speed_rounds,
+    )
+    print(format_report(report))
+    if report.chosen is None:
+        best = max(report.schemes, key=lambda s: s.agreement)
+        raise RunFailed(
+            f"no int8 scheme kept {cli.min_agreement:.1%} of fp32's answers (best: {best.name}, "
+            f"{best.agreement:.1%}); wrote fp32 only ({Path(output_dir, report.fp32_file)}); lower --min_agreement "
+            f"to accept {best.name}."
+        )
+    print(f"wrote {output_dir}: {report.fp32_file} (fp32), {report.int8_file} (int8 {report.chosen}), config.json, "
+          f"tokenizer, export_report.json")
+
+
+if __name__ == "__main__":
+    run_script(main)
