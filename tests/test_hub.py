@@ -177,3 +177,43 @@ def test_card_calls_a_slower_student_slower(tmp_path, trained):
     assert "student's encoder runs **0.52x the speed of the teacher (slower)**" in text
     assert "faster" not in text.split("## Citation")[0]  # the paper's title says "faster"; the card must not
     assert "| CPU time per sentence, batch 1, encoder | 100.0 ms | 192.0 ms |" in text
+
+
+@pytest.fixture
+def exported(tmp_path, student, tokenizer):
+    """A student folder with its ONNX export beside the weights (recipes/export.py with no --output_dir)."""
+    from hf_distil.export import export_student
+
+    folder = tmp_path / "student"
+    student.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    card_before = str(render_model_card(folder, repo_id="alice/onnx"))
+    report = export_student(folder, folder, min_agreement=0.5, num_sentences=20, speed_sentences=3, speed_rounds=1)
+    return folder, report, card_before
+
+
+def test_push_uploads_the_onnx_export_and_the_card_says_how_to_run_it(exported, hub):
+    from journeys.test_readme import assert_card_states_only_what_is_known
+
+    folder, report, card_before = exported
+    push_to_hub(folder, "alice/onnx", token=TOKEN)
+    files = published(hub, "alice/onnx")
+    for name in ("onnx/model.onnx", "onnx/model_quantized.onnx", "export_report.json", "model.safetensors"):
+        assert files[name] == (folder / name).read_bytes(), name
+    card = files["README.md"].decode()
+    assert_card_states_only_what_is_known(card, files)
+    assert {"onnx", "transformers.js"} <= set(ModelCard(card).data.tags)
+    kept = next(s for s in report.schemes if s.name == report.chosen)
+    assert (f"| `onnx/model_quantized.onnx` | int8 (`{report.chosen}`) | keeps {kept.agreement:.1%} of fp32's answers "
+            f"(top-1 agreement at [MASK], {report.items} items of held-out text) |") in card
+    assert f"| `onnx/model.onnx` | fp32 | largest difference from PyTorch: {report.fp32_max_abs_diff:.0e} |" in card
+    assert 'pipeline("fill-mask", "alice/onnx", { dtype: "q8" })' in card
+    assert "ONNX Runtime" not in card_before and "onnx" not in ModelCard(card_before).data.tags
+
+
+def test_card_of_an_export_without_int8_offers_fp32_only(exported):
+    folder, _, _ = exported
+    (folder / "onnx" / "model_quantized.onnx").unlink()  # as when no scheme passed the gate
+    card = str(render_model_card(folder, repo_id="alice/onnx"))
+    assert "`onnx/model.onnx` | fp32" in card and "model_quantized" not in card
+    assert '{ dtype: "fp32" }' in card and "q8" not in card

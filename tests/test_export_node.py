@@ -1,0 +1,97 @@
+"""The exported folder in transformers.js under Node, offline: examples/transformers_js/ as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_tokenizer
+from test_export import saved, tiny_distilbert
+from transformers import AutoTokenizer, DistilBertForSequenceClassification
+
+from hf_distil import init_student_from_teacher
+from hf_distil.export import FP32_FILE, INT8_FILE, export_student, held_out_sentences, session
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "transformers_js"
+FAST = dict(min_agreement=0.01, schemes=["per_token"], num_sentences=20, speed_sentences=3, speed_rounds=1)
+
+pytestmark = [
+    pytest.mark.skipif(not (shutil.which("node") and shutil.which("npm")),
+                       reason="node and npm are not installed: the transformers.js example cannot run"),
+    pytest.mark.slow,  # Node subprocesses
+]
+
+
+def run_node(script: str, *args: str) -> list[dict]:
+    if not (EXAMPLE / "node_modules" / "@huggingface" / "transformers").is_dir():
+        pytest.fail("examples/transformers_js has no node_modules: run `make setup` "
+                    "(npm install --ignore-scripts --prefix examples/transformers_js)")
+    done = subprocess.run(["node", script, *args], cwd=EXAMPLE, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def top5(logits: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """Ids and probabilities of the 5 best tokens, as the fill-mask pipeline ranks them."""
+    probabilities = torch.softmax(torch.from_numpy(logits).double(), -1).numpy()
+    ids = np.argsort(-probabilities, kind="stable")[:5]
+    return ids.tolist(), probabilities[ids]
+
+
+@pytest.fixture(scope="module")
+def exported_student(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
+    from hf_distil.teachers import load_default_teacher
+
+    teacher, tokenizer = load_default_teacher()
+    student = init_student_from_teacher(teacher).eval()
+    folder = tmp_path_factory.mktemp("shipped") / "student"
+    student.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    export_student(folder, folder, **FAST)
+    return folder, student
+
+
+def test_fill_mask_in_transformers_js_gives_pytorchs_top5(exported_student):
+    folder, student = exported_student
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    words = held_out_sentences()[3].split()
+    for text in ("Paris is the [MASK] of France.", " ".join(words[:4] + ["[MASK]"] + words[5:])):
+        encoded = tokenizer(text, return_tensors="pt")
+        at = int((encoded["input_ids"][0] == tokenizer.mask_token_id).nonzero())
+        with torch.no_grad():
+            logits = student(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits
+        ids, scores = top5(logits[0, at].numpy())
+        fp32 = run_node("fill_mask.mjs", str(folder), text, "fp32")
+        assert [r["token"] for r in fp32] == ids, text  # same tokens, same order
+        np.testing.assert_allclose([r["score"] for r in fp32], scores, atol=1e-6, rtol=1e-4)
+        # The int8 file (dtype "q8") runs in transformers.js' onnxruntime-node as in Python's ONNX Runtime.
+        feed = {k: v.numpy() for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
+        ids, scores = top5(session(folder / INT8_FILE).run(None, feed)[0][0, at])
+        q8 = run_node("fill_mask.mjs", str(folder), text, "q8")
+        assert [r["token"] for r in q8] == ids, text
+        np.testing.assert_allclose([r["score"] for r in q8], scores, atol=1e-5, rtol=1e-3)
+
+
+def test_classification_in_transformers_js_gives_pytorchs_scores(tmp_path):
+    model = tiny_distilbert(DistilBertForSequenceClassification, tiny_tokenizer())
+    folder = saved(model, tmp_path / "classifier")
+    export_student(folder, folder, **FAST)
+    assert (folder / FP32_FILE).exists() and (folder / INT8_FILE).exists()
+    text = "the big dog ran to the red house"
+    with torch.no_grad():
+        probabilities = torch.softmax(model(**tiny_tokenizer()(text, return_tensors="pt")).logits[0].double(), -1)
+    expected = sorted(zip(probabilities.tolist(), ["negative", "neutral", "positive"]), reverse=True)
+    got = run_node("classify.mjs", str(folder), text, "fp32")
+    assert [r["label"] for r in got] == [label for _, label in expected]
+    np.testing.assert_allclose([r["score"] for r in got], [p for p, _ in expected], atol=1e-6)
+    encoded = {k: v for k, v in tiny_tokenizer()(text, return_tensors="np").items() if k != "token_type_ids"}
+    int8 = torch.softmax(torch.from_numpy(session(folder / INT8_FILE).run(None, encoded)[0][0]).double(), -1)
+    expected = sorted(zip(int8.tolist(), ["negative", "neutral", "positive"]), reverse=True)
+    got = run_node("classify.mjs", str(folder), text, "q8")
+    assert [r["label"] for r in got] == [label for _, label in expected]
+    np.testing.assert_allclose([r["score"] for r in got], [p for p, _ in expected], atol=1e-5)
