@@ -14,6 +14,7 @@ int8 scale spans the whole input tensor, so padding in a batch would change what
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -226,8 +227,9 @@ def _per_token(source: Path, target: Path, config: dict) -> None:
         graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    zero, tiny, steps = (constant(f"per_token/{n}", np.float32(v)) for n, v in (("zero", 0), ("tiny", 1e-12),
-                                                                                 ("steps", 255)))
+    zero = constant("per_token/zero", np.float32(0))
+    tiny = constant("per_token/tiny", np.float32(1e-12))
+    steps = constant("per_token/steps", np.float32(255))
     nodes = []
     for node in graph.node:
         if node.op_type != "MatMul" or node.input[1] not in weights:
@@ -239,18 +241,16 @@ def _per_token(source: Path, target: Path, config: dict) -> None:
         w_int8 = np.clip(np.round(w / w_scale), -127, 127).astype(np.int8)
         w_q, w_s = constant(f"{p}/w_int8", w_int8), constant(f"{p}/w_scale", w_scale.astype(np.float32))
         w_sum = constant(f"{p}/w_sum", w_int8.astype(np.float32).sum(0))
-
-        def op(kind: str, inputs: list[str], name: str, **attributes: Any) -> str:
-            nodes.append(helper.make_node(kind, inputs, [f"{p}/{name}"], name=f"{p}/{name}", **attributes))
-            return f"{p}/{name}"
+        op = functools.partial(_emit, nodes, p)
 
         # Range per token, widened to include 0 so that 0 is exact (padding, ReLU/GELU zeros).
         high = op("Max", [op("ReduceMax", [x], "max", axes=[-1], keepdims=1), zero], "high")  # (..., L, 1)
         low = op("Min", [op("ReduceMin", [x], "min", axes=[-1], keepdims=1), zero], "low")
         scale = op("Div", [op("Max", [op("Sub", [high, low], "range"), tiny], "range_"), steps], "scale")
         minus_z = op("Round", [op("Div", [low, scale], "low_steps")], "minus_z")  # −zero point, in [−255, 0]
-        q = op("Cast", [op("Round", [op("Sub", [op("Div", [x, scale], "steps_"), minus_z], "shifted")], "rounded")],
-               "q", to=TensorProto.UINT8)
+        rounded = op("Round", [op("Sub", [op("Div", [x, scale], "steps_"), minus_z], "shifted")], "rounded")
+        # Clip: where low/scale sits exactly halfway between integers the top value rounds to 256, which Cast wraps.
+        q = op("Cast", [op("Clip", [rounded, zero, steps], "clipped")], "q", to=TensorProto.UINT8)
         product = op("Cast", [op("MatMulInteger", [q, w_q], "product_int")], "product", to=TensorProto.FLOAT)
         exact = op("Add", [product, op("Mul", [minus_z, w_sum], "zero_point_term")], "exact")
         nodes.append(helper.make_node("Mul", [op("Mul", [exact, scale], "per_token"), w_s], [y], name=f"{p}/out"))
@@ -260,6 +260,15 @@ def _per_token(source: Path, target: Path, config: dict) -> None:
     for tensor in [t for t in graph.initializer if t.name not in used]:  # the fp32 weights that were replaced
         graph.initializer.remove(tensor)
     onnx.save(model, str(target))
+
+
+def _emit(nodes: list, prefix: str, kind: str, inputs: list[str], name: str, **attributes: Any) -> str:
+    """Append a `kind` node named `prefix/name` whose one output has the same name; returns that name."""
+    from onnx import helper
+
+    output = f"{prefix}/{name}"
+    nodes.append(helper.make_node(kind, inputs, [output], name=output, **attributes))
+    return output
 
 
 def _nbits_quantizer() -> type:
