@@ -3,6 +3,8 @@
 from .collator import DataCollatorForDistillation
 from .config import DistillationArguments
 from .data import token_counts
+from .errors import RunFailed, UsageError
+from .export import export_student
 from .hub import push_to_hub
 from .student import init_student_from_teacher
 from .trainer import DistillationTrainer
@@ -11,6 +13,9 @@ __all__ = [
     "DataCollatorForDistillation",
     "DistillationArguments",
     "DistillationTrainer",
+    "RunFailed",
+    "UsageError",
+    "export_student",
     "init_student_from_teacher",
     "push_to_hub",
     "token_counts",
