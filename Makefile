@@ -27,7 +27,10 @@ setup: $(STAMP) $(NODE_STAMP)
 run: $(STAMP)
 	$(BIN)/accelerate launch -q --num_processes 1 --cpu recipes/distil_bert.py
 
+# Lint and format first (ruff, settings in pyproject.toml: 119 columns, as transformers and TRL), then the suite.
 test: $(STAMP) $(NODE_STAMP)
+	$(BIN)/ruff check hf_distil recipes benchmarks tests
+	$(BIN)/ruff format --check hf_distil recipes benchmarks tests
 	$(BIN)/python -m pytest -q tests
 
 # The fast tests against the oldest versions pyproject.toml allows: every "name>=version" line of its dependencies

@@ -59,9 +59,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         for name, extra in VARIANTS.items():
             s, t = copy.deepcopy(student), copy.deepcopy(teacher)
-            args = DistillationArguments(output_dir=out, report_to="none", restrict_ce_to_mask=True, use_cpu=True, **extra)
-            teachers = [t, copy.deepcopy(teacher)] if name == "two_teachers" else (None if name == "cached_teacher" else t)
-            trainer = DistillationTrainer(model=s, teacher_model=teachers, args=args, train_dataset=cache_marker if name == "cached_teacher" else None)
+            args = DistillationArguments(
+                output_dir=out, report_to="none", restrict_ce_to_mask=True, use_cpu=True, **extra
+            )
+            teachers = (
+                [t, copy.deepcopy(teacher)] if name == "two_teachers" else (None if name == "cached_teacher" else t)
+            )
+            trainer = DistillationTrainer(
+                model=s,
+                teacher_model=teachers,
+                args=args,
+                train_dataset=cache_marker if name == "cached_teacher" else None,
+            )
             inputs = cached_batch if name == "cached_teacher" else batch
 
             def step(trainer=trainer, s=s, inputs=inputs):
@@ -80,9 +89,17 @@ def main() -> None:
                 times[name].append(timed(steps[name])[0])
     median = {name: statistics.median(v) for name, v in times.items()}
     report = {
-        "benchmark": "feature_cost", "torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu", "tiny": cli.tiny,
+        "benchmark": "feature_cost",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": "cpu",
+        "tiny": cli.tiny,
         "seconds": {k: round(v, 6) for k, v in median.items()},
-        "step_ratio": {k: round(median[k] / median[BASELINE.get(k, "triple_loss")], 3) for k in median if k not in ("triple_loss", "triple_loss_no_cos")},
+        "step_ratio": {
+            k: round(median[k] / median[BASELINE.get(k, "triple_loss")], 3)
+            for k in median
+            if k not in ("triple_loss", "triple_loss_no_cos")
+        },
     }
     print(json.dumps(report))
 

@@ -53,8 +53,12 @@ def table(report: dict) -> str:
     """The report as the paper's Table 3: one row per setting, teacher and student side by side."""
     params, layers = report["params"], report["layers"]
     rows = [
-        ("parameters (M)", f"{params['teacher'] / 1e6:.2f}", f"{params['student'] / 1e6:.2f}",
-         f"{report['param_ratio']:.3f} of the teacher"),
+        (
+            "parameters (M)",
+            f"{params['teacher'] / 1e6:.2f}",
+            f"{params['student'] / 1e6:.2f}",
+            f"{report['param_ratio']:.3f} of the teacher",
+        ),
         ("layers", str(layers["teacher"]), str(layers["student"]), ""),
     ]
     for key, timing in report.items():
@@ -65,8 +69,10 @@ def table(report: dict) -> str:
             seconds = f"{timing['teacher_seconds']:.4f}", f"{timing['student_seconds']:.4f}"
             rows.append((name, *seconds, describe_speedup(timing["speedup"])))
     width = max(len(r[0]) for r in rows)
-    header = (f"Inference: one pass over {report['sentences']} sentences, median of {report['passes']} passes; "
-              f"torch {report['torch']}, {report['threads']} CPU threads")
+    header = (
+        f"Inference: one pass over {report['sentences']} sentences, median of {report['passes']} passes; "
+        f"torch {report['torch']}, {report['threads']} CPU threads"
+    )
     lines = [header, f"{'':<{width}}  {'teacher':>10}  {'student':>10}  speed-up"]
     lines += [f"{name:<{width}}  {a:>10}  {b:>10}  {c}".rstrip() for name, a, b, c in rows]
     lines.append("The paper's Table 3 reports the CPU encoder at batch 1.")
@@ -99,8 +105,12 @@ def main() -> None:
     student_layers = getattr(student.config, "n_layers", None) or student.config.num_hidden_layers
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     report = {
-        "benchmark": "inference", "torch": torch.__version__, "threads": torch.get_num_threads(), "sentences": count,
-        "devices": devices, "params": {"teacher": teacher.num_parameters(), "student": student.num_parameters()},
+        "benchmark": "inference",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "sentences": count,
+        "devices": devices,
+        "params": {"teacher": teacher.num_parameters(), "student": student.num_parameters()},
         "layers": {"teacher": teacher.config.num_hidden_layers, "student": student_layers},
     }
     report["param_ratio"] = round(report["params"]["student"] / report["params"]["teacher"], 3)

@@ -39,7 +39,11 @@ def models_and_batch(tiny: bool, batch_size: int, length: int):
     if tiny:
         specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
         tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(specials + [f"w{i}" for i in range(995)])})
-        teacher = BertForMaskedLM(BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128))
+        teacher = BertForMaskedLM(
+            BertConfig(
+                vocab_size=1000, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128
+            )
+        )
     else:
         from hf_distil.teachers import load_default_teacher
 
@@ -79,13 +83,24 @@ def main() -> None:
     teacher, student = teacher.to(device), student.to(device)
     batch = {k: v.to(device) for k, v in batch.items()}
     shuffle = random.Random(0).shuffle
-    report = {"benchmark": "train_step", "torch": torch.__version__, "threads": torch.get_num_threads(), "device": device,
-              "batch": [cli.batch_size, cli.length], "tiny": cli.tiny,
-              "keep_freed_memory": device == "cpu" and not cli.no_keep_freed_memory}
+    report = {
+        "benchmark": "train_step",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": device,
+        "batch": [cli.batch_size, cli.length],
+        "tiny": cli.tiny,
+        "keep_freed_memory": device == "cpu" and not cli.no_keep_freed_memory,
+    }
     with tempfile.TemporaryDirectory() as out:
         for restrict in (False, True):
-            args = DistillationArguments(output_dir=out, report_to="none", restrict_ce_to_mask=restrict, use_cpu=device == "cpu",
-                                         cpu_keep_freed_memory=not cli.no_keep_freed_memory)
+            args = DistillationArguments(
+                output_dir=out,
+                report_to="none",
+                restrict_ce_to_mask=restrict,
+                use_cpu=device == "cpu",
+                cpu_keep_freed_memory=not cli.no_keep_freed_memory,
+            )
             trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args)
             rows = batch["labels"] != -100 if restrict else batch["attention_mask"].bool()
 
@@ -102,7 +117,11 @@ def main() -> None:
                 trainer.compute_loss(student, dict(batch)).backward()
                 student.zero_grad(set_to_none=True)
 
-            phases = {"teacher_forward": teacher_part, "student_forward_backward": student_part, "distillation_step": step}
+            phases = {
+                "teacher_forward": teacher_part,
+                "student_forward_backward": student_part,
+                "distillation_step": step,
+            }
             for fn in phases.values():  # warm-up
                 fn()
             times = {name: [] for name in phases}
@@ -119,9 +138,15 @@ def main() -> None:
             report[key] = {
                 "seconds": {k: round(v, 6) for k, v in median.items()},
                 "peak_mib": memory if device == "cuda" else None,
-                "step_over_parts": round(median["distillation_step"] / (median["teacher_forward"] + median["student_forward_backward"]), 3),
+                "step_over_parts": round(
+                    median["distillation_step"] / (median["teacher_forward"] + median["student_forward_backward"]), 3
+                ),
             }
-    report["restrict_speedup"] = round(report["all_tokens"]["seconds"]["distillation_step"] / report["restrict_ce_to_mask"]["seconds"]["distillation_step"], 3)
+    report["restrict_speedup"] = round(
+        report["all_tokens"]["seconds"]["distillation_step"]
+        / report["restrict_ce_to_mask"]["seconds"]["distillation_step"],
+        3,
+    )
     print(json.dumps(report))
 
 

@@ -36,7 +36,9 @@ class MaskingEpochCallback(TrainerCallback):
     def __init__(self, collator: Any) -> None:
         self.collator = collator
 
-    def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_epoch_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         self.collator.set_epoch(int(state.epoch or 0))
 
 
@@ -78,7 +80,10 @@ class TeacherAgreementCallback(TrainerCallback):
         result = masked_lm_metrics(
             model, self.eval_dataset, self.tokenizer, teacher=teacher, seeds=self.seeds, all_processes=every_process
         )
-        extra = {"eval_teacher_agreement": round(result["teacher_agreement"], 6), "eval_teacher_kl": round(result["teacher_kl"], 6)}
+        extra = {
+            "eval_teacher_agreement": round(result["teacher_agreement"], 6),
+            "eval_teacher_kl": round(result["teacher_kl"], 6),
+        }
         metrics.update(extra)
         for entry in reversed(state.log_history):
             if any(k.startswith("eval_") for k in entry):
@@ -93,7 +98,9 @@ class PushToHubCallback(TrainerCallback):
     push is logged (the checkpoint stays on disk) rather than stopping the run.
     """
 
-    def __init__(self, repo_id: str, *, private: bool = False, token: str | None = None, revision: str | None = None) -> None:
+    def __init__(
+        self, repo_id: str, *, private: bool = False, token: str | None = None, revision: str | None = None
+    ) -> None:
         self.repo_id, self.private, self.token, self.revision = repo_id, private, token, revision
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf_distil-push")
         self.futures: list[concurrent.futures.Future] = []
@@ -107,10 +114,20 @@ class PushToHubCallback(TrainerCallback):
         (folder / ARGS_FILE).write_text(args.to_json_string())
         message = f"Checkpoint at step {state.global_step}"
         self.futures.append(
-            self._pool.submit(push_to_hub, folder, self.repo_id, private=self.private, token=self.token, revision=self.revision, commit_message=message)
+            self._pool.submit(
+                push_to_hub,
+                folder,
+                self.repo_id,
+                private=self.private,
+                token=self.token,
+                revision=self.revision,
+                commit_message=message,
+            )
         )
 
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         self.wait()
 
     def wait(self) -> list[str]:
@@ -259,7 +276,9 @@ class LossScheduleCallback(TrainerCallback):
         self.schedules = schedules
         self.current: dict[str, float] = {name: schedule.at(0.0) for name, schedule in schedules.items()}
 
-    def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_step_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         progress = state.global_step / max(state.max_steps, 1)
         self.current = {name: schedule.at(progress) for name, schedule in self.schedules.items()}
 

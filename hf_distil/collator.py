@@ -88,8 +88,16 @@ class DataCollatorForDistillation:
         cls, tokenizer: PreTrainedTokenizerBase, args: Any, token_counts: torch.Tensor | None = None, **kwargs: Any
     ) -> DataCollatorForDistillation:
         """The collator of a run: masking settings and seed from `DistillationArguments` (their one home)."""
-        settings = ("mlm_probability", "mask_replace_prob", "random_replace_prob", "mlm_smoothing", "whole_word_masking")
-        return cls(tokenizer, token_counts=token_counts, seed=args.seed, **{k: getattr(args, k) for k in settings}, **kwargs)
+        settings = (
+            "mlm_probability",
+            "mask_replace_prob",
+            "random_replace_prob",
+            "mlm_smoothing",
+            "whole_word_masking",
+        )
+        return cls(
+            tokenizer, token_counts=token_counts, seed=args.seed, **{k: getattr(args, k) for k in settings}, **kwargs
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -45,46 +45,96 @@ class DistillationArguments(TrainingArguments):
 
     temperature: float = field(
         default=2.0,
-        metadata={"help": "Softmax temperature applied to teacher and student logits in L_ce; the term is scaled by T²."},
+        metadata={
+            "help": "Softmax temperature applied to teacher and student logits in L_ce; the term is scaled by T²."
+        },
     )
-    alpha_ce: float = field(default=5.0, metadata={"help": "Weight of L_ce, the KL between softened teacher and student distributions."})
-    alpha_mlm: float = field(default=2.0, metadata={"help": "Weight of L_mlm, the student's masked-LM cross-entropy on the masked positions."})
-    alpha_cos: float = field(default=1.0, metadata={"help": "Weight of L_cos, 1 - cosine between student and teacher last hidden states (non-pad tokens)."})
-    alpha_mse: float = field(default=0.0, metadata={"help": "Weight of L_mse, squared error between student and teacher logits, summed over the vocabulary."})
-    alpha_clm: float = field(default=0.0, metadata={"help": "Weight of L_clm, the next-token cross-entropy of a causal student (exclusive with alpha_mlm)."})
-    alpha_hidden_mse: float = field(default=0.0, metadata={"help": "Weight of TinyBERT's hidden-state MSE over the layer pairs of intermediate_layers (embeddings included)."})
-    alpha_attention_mse: float = field(default=0.0, metadata={"help": "Weight of TinyBERT's attention-map MSE over the mapped layers (probabilities; head counts must match)."})
+    alpha_ce: float = field(
+        default=5.0, metadata={"help": "Weight of L_ce, the KL between softened teacher and student distributions."}
+    )
+    alpha_mlm: float = field(
+        default=2.0,
+        metadata={"help": "Weight of L_mlm, the student's masked-LM cross-entropy on the masked positions."},
+    )
+    alpha_cos: float = field(
+        default=1.0,
+        metadata={
+            "help": "Weight of L_cos, 1 - cosine between student and teacher last hidden states (non-pad tokens)."
+        },
+    )
+    alpha_mse: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of L_mse, squared error between student and teacher logits, summed over the vocabulary."
+        },
+    )
+    alpha_clm: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of L_clm, the next-token cross-entropy of a causal student (exclusive with alpha_mlm)."
+        },
+    )
+    alpha_hidden_mse: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of TinyBERT's hidden-state MSE over the layer pairs of intermediate_layers "
+            "(embeddings included)."
+        },
+    )
+    alpha_attention_mse: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of TinyBERT's attention-map MSE over the mapped layers "
+            "(probabilities; head counts must match)."
+        },
+    )
     attention_maps: str = field(
         default="probabilities",
-        metadata={"help": "What alpha_attention_mse compares: 'probabilities' (eager attention's maps) or 'scores' "
-                  "(pre-softmax QKᵀ/√d as in TinyBERT, from each mapped layer's query and key projections; SDPA stays on). "
-                  "Either way only real (query, key) pairs count."},
+        metadata={
+            "help": "What alpha_attention_mse compares: 'probabilities' (eager attention's maps) or 'scores' "
+            "(pre-softmax QKᵀ/√d as in TinyBERT, from each mapped layer's query and key projections; SDPA stays on). "
+            "Either way only real (query, key) pairs count."
+        },
     )
-    alpha_pkd: float = field(default=0.0, metadata={"help": "Weight of BERT-PKD's loss: MSE of L2-normalised [CLS] states of the mapped layers."})
+    alpha_pkd: float = field(
+        default=0.0,
+        metadata={"help": "Weight of BERT-PKD's loss: MSE of L2-normalised [CLS] states of the mapped layers."},
+    )
     intermediate_layers: str = field(
         default="tinybert",
-        metadata={"help": "Student→teacher layer pairs for the intermediate losses: tinybert (layer i ↔ round(i·N/M), "
-                  "embeddings included), pkd_skip or pkd_last (BERT-PKD), init (each student layer ↔ the teacher layer "
-                  "it was copied from), or explicit pairs like 1:2,2:4 (0 is the embedding output)."},
+        metadata={
+            "help": "Student→teacher layer pairs for the intermediate losses: tinybert (layer i ↔ round(i·N/M), "
+            "embeddings included), pkd_skip or pkd_last (BERT-PKD), init (each student layer ↔ the teacher layer "
+            "it was copied from), or explicit pairs like 1:2,2:4 (0 is the embedding output)."
+        },
     )
     teacher_weights: list[float] | None = field(
         default=None,
-        metadata={"help": "With several teachers: weights of their softened distributions in L_ce/L_mse, one per "
-                  "teacher, e.g. --teacher_weights 0.7 0.3 (a list in YAML; default equal). L_cos and the "
-                  "intermediate terms use the first teacher."},
+        metadata={
+            "help": "With several teachers: weights of their softened distributions in L_ce/L_mse, one per "
+            "teacher, e.g. --teacher_weights 0.7 0.3 (a list in YAML; default equal). L_cos and the "
+            "intermediate terms use the first teacher."
+        },
     )
     loss_schedules: dict | str | None = field(
         default=None,
-        metadata={"help": "Schedules for the temperature and loss weights over training: {name: [start, end, kind]} "
-                  "with kind constant, linear (default) or cosine; a mapping in YAML, JSON on the command line, "
-                  'e.g. --loss_schedules \'{"temperature": [4, 1, "cosine"], "alpha_mlm": [0, 2]}\'.'},
+        metadata={
+            "help": "Schedules for the temperature and loss weights over training: {name: [start, end, kind]} "
+            "with kind constant, linear (default) or cosine; a mapping in YAML, JSON on the command line, "
+            'e.g. --loss_schedules \'{"temperature": [4, 1, "cosine"], "alpha_mlm": [0, 2]}\'.'
+        },
     )
     restrict_ce_to_mask: bool = field(
         default=False,
-        metadata={"help": "Compute L_ce and L_mse at the masked positions only (default: every non-pad token). "
-                  "The LM heads then run only at those rows, which saves time and memory."},
+        metadata={
+            "help": "Compute L_ce and L_mse at the masked positions only (default: every non-pad token). "
+            "The LM heads then run only at those rows, which saves time and memory."
+        },
     )
-    mlm_probability: float = field(default=0.15, metadata={"help": "Share of real tokens chosen for prediction in each batch (drawn anew per batch)."})
+    mlm_probability: float = field(
+        default=0.15,
+        metadata={"help": "Share of real tokens chosen for prediction in each batch (drawn anew per batch)."},
+    )
     mask_replace_prob: float = field(default=0.8, metadata={"help": "Share of chosen tokens replaced by [MASK]."})
     random_replace_prob: float = field(
         default=0.1,
@@ -92,30 +142,39 @@ class DistillationArguments(TrainingArguments):
     )
     mlm_smoothing: float = field(
         default=0.7,
-        metadata={"help": "Tokens are chosen with weight max(count, 1)^-mlm_smoothing when token counts are given "
-                  "(rare tokens favoured); 0 gives uniform choice."},
+        metadata={
+            "help": "Tokens are chosen with weight max(count, 1)^-mlm_smoothing when token counts are given "
+            "(rare tokens favoured); 0 gives uniform choice."
+        },
     )
     whole_word_masking: bool = field(
-        default=False, metadata={"help": "Choose whole words: a chosen word-piece brings the pieces of its word along."}
+        default=False,
+        metadata={"help": "Choose whole words: a chosen word-piece brings the pieces of its word along."},
     )
     cpu_keep_freed_memory: bool = field(
         default=False,
-        metadata={"help": "On a CPU, keep freed memory in the process (glibc mallopt, process-wide: off by default, "
-                  "the recipe's YAML turns it on) instead of returning large blocks to the kernel: saves the page "
-                  "faults of the vocabulary-sized tensors every step (~10% of a step on 2 cores); resident memory "
-                  "then stays at its peak."},
+        metadata={
+            "help": "On a CPU, keep freed memory in the process (glibc mallopt, process-wide: off by default, "
+            "the recipe's YAML turns it on) instead of returning large blocks to the kernel: saves the page "
+            "faults of the vocabulary-sized tensors every step (~10% of a step on 2 cores); resident memory "
+            "then stays at its peak."
+        },
     )
     target_batch_size: int | None = field(
         default=None,
-        metadata={"help": "Sequences per update (the paper used up to 4096): sets gradient_accumulation_steps from "
-                  "per_device_train_batch_size × world size, with a warning when it cannot be met exactly."},
+        metadata={
+            "help": "Sequences per update (the paper used up to 4096): sets gradient_accumulation_steps from "
+            "per_device_train_batch_size × world size, with a warning when it cannot be met exactly."
+        },
     )
     # transformers 5 dropped this TrainingArguments flag; the recipes need it to start afresh on purpose.
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Start afresh in an --output_dir that holds another run's model or checkpoints: its "
-                  "checkpoint-* folders are deleted first, its model is replaced at the end. Without it such a "
-                  "folder is refused, and a run only resumes checkpoints made with the same loss settings."},
+        metadata={
+            "help": "Start afresh in an --output_dir that holds another run's model or checkpoints: its "
+            "checkpoint-* folders are deleted first, its model is replaced at the end. Without it such a "
+            "folder is refused, and a run only resumes checkpoints made with the same loss settings."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -159,8 +218,10 @@ def _schedules_as_mapping(value: dict | str | None) -> dict:
         try:
             return json.loads(value)
         except json.JSONDecodeError as error:
-            raise UsageError(f"--loss_schedules {value!r} is not valid JSON ({error.msg}); write "
-                             '\'{"temperature": [4, 1, "cosine"]}\'.') from None
+            raise UsageError(
+                f"--loss_schedules {value!r} is not valid JSON ({error.msg}); write "
+                '\'{"temperature": [4, 1, "cosine"]}\'.'
+            ) from None
     logger.warning('loss_schedules as "name=start:end,..." is deprecated; pass a mapping {name: [start, end, kind]}.')
     return {name: [s.start, s.end, s.kind] for name, s in parse_schedules(value).items()}
 
@@ -238,23 +299,29 @@ class ModelArguments:
 
     teacher: str | None = field(
         default=None,
-        metadata={"help": "Hub id (e.g. bert-base-uncased) or local folder of a masked-LM teacher, or several separated by "
-                  "commas (their soft targets are mixed, see --teacher_weights); default: the shipped offline teacher."},
+        metadata={
+            "help": "Hub id (e.g. bert-base-uncased) or local folder of a masked-LM teacher, or several separated by "
+            "commas (their soft targets are mixed, see --teacher_weights); default: the shipped offline teacher."
+        },
     )
     student: str | None = field(
         default=None, metadata={"help": "Hub id or folder of a ready student; default: extract one from the teacher."}
     )
     student_layers: str = field(
         default="distilbert",
-        metadata={"help": "Teacher layers the student keeps: a rule (distilbert: 0,2,4,7,9,11 of 12 layers and one of "
-                  "two otherwise; uniform, even, last) or indices like 0,2,4,7,9,11."},
+        metadata={
+            "help": "Teacher layers the student keeps: a rule (distilbert: 0,2,4,7,9,11 of 12 layers and one of "
+            "two otherwise; uniform, even, last) or indices like 0,2,4,7,9,11."
+        },
     )
     student_num_layers: int | None = field(
         default=None, metadata={"help": "Student depth for a layer rule; default half the teacher's, rounded up."}
     )
     student_architecture: str = field(
         default="distilbert",
-        metadata={"help": "distilbert (DistilBertForMaskedLM, BERT teachers) or same (the teacher's class, fewer layers)."},
+        metadata={
+            "help": "distilbert (DistilBertForMaskedLM, BERT teachers) or same (the teacher's class, fewer layers)."
+        },
     )
     random_init_student: bool = field(
         default=False, metadata={"help": "Re-initialise the extracted student's weights (the paper's ablation)."}
@@ -287,20 +354,36 @@ def parse_student_layers(text: str) -> str | list[int]:
 class DataArguments:
     """Where the text comes from and how it is cut (recipes)."""
 
-    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id (needs the Hub); default: the gensim Wikipedia excerpt."})
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "Hub dataset id (needs the Hub); default: the gensim Wikipedia excerpt."}
+    )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name."})
-    train_file: str | None = field(default=None, metadata={"help": "Local .txt (one text per line) or .json/.jsonl file with a text column."})
-    validation_file: str | None = field(default=None, metadata={"help": "Held-out file in the same format; default: a 5% split of the train texts."})
+    train_file: str | None = field(
+        default=None, metadata={"help": "Local .txt (one text per line) or .json/.jsonl file with a text column."}
+    )
+    validation_file: str | None = field(
+        default=None, metadata={"help": "Held-out file in the same format; default: a 5% split of the train texts."}
+    )
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
-    max_seq_length: int = field(default=128, metadata={"help": "Longest sequence; longer texts are cut into chunks, each wrapped in [CLS]/[SEP]."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training sequences (quick runs)."})
+    max_seq_length: int = field(
+        default=128,
+        metadata={"help": "Longest sequence; longer texts are cut into chunks, each wrapped in [CLS]/[SEP]."},
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep only this many training sequences (quick runs)."}
+    )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many held-out sequences."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for datasets.map."})
-    data_cache_dir: str = field(default="outputs/data_cache", metadata={"help": "Processed data and token counts are kept here; a second run reuses them."})
+    data_cache_dir: str = field(
+        default="outputs/data_cache",
+        metadata={"help": "Processed data and token counts are kept here; a second run reuses them."},
+    )
     teacher_cache: str | None = field(
         default=None,
-        metadata={"help": "Train from cached teacher top-k logits (recipes/cache_teacher.py) instead of a live teacher "
-                  "for L_ce; masks are the cached ones."},
+        metadata={
+            "help": "Train from cached teacher top-k logits (recipes/cache_teacher.py) instead of a live teacher "
+            "for L_ce; masks are the cached ones."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -323,9 +406,13 @@ def validate_distillation_settings(args: DistillationArguments) -> None:
     if negative:
         raise UsageError(f"loss weights must be >= 0, got {negative}; set them to 0 to switch a term off.")
     if not any(alphas.values()):
-        raise UsageError("every loss weight is 0, nothing would train; set e.g. --alpha_ce 5 --alpha_mlm 2 --alpha_cos 1.")
+        raise UsageError(
+            "every loss weight is 0, nothing would train; set e.g. --alpha_ce 5 --alpha_mlm 2 --alpha_cos 1."
+        )
     if args.alpha_mlm > 0 and args.alpha_clm > 0:
-        raise UsageError("alpha_mlm and alpha_clm are both > 0; a student is either masked (MLM) or causal (CLM): set one to 0.")
+        raise UsageError(
+            "alpha_mlm and alpha_clm are both > 0; a student is either masked (MLM) or causal (CLM): set one to 0."
+        )
     # The same check as DataCollatorForDistillation's; a causal student (alpha_clm > 0) masks nothing.
     masked = args.alpha_clm == 0
     check_masking_settings(
@@ -359,8 +446,9 @@ def parse_with_config(dataclass_types: tuple, argv: list[str], default_config: P
         from_file += [f"--{key}", *(str(v) for v in values)]
     argv = _split_comma_lists(argv, dataclass_types)
     parser = HfArgumentParser(dataclass_types)
-    parser.epilog = (f"--config FILE: a YAML file of settings, read before the flags (which win); "
-                     f"default {default_config}.")
+    parser.epilog = (
+        f"--config FILE: a YAML file of settings, read before the flags (which win); default {default_config}."
+    )
     helps = {}
     for action in parser._actions:  # argparse %-formats help text; ours is plain ("~10% of a step")
         helps.update(dict.fromkeys(action.option_strings, " ".join((action.help or "").split())))
@@ -381,7 +469,9 @@ def _bad_flag(message: str, helps: dict[str, str]) -> None:
 
 def _split_comma_lists(argv: list[str], dataclass_types: tuple) -> list[str]:
     """`--teacher_weights 0.7,0.3` (hf_distil 0.1) as `--teacher_weights 0.7 0.3`, with a deprecation warning."""
-    lists = {f"--{f.name}" for cls in dataclass_types for f in dataclasses.fields(cls) if str(f.type).startswith("list[")}
+    lists = {
+        f"--{f.name}" for cls in dataclass_types for f in dataclasses.fields(cls) if str(f.type).startswith("list[")
+    }
     out, flag = [], None
     for token in argv:
         if flag in lists and "," in token and not token.startswith("--"):
@@ -398,7 +488,9 @@ def _read_config(path: Path) -> dict:
     try:
         settings = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise UsageError(f"--config {path}: no such file; pass a YAML file such as recipes/configs/distil_bert.yaml.") from None
+        raise UsageError(
+            f"--config {path}: no such file; pass a YAML file such as recipes/configs/distil_bert.yaml."
+        ) from None
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise UsageError(f"--config {path} is not valid YAML ({' '.join(str(error).split())[:160]}).") from None
     if settings is None:

@@ -51,7 +51,9 @@ def token_counts(
     else:
         items = list(texts_or_dataset)
     counts = np.zeros(len(tokenizer), dtype=np.int64)
-    for start in tqdm(range(0, len(items), batch_size), desc="Counting tokens", unit="batch", disable=len(items) <= batch_size):
+    for start in tqdm(
+        range(0, len(items), batch_size), desc="Counting tokens", unit="batch", disable=len(items) <= batch_size
+    ):
         chunk = items[start : start + batch_size]
         if chunk and isinstance(chunk[0], str):
             chunk = tokenizer(list(chunk), add_special_tokens=True, truncation=False)["input_ids"]
@@ -231,7 +233,9 @@ def load_texts(data_args: DataArguments) -> datasets.DatasetDict:
             raw = raw["train"].train_test_split(test_size=_HELD_OUT_SHARE, seed=0)
     for name, split in raw.items():
         if data_args.text_column not in split.column_names:
-            raise UsageError(f"split {name} has columns {split.column_names}; pass --text_column with the text's column.")
+            raise UsageError(
+                f"split {name} has columns {split.column_names}; pass --text_column with the text's column."
+            )
     column = data_args.text_column
     renames = {column: "text"} if column != "text" else {}
     splits = {k: raw[k].select_columns([column]).rename_columns(renames) for k in ("train", "test")}

@@ -190,14 +190,17 @@ def relative_speed(
     `max_repeats` times (the cap keeps tiny test models, whose passes take milliseconds, fast).
     """
     models = {
-        "teacher": teacher, "student": student,
-        "encoder_teacher": teacher.base_model, "encoder_student": student.base_model,
+        "teacher": teacher,
+        "student": student,
+        "encoder_teacher": teacher.base_model,
+        "encoder_student": student.base_model,
     }
     modes = {name: model.training for name, model in models.items()}
     times: dict[str, list[float]] = {name: [] for name in models}
     for model in models.values():
         model.eval()
         model(**heads.model_inputs(model, batches[0]))  # warm-up: first-call allocations are not the model's speed
+
     def more() -> bool:
         passes = len(times["teacher"])
         short = min(sum(t) for t in times.values()) < min_seconds

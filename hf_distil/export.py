@@ -73,9 +73,11 @@ class Task:
 TASKS = {  # architecture suffix in config.json -> task
     "ForMaskedLM": Task("fill-mask", AutoModelForMaskedLM, ("logits",), "top-1 agreement at [MASK]"),
     "ForSequenceClassification": Task(
-        "text-classification", AutoModelForSequenceClassification, ("logits",), "label agreement"),
+        "text-classification", AutoModelForSequenceClassification, ("logits",), "label agreement"
+    ),
     "ForQuestionAnswering": Task(
-        "question-answering", AutoModelForQuestionAnswering, ("start_logits", "end_logits"), "answer span agreement"),
+        "question-answering", AutoModelForQuestionAnswering, ("start_logits", "end_logits"), "answer span agreement"
+    ),
     "Model": Task("feature-extraction", AutoModel, ("last_hidden_state",), "nearest-neighbour sentence agreement"),
 }
 
@@ -84,18 +86,22 @@ def task_of(model_dir: str | Path) -> Task:
     """The task of a saved model, from config.json's `architectures`; a UsageError for anything else."""
     config_file = Path(model_dir, "config.json")
     if not config_file.exists():
-        raise UsageError(f"{model_dir} holds no saved model (config.json); pass a folder a recipe wrote, "
-                         "e.g. outputs/distil_bert.")
+        raise UsageError(
+            f"{model_dir} holds no saved model (config.json); pass a folder a recipe wrote, e.g. outputs/distil_bert."
+        )
     architecture = (json.loads(config_file.read_text()).get("architectures") or ["?"])[0]
     for suffix, task in TASKS.items():
         if architecture.endswith(suffix):
             return task
-    raise UsageError(f"{model_dir} holds a {architecture}; export handles masked LMs, sequence classifiers, "
-                     "question answering and plain encoders (*ForMaskedLM, *ForSequenceClassification, "
-                     "*ForQuestionAnswering, *Model).")
+    raise UsageError(
+        f"{model_dir} holds a {architecture}; export handles masked LMs, sequence classifiers, "
+        "question answering and plain encoders (*ForMaskedLM, *ForSequenceClassification, "
+        "*ForQuestionAnswering, *Model)."
+    )
 
 
 # --------------------------------------------------------------------------------------------------- fp32 export
+
 
 class _NamedOutputs(nn.Module):
     """The model with its outputs as a tuple in `names` order, so the ONNX outputs carry exactly those names."""
@@ -105,8 +111,9 @@ class _NamedOutputs(nn.Module):
         self.model, self.names = model, tuple(names)
 
     # Named parameters, not **inputs: the tracer hands its inputs over by position.
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...]:
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra, return_dict=True)
         return tuple(outputs[name] for name in self.names)
@@ -127,8 +134,9 @@ def export_onnx(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = input_names(model, tokenizer)
-    sample = tokenizer(["An example sentence to trace the model with.", "A shorter one."], padding=True,
-                       return_tensors="pt")
+    sample = tokenizer(
+        ["An example sentence to trace the model with.", "A shorter one."], padding=True, return_tensors="pt"
+    )
     axes = {0: "batch_size", 1: "sequence_length"}
     # eval() on the wrapper too: the exporter applies the top module's mode to every submodule, and a wrapper left
     # in training mode exports dropout (measured: logits off by 2.4).
@@ -138,9 +146,16 @@ def export_onnx(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path
         # parity check on sentences of other lengths and batch sizes is what tells whether that mattered.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            wrapper, (), str(path), kwargs={n: sample[n] for n in names}, input_names=names,
-            output_names=list(task.outputs), dynamic_axes={n: axes for n in [*names, *task.outputs]},
-            opset_version=OPSET, dynamo=False, do_constant_folding=True,
+            wrapper,
+            (),
+            str(path),
+            kwargs={n: sample[n] for n in names},
+            input_names=names,
+            output_names=list(task.outputs),
+            dynamic_axes={n: axes for n in [*names, *task.outputs]},
+            opset_version=OPSET,
+            dynamo=False,
+            do_constant_folding=True,
         )
     return path
 
@@ -157,8 +172,9 @@ def session(path: str | Path, threads: int | None = None):
 
 
 @torch.inference_mode()
-def max_abs_difference(model: PreTrainedModel, onnx_path: str | Path, batch: dict[str, torch.Tensor],
-                       task: Task, names: Sequence[str]) -> tuple[float, float]:
+def max_abs_difference(
+    model: PreTrainedModel, onnx_path: str | Path, batch: dict[str, torch.Tensor], task: Task, names: Sequence[str]
+) -> tuple[float, float]:
     """(largest |ONNX − PyTorch| over every output, largest |PyTorch| output) on one padded batch."""
     theirs = session(onnx_path).run(list(task.outputs), {n: batch[n].numpy() for n in names})
     ours = model(**{n: batch[n] for n in names}, return_dict=True)
@@ -168,6 +184,7 @@ def max_abs_difference(model: PreTrainedModel, onnx_path: str | Path, batch: dic
 
 
 # -------------------------------------------------------------------------------------------- int8 schemes
+
 
 @dataclass(frozen=True)
 class Scheme:
@@ -186,8 +203,9 @@ def _dynamic(per_channel: bool, keep_feed_forward: bool = False) -> Callable[[Pa
         # ONNX Runtime optimises the graph when it loads it anyway, and the gate measures what it gives.
         root.addFilter(_no_pre_process_advice)
         try:
-            quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=per_channel,
-                             nodes_to_exclude=excluded)
+            quantize_dynamic(
+                source, target, weight_type=QuantType.QInt8, per_channel=per_channel, nodes_to_exclude=excluded
+            )
         finally:
             root.removeFilter(_no_pre_process_advice)
 
@@ -201,8 +219,7 @@ def _no_pre_process_advice(record: logging.LogRecord) -> bool:
 def _blockwise(source: Path, target: Path, config: dict) -> None:
     import onnx
 
-    quantizer = _nbits_quantizer()(onnx.load(str(source)), bits=8, block_size=32, is_symmetric=True,
-                                    accuracy_level=4)
+    quantizer = _nbits_quantizer()(onnx.load(str(source)), bits=8, block_size=32, is_symmetric=True, accuracy_level=4)
     quantizer.process()
     quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
 
@@ -300,21 +317,35 @@ def feed_forward_matmuls(onnx_path: Path, config: dict) -> list[str]:
 
 
 SCHEMES = [  # in order of speed on the shipped teacher's student (README, "Deploy the student")
-    Scheme("dynamic", "quantize_dynamic QInt8, onnxruntime defaults (per-tensor weights, embeddings too)",
-           _dynamic(per_channel=False)),
-    Scheme("dynamic_per_channel", "quantize_dynamic QInt8, one weight scale per output channel",
-           _dynamic(per_channel=True)),
-    Scheme("dynamic_per_channel_fp32_ffn", "as dynamic_per_channel, feed-forward MatMuls left in fp32",
-           _dynamic(per_channel=True, keep_feed_forward=True)),
-    Scheme("per_token", "int8 MatMulInteger, activations scaled per token at run time, weights per channel",
-           _per_token),
-    Scheme("blockwise", "MatMulNBits: int8 weights and activations, one scale per block of 32 (accuracy_level 4)",
-           _blockwise),
+    Scheme(
+        "dynamic",
+        "quantize_dynamic QInt8, onnxruntime defaults (per-tensor weights, embeddings too)",
+        _dynamic(per_channel=False),
+    ),
+    Scheme(
+        "dynamic_per_channel",
+        "quantize_dynamic QInt8, one weight scale per output channel",
+        _dynamic(per_channel=True),
+    ),
+    Scheme(
+        "dynamic_per_channel_fp32_ffn",
+        "as dynamic_per_channel, feed-forward MatMuls left in fp32",
+        _dynamic(per_channel=True, keep_feed_forward=True),
+    ),
+    Scheme(
+        "per_token", "int8 MatMulInteger, activations scaled per token at run time, weights per channel", _per_token
+    ),
+    Scheme(
+        "blockwise",
+        "MatMulNBits: int8 weights and activations, one scale per block of 32 (accuracy_level 4)",
+        _blockwise,
+    ),
 ]
 SCHEME_NAMES = [s.name for s in SCHEMES]
 
 
 # ---------------------------------------------------------------------------------------------- held-out inputs
+
 
 def held_out_sentences(texts: Sequence[str] | None = None, min_words: int = 6) -> list[str]:
     """Sentences of `texts` (default: the held-out articles of the gensim Wikipedia excerpt) of ≥ `min_words`."""
@@ -325,8 +356,14 @@ def held_out_sentences(texts: Sequence[str] | None = None, min_words: int = 6) -
     return [s.strip() for text in texts for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= min_words]
 
 
-def fidelity_feeds(task: Task, tokenizer: PreTrainedTokenizerBase, sentences: Sequence[str], names: Sequence[str],
-                   max_length: int, mask_draws: int = 2) -> list[dict[str, np.ndarray]]:
+def fidelity_feeds(
+    task: Task,
+    tokenizer: PreTrainedTokenizerBase,
+    sentences: Sequence[str],
+    names: Sequence[str],
+    max_length: int,
+    mask_draws: int = 2,
+) -> list[dict[str, np.ndarray]]:
     """Batch-1 inputs: each sentence masked `mask_draws` times (fixed seeds) for a masked LM, the sentence itself
     for a classifier or an encoder, (sentence i as question, the next two as context) for question answering."""
     if task.pipeline == "fill-mask":
@@ -338,15 +375,20 @@ def fidelity_feeds(task: Task, tokenizer: PreTrainedTokenizerBase, sentences: Se
         return feeds
     if task.pipeline == "question-answering":
         pairs = [(sentences[i], " ".join(sentences[i + 1 : i + 3])) for i in range(len(sentences) - 2)]
-        encoded = [tokenizer(q, c, truncation="only_second", max_length=max_length, return_tensors="np")
-                   for q, c in pairs]
+        encoded = [
+            tokenizer(q, c, truncation="only_second", max_length=max_length, return_tensors="np") for q, c in pairs
+        ]
     else:
         encoded = [tokenizer(s, truncation=True, max_length=max_length, return_tensors="np") for s in sentences]
     return [{k: v.astype(np.int64) for k, v in e.items() if k in names} for e in encoded]
 
 
-def answers(task: Task, outputs: Sequence[Sequence[np.ndarray]], feeds: Sequence[dict[str, np.ndarray]],
-            mask_token_id: int | None) -> np.ndarray:
+def answers(
+    task: Task,
+    outputs: Sequence[Sequence[np.ndarray]],
+    feeds: Sequence[dict[str, np.ndarray]],
+    mask_token_id: int | None,
+) -> np.ndarray:
     """One answer per item, comparable across models: what a user of the pipeline would see."""
     if task.pipeline == "fill-mask":
         return np.concatenate([out[0][f["input_ids"] == mask_token_id].argmax(-1) for out, f in zip(outputs, feeds)])
@@ -369,8 +411,12 @@ def _best_span(start: np.ndarray, end: np.ndarray, feed: dict[str, np.ndarray]) 
     positions = np.arange(len(ids))
     context = (positions > first_sep) & (positions < len(ids) - 1)
     scores = start[:, None] + end[None, :]
-    allowed = context[:, None] & context[None, :] & (positions[None, :] >= positions[:, None]) \
+    allowed = (
+        context[:, None]
+        & context[None, :]
+        & (positions[None, :] >= positions[:, None])
         & (positions[None, :] - positions[:, None] < MAX_ANSWER_TOKENS)
+    )
     scores = np.where(allowed, scores, -np.inf)
     return tuple(int(i) for i in np.unravel_index(scores.argmax(), scores.shape))
 
@@ -383,8 +429,10 @@ def agreement(ours: np.ndarray, reference: np.ndarray) -> float:
 
 # ---------------------------------------------------------------------------------------------------- speed
 
-def latencies(runners: dict[str, Callable[[dict[str, np.ndarray]], Any]], feeds: Sequence[dict[str, np.ndarray]],
-              rounds: int = 3) -> dict[str, float]:
+
+def latencies(
+    runners: dict[str, Callable[[dict[str, np.ndarray]], Any]], feeds: Sequence[dict[str, np.ndarray]], rounds: int = 3
+) -> dict[str, float]:
     """Milliseconds per input at batch 1 for each runner: median over `rounds` passes over `feeds`.
 
     The runners take turns within each round, so load from other processes on the machine hits all alike.
@@ -419,6 +467,7 @@ def describe_machine() -> str:
 
 
 # ----------------------------------------------------------------------------------------------------- report
+
 
 @dataclass
 class SchemeResult:
@@ -475,6 +524,7 @@ FP32_KEY = "student, ONNX fp32"
 
 # ----------------------------------------------------------------------------------------------------- export
 
+
 def export_student(
     model_dir: str | Path,
     output_dir: str | Path,
@@ -513,8 +563,10 @@ def export_student(
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     except (OSError, ValueError, TypeError) as error:
-        raise UsageError(f"no tokenizer could be loaded from {model_dir} ({type(error).__name__}); save it beside "
-                         "the model with tokenizer.save_pretrained(folder).") from None
+        raise UsageError(
+            f"no tokenizer could be loaded from {model_dir} ({type(error).__name__}); save it beside "
+            "the model with tokenizer.save_pretrained(folder)."
+        ) from None
     if task.pipeline == "fill-mask" and tokenizer.mask_token_id is None:
         raise UsageError(f"the tokenizer in {model_dir} has no mask token, which fill-mask needs.")
     model = task.auto_class.from_pretrained(str(model_dir)).float().eval()
@@ -536,8 +588,10 @@ def export_student(
     batch = tokenizer(sentences[:8], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     diff, scale = max_abs_difference(model, fp32_path, dict(batch), task, names)
     if diff > FP32_TOLERANCE * max(1.0, scale):
-        raise RunFailed(f"the fp32 ONNX export differs from PyTorch by {diff:.2g} (outputs up to {scale:.3g}); "
-                        f"{fp32_path} is kept for inspection but should not be used.")
+        raise RunFailed(
+            f"the fp32 ONNX export differs from PyTorch by {diff:.2g} (outputs up to {scale:.3g}); "
+            f"{fp32_path} is kept for inspection but should not be used."
+        )
 
     # 3. The int8 gate: answers of each scheme against fp32 ONNX (equal to PyTorch, step 2) at batch 1.
     feeds = fidelity_feeds(task, tokenizer, sentences, names, max_length, mask_draws)
@@ -555,10 +609,16 @@ def export_student(
             path = candidates / f"{scheme.name}.onnx"
             scheme.quantize(fp32_path, path, config)
             sessions[scheme.name] = int8 = session(path)
-            agreed = agreement(answers(task, [int8.run(None, f) for f in feeds], feeds, tokenizer.mask_token_id),
-                               reference)
-            result = SchemeResult(scheme.name, scheme.description, agreed, size_mb=path.stat().st_size / 1e6,
-                                  passed=agreed >= min_agreement)
+            agreed = agreement(
+                answers(task, [int8.run(None, f) for f in feeds], feeds, tokenizer.mask_token_id), reference
+            )
+            result = SchemeResult(
+                scheme.name,
+                scheme.description,
+                agreed,
+                size_mb=path.stat().st_size / 1e6,
+                passed=agreed >= min_agreement,
+            )
             tried.append(result)
             logger.info(f"int8 scheme {scheme.name}: {task.agreement} {agreed:.1%} over {len(reference)} items")
             if result.passed and chosen is None:
@@ -583,10 +643,21 @@ def export_student(
         result.latency_ms = timed[f"student, ONNX int8 {result.name}"]
 
     report = ExportReport(
-        model=str(model_dir), task=task.pipeline, output_dir=str(out), fp32_file=FP32_FILE,
-        int8_file=INT8_FILE if chosen else None, chosen=chosen, min_agreement=min_agreement,
-        agreement_measure=task.agreement, items=len(reference), sentences=len(sentences), fp32_max_abs_diff=diff,
-        schemes=tried, latency_ms=timed, speed_sentences=len(speed_feeds), threads=torch.get_num_threads(),
+        model=str(model_dir),
+        task=task.pipeline,
+        output_dir=str(out),
+        fp32_file=FP32_FILE,
+        int8_file=INT8_FILE if chosen else None,
+        chosen=chosen,
+        min_agreement=min_agreement,
+        agreement_measure=task.agreement,
+        items=len(reference),
+        sentences=len(sentences),
+        fp32_max_abs_diff=diff,
+        schemes=tried,
+        latency_ms=timed,
+        speed_sentences=len(speed_feeds),
+        threads=torch.get_num_threads(),
         machine=describe_machine(),
         load_average=load,
         versions={"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
@@ -594,6 +665,8 @@ def export_student(
     report.save(out)
     if chosen is None:
         best = max(tried, key=lambda r: r.agreement)
-        logger.warning(f"no int8 scheme reached {min_agreement:.1%} {task.agreement} (best: {best.name} at "
-                       f"{best.agreement:.1%}); wrote fp32 only: {out / FP32_FILE}")
+        logger.warning(
+            f"no int8 scheme reached {min_agreement:.1%} {task.agreement} (best: {best.name} at "
+            f"{best.agreement:.1%}); wrote fp32 only: {out / FP32_FILE}"
+        )
     return report

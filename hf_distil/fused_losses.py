@@ -51,7 +51,9 @@ class _LogitTerms(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, student: torch.Tensor, teacher: torch.Tensor | None, labels: torch.Tensor | None, temperature: float):
+    def forward(
+        ctx, student: torch.Tensor, teacher: torch.Tensor | None, labels: torch.Tensor | None, temperature: float
+    ):
         ctx.set_materialize_grads(False)
         dtype = torch.promote_types(student.dtype, torch.float32)
         kl = student.new_zeros((), dtype=dtype)
@@ -94,7 +96,9 @@ class _LogitTerms(torch.autograd.Function):
         if use_kl:
             grad = kl_grad * grad_kl
         else:
-            grad = torch.zeros(ctx.shape, dtype=torch.promote_types(ctx.input_dtype, torch.float32), device=grad_ce.device)
+            grad = torch.zeros(
+                ctx.shape, dtype=torch.promote_types(ctx.input_dtype, torch.float32), device=grad_ce.device
+            )
         if use_ce:
             labelled = labels.ne(IGNORE_INDEX)
             for rows in _row_slices(student):
@@ -106,7 +110,10 @@ class _LogitTerms(torch.autograd.Function):
 
 
 def logit_terms(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, labels: torch.Tensor | None, temperature: float = 1.0
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(KL sum over rows at temperature T, cross-entropy sum over labelled rows), fp32, from (N, V) logits.
 

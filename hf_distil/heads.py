@@ -42,7 +42,9 @@ def model_inputs(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> dict[s
     accepted = forward_arguments(model)
     if not getattr(getattr(getattr(model, "module", model), "config", None), "type_vocab_size", 0):
         accepted = accepted - {"token_type_ids"}
-    return {k: v for k, v in inputs.items() if k in accepted and k in ("input_ids", "attention_mask", "token_type_ids")}
+    return {
+        k: v for k, v in inputs.items() if k in accepted and k in ("input_ids", "attention_mask", "token_type_ids")
+    }
 
 
 def can_split(model: nn.Module) -> bool:
@@ -96,7 +98,13 @@ def hidden_and_row_logits(
         hidden = out.last_hidden_state
         return LMOutputs(hidden, head(inner)(hidden[rows]), None, out.hidden_states, out.attentions)
     out = model(**model_inputs(model, inputs), return_dict=True, **{**extra, "output_hidden_states": True})
-    return LMOutputs(out.hidden_states[-1], out.logits[rows], out.logits, out.hidden_states if all_hidden_states else None, out.attentions)
+    return LMOutputs(
+        out.hidden_states[-1],
+        out.logits[rows],
+        out.logits,
+        out.hidden_states if all_hidden_states else None,
+        out.attentions,
+    )
 
 
 # model_type → (layer list under the base model, query projection, key projection) inside a layer.
@@ -126,7 +134,9 @@ def capture_attention_scores(model: nn.Module, layers: list[int]) -> Iterator[Ca
     heads = getattr(inner.config, "n_heads", None) or inner.config.num_attention_heads
     kept: dict[tuple[int, int], torch.Tensor] = {}
     handles = [
-        blocks[i - 1].get_submodule(name).register_forward_hook(lambda _m, _a, out, at=(i, which): kept.__setitem__(at, out))
+        blocks[i - 1]
+        .get_submodule(name)
+        .register_forward_hook(lambda _m, _a, out, at=(i, which): kept.__setitem__(at, out))
         for i in layers
         for which, name in enumerate((query, key))
     ]

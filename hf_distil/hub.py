@@ -123,21 +123,36 @@ def onnx_files(folder: Path) -> dict[str, Any] | None:
     if (folder / INT8_FILE).exists():
         kept = next((s for s in report.get("schemes", []) if s["name"] == report.get("chosen")), None)
         if kept:
-            rows.append((INT8_FILE, f"int8 (`{kept['name']}`)",
-                         f"keeps {kept['agreement']:.1%} of fp32's answers ({report['agreement_measure']}, "
-                         f"{report['items']} items of held-out text)"))
+            rows.append(
+                (
+                    INT8_FILE,
+                    f"int8 (`{kept['name']}`)",
+                    f"keeps {kept['agreement']:.1%} of fp32's answers ({report['agreement_measure']}, "
+                    f"{report['items']} items of held-out text)",
+                )
+            )
             teacher_ms = report.get("latency_ms", {}).get(TEACHER_KEY)
             if teacher_ms and kept.get("latency_ms"):
                 threads = report.get("threads")
-                where = f"{report['machine']}, {threads} thread{'s' if threads > 1 else ''}" if threads \
+                where = (
+                    f"{report['machine']}, {threads} thread{'s' if threads > 1 else ''}"
+                    if threads
                     else report["machine"]
-                speed = (f"At batch size 1 ({where}) the int8 model runs "
-                         f"**{describe_speedup(teacher_ms / kept['latency_ms'], 'the teacher in PyTorch fp32')}**.")
+                )
+                speed = (
+                    f"At batch size 1 ({where}) the int8 model runs "
+                    f"**{describe_speedup(teacher_ms / kept['latency_ms'], 'the teacher in PyTorch fp32')}**."
+                )
         else:
             rows.append((INT8_FILE, "int8", ""))
     task = report.get("task") or task_of(folder).pipeline
-    return {"rows": rows, "task": task, "int8": (folder / INT8_FILE).exists(), "speed": speed,
-            "example": EXAMPLE_INPUTS[task]}
+    return {
+        "rows": rows,
+        "task": task,
+        "int8": (folder / INT8_FILE).exists(),
+        "speed": speed,
+        "example": EXAMPLE_INPUTS[task],
+    }
 
 
 def render_model_card(
@@ -184,8 +199,13 @@ def render_model_card(
             theirs = f"{teacher_metrics[key] * scale:.2f}" if key in teacher_metrics else None
             metric_rows.append((label, theirs, f"{value:.2f}"))
             eval_results.append(
-                EvalResult(task_type="fill-mask", dataset_type=dataset_name, dataset_name=dataset_name,
-                           metric_type=key, metric_value=value)
+                EvalResult(
+                    task_type="fill-mask",
+                    dataset_type=dataset_name,
+                    dataset_name=dataset_name,
+                    metric_type=key,
+                    metric_value=value,
+                )
             )
 
     speed = report.speed_batch_1
@@ -195,39 +215,64 @@ def render_model_card(
         return f"{speed[key] / sentences * 1e3:.1f} ms" if key in speed and sentences else None
 
     student_layers = config.get("n_layers", config.get("num_hidden_layers"))
-    size_rows = _rows([
-        ("parameters", _millions(provenance.get("teacher_parameters") or report.params.get("teacher")),
-         _millions(_saved_parameters(folder) or report.params.get("student"))),
-        ("layers", provenance.get("teacher_num_layers") or report.teacher_layers, student_layers),
-        ("CPU time per sentence, batch 1, encoder", per_sentence("encoder_teacher_seconds"),
-         per_sentence("encoder_student_seconds")),
-        ("CPU time per sentence, batch 1, masked LM", per_sentence("teacher_seconds"),
-         per_sentence("student_seconds")),
-    ])
+    size_rows = _rows(
+        [
+            (
+                "parameters",
+                _millions(provenance.get("teacher_parameters") or report.params.get("teacher")),
+                _millions(_saved_parameters(folder) or report.params.get("student")),
+            ),
+            ("layers", provenance.get("teacher_num_layers") or report.teacher_layers, student_layers),
+            (
+                "CPU time per sentence, batch 1, encoder",
+                per_sentence("encoder_teacher_seconds"),
+                per_sentence("encoder_student_seconds"),
+            ),
+            (
+                "CPU time per sentence, batch 1, masked LM",
+                per_sentence("teacher_seconds"),
+                per_sentence("student_seconds"),
+            ),
+        ]
+    )
     ratio = speed.get("encoder_speedup", speed.get("speedup"))
     speed_sentence = (
         f"At batch size 1 ({report.hardware}) the student's {'encoder' if 'encoder_speedup' in speed else 'model'} "
         f"runs **{describe_speedup(ratio)}**."
-        if ratio and report.hardware else None
+        if ratio and report.hardware
+        else None
     )
 
     world_size = world_size or report.world_size
     weights = {term.description: args[term.weight_field] for term in LOSS_TERMS if args.get(term.weight_field)}
     masking = (
-        f"{args['mlm_probability']} of tokens; {args['mask_replace_prob']} [MASK] / {args['random_replace_prob']} random; "
-        f"smoothing {args['mlm_smoothing']}" if {"mlm_probability", "mask_replace_prob"} <= set(args) else None
+        f"{args['mlm_probability']} of tokens; {args['mask_replace_prob']} [MASK] / "
+        f"{args['random_replace_prob']} random; "
+        f"smoothing {args['mlm_smoothing']}"
+        if {"mlm_probability", "mask_replace_prob"} <= set(args)
+        else None
     )
     layer_map = provenance.get("teacher_layers") or report.layer_map
     layer_map = ", ".join(map(str, layer_map)) if isinstance(layer_map, list) else layer_map
     recipe = [
         ("loss weights", ", ".join(f"{name} {weight:g}" for name, weight in weights.items()) or None),
         ("temperature", args.get("temperature")),
-        ("soft targets at", None if "restrict_ce_to_mask" not in args
-         else "masked tokens" if args["restrict_ce_to_mask"] else "every non-pad token"),
+        (
+            "soft targets at",
+            None
+            if "restrict_ce_to_mask" not in args
+            else "masked tokens"
+            if args["restrict_ce_to_mask"]
+            else "every non-pad token",
+        ),
         ("layer map (teacher layers kept)", layer_map),
         ("masking", masking),
-        ("effective batch (sequences per update)", args["per_device_train_batch_size"]
-         * args.get("gradient_accumulation_steps", 1) * world_size if world_size and args else None),
+        (
+            "effective batch (sequences per update)",
+            args["per_device_train_batch_size"] * args.get("gradient_accumulation_steps", 1) * world_size
+            if world_size and args
+            else None,
+        ),
         ("optimizer steps", state.get("global_step")),
         ("learning rate", args.get("learning_rate")),
         ("hardware", report.hardware),
@@ -322,7 +367,8 @@ def push_to_hub(
     # HTTP client's own transport errors when nothing answers: whatever the cause, nothing local was changed.
     except Exception as error:
         raise RunFailed(
-            f"upload of {folder} to {repo_id} failed ({_reason(error)}); the folder is intact: call push_to_hub again, "
+            f"upload of {folder} to {repo_id} failed ({_reason(error)}); the folder is intact: "
+            "call push_to_hub again, "
             f"or run python recipes/push_to_hub.py --model {folder} --repo_id {repo_id}"
         ) from None
     logger.info(f"pushed {folder} to {info.commit_url}")

@@ -26,8 +26,10 @@ def parse_intermediate_rule(rule: str) -> str | list[tuple[int, int]]:
     need the layer counts and are checked by `intermediate_pairs`.
     """
     if rule in _RENAMED:
-        logger.warning(f"intermediate_layers {rule!r} is now called {_RENAMED[rule]!r} (student_layers has its own "
-                       f"{rule!r}); the map is the same.")
+        logger.warning(
+            f"intermediate_layers {rule!r} is now called {_RENAMED[rule]!r} (student_layers has its own "
+            f"{rule!r}); the map is the same."
+        )
         return _RENAMED[rule]
     if rule in INTERMEDIATE_RULES:
         return rule
@@ -66,12 +68,16 @@ def intermediate_pairs(
         pairs = [(i, n - m + i) for i in range(1, m)]
     elif parsed == "init":
         if not student_source or len(student_source) != m:
-            raise UsageError("intermediate_layers 'init' needs a student made by init_student_from_teacher (its config "
-                             "records the teacher layers it kept); pick tinybert, pkd_skip, pkd_last or explicit pairs.")
+            raise UsageError(
+                "intermediate_layers 'init' needs a student made by init_student_from_teacher (its config "
+                "records the teacher layers it kept); pick tinybert, pkd_skip, pkd_last or explicit pairs."
+            )
         pairs = [(0, 0), *((i + 1, layer + 1) for i, layer in enumerate(student_source))]
     else:
         pairs = parsed
     bad = [(s, t) for s, t in pairs if not (0 <= s <= m and 0 <= t <= n)]
     if bad:
-        raise UsageError(f"layer pairs {bad} fall outside student 0..{m} / teacher 0..{n} (0 is the embedding output).")
+        raise UsageError(
+            f"layer pairs {bad} fall outside student 0..{m} / teacher 0..{n} (0 is the embedding output)."
+        )
     return pairs

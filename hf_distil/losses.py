@@ -57,7 +57,8 @@ LAYER_TERMS = ("hidden_mse", "attention_mse", "pkd")
 def terms_needing_a_teacher(weights: Mapping[str, float], cached_soft_targets: bool = False) -> list[str]:
     """Weight fields (alpha_*) of the active terms that need a live teacher; a cache stands in for L_ce's."""
     return [
-        term.weight_field for term in LOSS_TERMS
+        term.weight_field
+        for term in LOSS_TERMS
         if term.needs_teacher and weights.get(term.name, 0) > 0 and not (cached_soft_targets and term.name == "ce")
     ]
 
@@ -67,7 +68,9 @@ def _denominator(count: int | torch.Tensor, num_items: int | torch.Tensor | None
     return total.clamp_min(1) if torch.is_tensor(total) else max(total, 1)
 
 
-def _ce_normalised(kl_sum: torch.Tensor, rows: int, temperature: float, num_items: int | torch.Tensor | None) -> torch.Tensor:
+def _ce_normalised(
+    kl_sum: torch.Tensor, rows: int, temperature: float, num_items: int | torch.Tensor | None
+) -> torch.Tensor:
     """L_ce from its sum over rows: mean over rows (or num_items), times T² (Hinton's gradient scale)."""
     return kl_sum / _denominator(rows, num_items) * temperature**2
 
@@ -200,7 +203,9 @@ def attention_mse(
     return (diff * diff).sum() / _denominator(pairs.sum() * student_attention.shape[1], num_items)
 
 
-def pkd_loss(student_cls: torch.Tensor, teacher_cls: torch.Tensor, num_items: int | torch.Tensor | None = None) -> torch.Tensor:
+def pkd_loss(
+    student_cls: torch.Tensor, teacher_cls: torch.Tensor, num_items: int | torch.Tensor | None = None
+) -> torch.Tensor:
     """BERT-PKD's patient loss for one mapped layer: ||s/||s|| − t/||t|| ||², averaged over sequences.
 
     student_cls, teacher_cls (B, H): the [CLS] states of a student layer and its teacher layer.
@@ -280,13 +285,17 @@ def distillation_loss(
     use_ce, use_mlm = weights.get("ce", 0) > 0, weights.get("mlm", 0) > 0
     live_ce = use_ce and teacher_topk is None
     if live_ce or use_mlm:  # one fused pass and one (rows × V) gradient for both terms (see fused_losses.py)
-        kl, ce = logit_terms(student_logits, teacher_logits if live_ce else None, labels if use_mlm else None, temperature)
+        kl, ce = logit_terms(
+            student_logits, teacher_logits if live_ce else None, labels if use_mlm else None, temperature
+        )
         if live_ce:
             terms["ce"] = _ce_normalised(kl, student_logits.shape[0], temperature, counts.get("rows"))
         if use_mlm:
             terms["mlm"] = _mlm_normalised(ce, labels, counts.get("mlm"))
     if use_ce and teacher_topk is not None:
-        terms["ce"] = topk_soft_target_kl(student_logits, teacher_topk[1], teacher_topk[0], temperature, counts.get("rows"))
+        terms["ce"] = topk_soft_target_kl(
+            student_logits, teacher_topk[1], teacher_topk[0], temperature, counts.get("rows")
+        )
     if weights.get("mse", 0) > 0:
         terms["mse"] = logit_mse(student_logits, teacher_logits, counts.get("rows"))
     if weights.get("cos", 0) > 0:

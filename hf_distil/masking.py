@@ -54,7 +54,9 @@ def token_weights(counts: torch.Tensor, smoothing: float, special_ids: Iterable[
     return weights
 
 
-def word_ids_from_continuation(input_ids: torch.Tensor, eligible: torch.Tensor, is_continuation: torch.Tensor) -> torch.Tensor:
+def word_ids_from_continuation(
+    input_ids: torch.Tensor, eligible: torch.Tensor, is_continuation: torch.Tensor
+) -> torch.Tensor:
     """Number each word across the batch: (B, L) long, -1 where not eligible.
 
     is_continuation (V,) bool marks word-pieces that continue the previous word ("##ing" in WordPiece).

@@ -26,7 +26,9 @@ def _windows(examples: dict[str, list], tokenizer: PreTrainedTokenizerBase, max_
     )
 
 
-def train_features(examples: dict[str, list], tokenizer: PreTrainedTokenizerBase, max_length: int = 384, stride: int = 128) -> dict[str, list]:
+def train_features(
+    examples: dict[str, list], tokenizer: PreTrainedTokenizerBase, max_length: int = 384, stride: int = 128
+) -> dict[str, list]:
     """Windows with start_positions / end_positions (token indices of the answer, or 0 = [CLS])."""
     enc = _windows(examples, tokenizer, max_length, stride)
     starts, ends = [], []
@@ -51,7 +53,9 @@ def train_features(examples: dict[str, list], tokenizer: PreTrainedTokenizerBase
     return dict(enc)
 
 
-def eval_features(examples: dict[str, list], tokenizer: PreTrainedTokenizerBase, max_length: int = 384, stride: int = 128) -> dict[str, list]:
+def eval_features(
+    examples: dict[str, list], tokenizer: PreTrainedTokenizerBase, max_length: int = 384, stride: int = 128
+) -> dict[str, list]:
     """Windows that remember their example id and the character span of each context token."""
     enc = _windows(examples, tokenizer, max_length, stride)
     ids, offsets_out = [], []
@@ -65,8 +69,12 @@ def eval_features(examples: dict[str, list], tokenizer: PreTrainedTokenizerBase,
 
 
 def best_spans(
-    examples: dict[str, list], features: dict[str, list], start_logits: np.ndarray, end_logits: np.ndarray,
-    n_best: int = 20, max_answer_tokens: int = 30,
+    examples: dict[str, list],
+    features: dict[str, list],
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    n_best: int = 20,
+    max_answer_tokens: int = 30,
 ) -> dict[str, str]:
     """Example id → answer text: the highest start + end score over every window, end >= start."""
     by_example = defaultdict(list)

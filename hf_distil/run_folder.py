@@ -32,8 +32,17 @@ RUN_SETTINGS_FILE = "distillation_settings.json"
 # Any of these in a folder means a saved model lives there (weights, sharded or not, or at least its config).
 MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 LOSS_SETTINGS = (
-    "temperature", *LOSS_WEIGHTS, "restrict_ce_to_mask", "intermediate_layers", "attention_maps", "teacher_weights",
-    "loss_schedules", "mlm_probability", "mask_replace_prob", "random_replace_prob", "mlm_smoothing",
+    "temperature",
+    *LOSS_WEIGHTS,
+    "restrict_ce_to_mask",
+    "intermediate_layers",
+    "attention_maps",
+    "teacher_weights",
+    "loss_schedules",
+    "mlm_probability",
+    "mask_replace_prob",
+    "random_replace_prob",
+    "mlm_smoothing",
     "whole_word_masking",
 )
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")

@@ -37,7 +37,9 @@ def parse_schedules(schedules: Mapping[str, Sequence | str] | str | None) -> dic
     if not schedules:
         return {}
     if isinstance(schedules, Mapping):
-        items = [f"{name}={spec if isinstance(spec, str) else ':'.join(map(str, spec))}" for name, spec in schedules.items()]
+        items = [
+            f"{name}={spec if isinstance(spec, str) else ':'.join(map(str, spec))}" for name, spec in schedules.items()
+        ]
         text = json.dumps(schedules)
     else:
         text = schedules

@@ -73,7 +73,8 @@ def select_layers(num_teacher_layers: int, layers: Sequence[int] | str, num_laye
     bad = [i for i in chosen if not 0 <= i < num_teacher_layers]
     if bad:
         raise UsageError(
-            f"layers {bad} are out of range for a teacher with {num_teacher_layers} layers (valid: 0..{num_teacher_layers - 1}); "
+            f"layers {bad} are out of range for a teacher with {num_teacher_layers} layers "
+            f"(valid: 0..{num_teacher_layers - 1}); "
             f"pass a rule such as layers='uniform' to pick them for you."
         )
     if not chosen or sorted(set(chosen)) != chosen:
@@ -98,12 +99,18 @@ def init_student_from_teacher(
     chosen = select_layers(teacher.config.num_hidden_layers, layers, num_layers)
     with _gathered(teacher):
         student = _build_student(teacher, chosen, architecture)
-        setattr(student.config, PROVENANCE_KEY, {
-            "teacher": teacher.config.name_or_path or None,
-            "teacher_layers": chosen,
-            "teacher_num_layers": teacher.config.num_hidden_layers,
-            "teacher_parameters": sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in teacher.parameters()),
-        })
+        setattr(
+            student.config,
+            PROVENANCE_KEY,
+            {
+                "teacher": teacher.config.name_or_path or None,
+                "teacher_layers": chosen,
+                "teacher_num_layers": teacher.config.num_hidden_layers,
+                "teacher_parameters": sum(
+                    p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in teacher.parameters()
+                ),
+            },
+        )
     return student
 
 
@@ -134,10 +141,14 @@ def _distilbert_student(teacher: BertForMaskedLM, chosen: list[int]) -> DistilBe
     if abs(tc.layer_norm_eps - 1e-12) > 1e-15 or getattr(tc, "position_embedding_type", "absolute") != "absolute":
         raise UsageError(
             "DistilBERT hard-codes LayerNorm eps 1e-12 and absolute positions; this teacher differs "
-            f"(eps {tc.layer_norm_eps}, positions {getattr(tc, 'position_embedding_type', 'absolute')}): pass architecture='same'."
+            f"(eps {tc.layer_norm_eps}, positions {getattr(tc, 'position_embedding_type', 'absolute')}): "
+            "pass architecture='same'."
         )
     if tc.hidden_act not in ("gelu", "relu"):
-        raise UsageError(f"DistilBERT supports gelu or relu activations, the teacher uses {tc.hidden_act!r}: pass architecture='same'.")
+        raise UsageError(
+            f"DistilBERT supports gelu or relu activations, the teacher uses {tc.hidden_act!r}: "
+            "pass architecture='same'."
+        )
     config = DistilBertConfig(
         vocab_size=tc.vocab_size,
         max_position_embeddings=tc.max_position_embeddings,
@@ -158,7 +169,8 @@ def _distilbert_student(teacher: BertForMaskedLM, chosen: list[int]) -> DistilBe
     token_type_row = source["bert.embeddings.token_type_embeddings.weight"][0]
     mapped = {
         "distilbert.embeddings.word_embeddings.weight": source["bert.embeddings.word_embeddings.weight"],
-        "distilbert.embeddings.position_embeddings.weight": source["bert.embeddings.position_embeddings.weight"] + token_type_row,
+        "distilbert.embeddings.position_embeddings.weight": source["bert.embeddings.position_embeddings.weight"]
+        + token_type_row,
         "distilbert.embeddings.LayerNorm.weight": source["bert.embeddings.LayerNorm.weight"],
         "distilbert.embeddings.LayerNorm.bias": source["bert.embeddings.LayerNorm.bias"],
         "vocab_projector.bias": source["cls.predictions.bias"],
@@ -202,5 +214,7 @@ def _load_checked(student: PreTrainedModel, mapped: dict[str, torch.Tensor]) -> 
     unexpected = sorted(set(mapped) - set(target))
     assert not missing and not unexpected, f"mismatched keys: missing {missing}, unexpected {unexpected}"
     for name, tensor in mapped.items():
-        assert target[name].shape == tensor.shape, f"{name}: student {tuple(target[name].shape)} ≠ teacher {tuple(tensor.shape)}"
+        assert target[name].shape == tensor.shape, (
+            f"{name}: student {tuple(target[name].shape)} ≠ teacher {tuple(tensor.shape)}"
+        )
         target[name].copy_(tensor)

@@ -21,22 +21,31 @@ from .teacher import prepare_teacher
 class TaskDistillationArguments(TrainingArguments):
     """TrainingArguments plus the weights of the task-distillation loss."""
 
-    temperature: float = field(default=2.0, metadata={"help": "Softmax temperature of the KD term; it is scaled by T²."})
+    temperature: float = field(
+        default=2.0, metadata={"help": "Softmax temperature of the KD term; it is scaled by T²."}
+    )
     alpha_task: float = field(default=1.0, metadata={"help": "Weight of the task loss against the gold labels."})
-    alpha_kd: float = field(default=1.0, metadata={"help": "Weight of the KL to the fine-tuned teacher's softened outputs (MSE for regression)."})
+    alpha_kd: float = field(
+        default=1.0,
+        metadata={"help": "Weight of the KL to the fine-tuned teacher's softened outputs (MSE for regression)."},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.temperature > 0:
             raise UsageError(f"temperature must be > 0, got {self.temperature}.")
         if self.alpha_task < 0 or self.alpha_kd < 0 or self.alpha_task + self.alpha_kd == 0:
-            raise UsageError(f"alpha_task and alpha_kd must be >= 0 and not both 0, got {self.alpha_task}, {self.alpha_kd}.")
+            raise UsageError(
+                f"alpha_task and alpha_kd must be >= 0 and not both 0, got {self.alpha_task}, {self.alpha_kd}."
+            )
 
 
 class TaskDistillationTrainer(Trainer):
     """Fine-tunes `model` on a task while matching a fine-tuned `teacher_model` on the same inputs."""
 
-    def __init__(self, model: PreTrainedModel, teacher_model: PreTrainedModel, args: TaskDistillationArguments, **kwargs: Any) -> None:
+    def __init__(
+        self, model: PreTrainedModel, teacher_model: PreTrainedModel, args: TaskDistillationArguments, **kwargs: Any
+    ) -> None:
         if model.config.num_labels != teacher_model.config.num_labels:
             raise UsageError(
                 f"teacher has {teacher_model.config.num_labels} labels, student {model.config.num_labels}; "
@@ -45,7 +54,13 @@ class TaskDistillationTrainer(Trainer):
         super().__init__(model=model, args=args, **kwargs)
         self.teacher = prepare_teacher(teacher_model, self.accelerator)
 
-    def compute_loss(self, model: nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool = False, num_items_in_batch: Any = None):
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ):
         teacher_inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         with torch.no_grad():
             teacher_out = self.teacher(**teacher_inputs)
@@ -53,7 +68,10 @@ class TaskDistillationTrainer(Trainer):
         if "start_positions" in inputs:  # extractive QA: the model's own span loss; KD on start and end
             outputs = model(**inputs)
             task = outputs.loss
-            kd = (soft_target_kl(outputs.start_logits, teacher_out.start_logits, T) + soft_target_kl(outputs.end_logits, teacher_out.end_logits, T)) / 2
+            kd = (
+                soft_target_kl(outputs.start_logits, teacher_out.start_logits, T)
+                + soft_target_kl(outputs.end_logits, teacher_out.end_logits, T)
+            ) / 2
         else:
             labels = inputs.pop("labels")
             outputs = model(**inputs)

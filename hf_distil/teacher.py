@@ -23,7 +23,12 @@ logger = logging.get_logger(__name__)
 
 # Any of these beside a model means its tokenizer was saved (fast, WordPiece, BPE, SentencePiece).
 _TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model", "tokenizer.model"
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "tokenizer.model",
 )
 
 

@@ -35,15 +35,27 @@ def build_teacher_cache(
     (ids int32, values fp16) at each selected position — every real token, or the masked ones."""
     teacher.eval()
     device = next(teacher.parameters()).device
-    rows: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": [], CACHE_COLUMNS[0]: [], CACHE_COLUMNS[1]: []}
+    rows: dict[str, list] = {
+        "input_ids": [],
+        "attention_mask": [],
+        "labels": [],
+        CACHE_COLUMNS[0]: [],
+        CACHE_COLUMNS[1]: [],
+    }
     ids = dataset["input_ids"]
     for copy in range(copies):
         collator.set_epoch(copy)
-        for start in tqdm(range(0, len(ids), batch_size), desc=f"Caching teacher top-{top_k} (copy {copy + 1}/{copies})", unit="batch"):
+        for start in tqdm(
+            range(0, len(ids), batch_size),
+            desc=f"Caching teacher top-{top_k} (copy {copy + 1}/{copies})",
+            unit="batch",
+        ):
             batch = collator([{"input_ids": x} for x in ids[start : start + batch_size]])
             chosen = batch["labels"].ne(IGNORE_INDEX) if restrict_to_mask else batch["attention_mask"].bool()
             on_device = {k: v.to(device) for k, v in batch.items()}
-            logits = heads.hidden_and_row_logits(teacher, on_device, chosen.to(device), split=heads.can_split(teacher)).row_logits
+            logits = heads.hidden_and_row_logits(
+                teacher, on_device, chosen.to(device), split=heads.can_split(teacher)
+            ).row_logits
             values, top_ids = logits.float().topk(top_k, dim=-1)
             offset = 0
             for i, (n, length) in enumerate(zip(chosen.sum(1).tolist(), batch["attention_mask"].sum(1).tolist())):
@@ -53,13 +65,15 @@ def build_teacher_cache(
                 rows[CACHE_COLUMNS[0]].append(top_ids[offset : offset + n].int().tolist())
                 rows[CACHE_COLUMNS[1]].append(values[offset : offset + n].half().tolist())
                 offset += n
-    features = datasets.Features({
-        "input_ids": datasets.Sequence(datasets.Value("int32")),
-        "attention_mask": datasets.Sequence(datasets.Value("int8")),
-        "labels": datasets.Sequence(datasets.Value("int32")),
-        CACHE_COLUMNS[0]: datasets.Sequence(datasets.Sequence(datasets.Value("int32"))),
-        CACHE_COLUMNS[1]: datasets.Sequence(datasets.Sequence(datasets.Value("float16"))),
-    })
+    features = datasets.Features(
+        {
+            "input_ids": datasets.Sequence(datasets.Value("int32")),
+            "attention_mask": datasets.Sequence(datasets.Value("int8")),
+            "labels": datasets.Sequence(datasets.Value("int32")),
+            CACHE_COLUMNS[0]: datasets.Sequence(datasets.Sequence(datasets.Value("int32"))),
+            CACHE_COLUMNS[1]: datasets.Sequence(datasets.Sequence(datasets.Value("float16"))),
+        }
+    )
     return datasets.Dataset.from_dict(rows, features=features)
 
 
@@ -72,7 +86,8 @@ class CachedSignalsCollator:
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         batch = self.tokenizer.pad(
-            [{"input_ids": f["input_ids"], "attention_mask": f["attention_mask"]} for f in features], return_tensors="pt"
+            [{"input_ids": f["input_ids"], "attention_mask": f["attention_mask"]} for f in features],
+            return_tensors="pt",
         )
         length = batch["input_ids"].shape[1]
         labels = torch.full((len(features), length), IGNORE_INDEX)
@@ -80,7 +95,9 @@ class CachedSignalsCollator:
             labels[i, : len(f["labels"])] = torch.tensor(f["labels"])
         out = {**batch, "labels": labels}
         out[CACHE_COLUMNS[0]] = torch.tensor([row for f in features for row in f[CACHE_COLUMNS[0]]], dtype=torch.long)
-        out[CACHE_COLUMNS[1]] = torch.tensor([row for f in features for row in f[CACHE_COLUMNS[1]]], dtype=torch.float16)
+        out[CACHE_COLUMNS[1]] = torch.tensor(
+            [row for f in features for row in f[CACHE_COLUMNS[1]]], dtype=torch.float16
+        )
         return out
 
 

@@ -48,6 +48,8 @@ class _Needs(NamedTuple):
     student_scores: list[int] | None  # layers whose pre-softmax scores are read, student side
     teacher_scores: list[int] | None
     causal: bool  # a causal student: full logits, next-token labels
+
+
 PROJECTION_FILE = "hidden_projection.safetensors"
 
 
@@ -76,7 +78,9 @@ class DistillationTrainer(Trainer):
         **kwargs: Any,
     ) -> None:
         if not isinstance(args, DistillationArguments):
-            raise TypeError(f"args must be DistillationArguments, got {type(args).__name__}; build it like TrainingArguments.")
+            raise TypeError(
+                f"args must be DistillationArguments, got {type(args).__name__}; build it like TrainingArguments."
+            )
         weights = loss_weights(args)
         listed = teacher_model if isinstance(teacher_model, (list, tuple)) else [teacher_model]
         teachers = [load_teacher(t, flag="teacher_model") if isinstance(t, str) else t for t in listed]
@@ -88,7 +92,9 @@ class DistillationTrainer(Trainer):
         self.run_settings = run_settings(args, present, model, kwargs.get("train_dataset"))
         self.teacher_weights = parse_teacher_weights(args.teacher_weights) or [1.0] * len(teachers)
         if len(self.teacher_weights) != len(teachers):  # values are checked with the arguments
-            raise UsageError(f"teacher_weights {args.teacher_weights!r} must hold {len(teachers)} non-negative weights, not all 0.")
+            raise UsageError(
+                f"teacher_weights {args.teacher_weights!r} must hold {len(teachers)} non-negative weights, not all 0."
+            )
         for other in others:
             check_compatible(model, other, needs_hidden=False)
         tokenizers = (kwargs.get("processing_class"), getattr(kwargs.get("data_collator"), "tokenizer", None))
@@ -97,7 +103,9 @@ class DistillationTrainer(Trainer):
         cached = set(CACHE_COLUMNS) <= set(getattr(kwargs.get("train_dataset"), "column_names", None) or [])
         needs_teacher = terms_needing_a_teacher(weights, cached_soft_targets=cached)
         if teacher is None and needs_teacher:
-            raise UsageError(f"{', '.join(needs_teacher)} > 0 but no teacher_model was given; pass one or set them to 0.")
+            raise UsageError(
+                f"{', '.join(needs_teacher)} > 0 but no teacher_model was given; pass one or set them to 0."
+            )
         self.layer_pairs: list[tuple[int, int]] = []
         self.hidden_projection: nn.Linear | None = None
         if teacher is not None:
@@ -118,7 +126,9 @@ class DistillationTrainer(Trainer):
         self._projection_averaged_at = -1
         if self.hidden_projection is not None:
             self._place_projection()
-        self.teachers = Teachers([t for t in (teacher, *others) if t is not None], self.teacher_weights, self.accelerator)
+        self.teachers = Teachers(
+            [t for t in (teacher, *others) if t is not None], self.teacher_weights, self.accelerator
+        )
         self._term_sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
         self._eval_batches = 0
         self._terms_since_step = 0  # global step when the logged window began (not 0 after a resume)
@@ -137,24 +147,40 @@ class DistillationTrainer(Trainer):
 
     @property
     def temperature(self) -> float:
-        return self.schedule.current.get("temperature", self.args.temperature) if self.schedule else self.args.temperature
+        return (
+            self.schedule.current.get("temperature", self.args.temperature) if self.schedule else self.args.temperature
+        )
 
-    def _prepare_intermediate(self, student: PreTrainedModel, teacher: PreTrainedModel, args: DistillationArguments, weights: dict[str, float]) -> None:
+    def _prepare_intermediate(
+        self,
+        student: PreTrainedModel,
+        teacher: PreTrainedModel,
+        args: DistillationArguments,
+        weights: dict[str, float],
+    ) -> None:
         """Layer pairs, eager attention (SDPA returns no attention maps) and a width projection if needed."""
         if not any(weights[t] > 0 for t in ("hidden_mse", "attention_mse", "pkd")):
             return
         s_layers = getattr(student.config, "n_layers", None) or student.config.num_hidden_layers
         source = (getattr(student.config, PROVENANCE_KEY, None) or {}).get("teacher_layers")
-        self.layer_pairs = intermediate_pairs(s_layers, teacher.config.num_hidden_layers, args.intermediate_layers, source)
+        self.layer_pairs = intermediate_pairs(
+            s_layers, teacher.config.num_hidden_layers, args.intermediate_layers, source
+        )
         if weights["attention_mse"] > 0:
             s_heads = getattr(student.config, "n_heads", None) or student.config.num_attention_heads
             if s_heads != teacher.config.num_attention_heads:
-                raise UsageError(f"alpha_attention_mse compares attention maps head by head, but the student has {s_heads} heads and the teacher {teacher.config.num_attention_heads}.")
+                raise UsageError(
+                    f"alpha_attention_mse compares attention maps head by head, but the student has {s_heads} heads "
+                    f"and the teacher {teacher.config.num_attention_heads}."
+                )
             if args.attention_maps == "probabilities":
                 student.set_attn_implementation("eager")
                 teacher.set_attn_implementation("eager")
             elif not (heads.has_attention_scores(student) and heads.has_attention_scores(teacher)):
-                raise UsageError("attention_maps='scores' knows BERT, RoBERTa and DistilBERT layers only; use attention_maps='probabilities'.")
+                raise UsageError(
+                    "attention_maps='scores' knows BERT, RoBERTa and DistilBERT layers only; "
+                    "use attention_maps='probabilities'."
+                )
         if student.config.hidden_size != teacher.config.hidden_size:
             # Trained with the student and saved beside it (PROJECTION_FILE), never inside its weights.
             self.hidden_projection = nn.Linear(student.config.hidden_size, teacher.config.hidden_size)
@@ -162,7 +188,10 @@ class DistillationTrainer(Trainer):
     def _place_projection(self) -> None:
         """On the student's device, and the same on every process (DDP broadcasts only the model's weights)."""
         if self.is_deepspeed_enabled:
-            raise UsageError("a learned hidden-size projection is not supported under DeepSpeed yet; use DDP or a student of the teacher's width.")
+            raise UsageError(
+                "a learned hidden-size projection is not supported under DeepSpeed yet; "
+                "use DDP or a student of the teacher's width."
+            )
         self.hidden_projection.to(self.args.device)
         if self.accelerator.num_processes > 1:
             for tensor in self.hidden_projection.parameters():
@@ -185,7 +214,9 @@ class DistillationTrainer(Trainer):
         if self.hidden_projection is None:
             return super()._clip_grad_norm(model)
         self._average_projection_grads()
-        return self.accelerator.clip_grad_norm_([*model.parameters(), *self.hidden_projection.parameters()], self.args.max_grad_norm)
+        return self.accelerator.clip_grad_norm_(
+            [*model.parameters(), *self.hidden_projection.parameters()], self.args.max_grad_norm
+        )
 
     @property
     def _attention_pairs(self) -> list[tuple[int, int]]:
@@ -195,7 +226,10 @@ class DistillationTrainer(Trainer):
     def create_optimizer(self, *args: Any, **kwargs: Any) -> torch.optim.Optimizer:
         optimizer = super().create_optimizer(*args, **kwargs)
         if self.hidden_projection is not None and not any(
-            p is q for group in optimizer.param_groups for p in group["params"] for q in self.hidden_projection.parameters()
+            p is q
+            for group in optimizer.param_groups
+            for p in group["params"]
+            for q in self.hidden_projection.parameters()
         ):
             optimizer.add_param_group({"params": list(self.hidden_projection.parameters()), "weight_decay": 0.0})
             optimizer.register_step_pre_hook(self._average_projection_grads)
@@ -256,14 +290,20 @@ class DistillationTrainer(Trainer):
 
         repo_id = kwargs.pop("repo_id", None) or self.args.hub_model_id
         if not repo_id:
-            raise UsageError("push_to_hub needs a repository: set hub_model_id in the arguments, e.g. you/distil-mini.")
+            raise UsageError(
+                "push_to_hub needs a repository: set hub_model_id in the arguments, e.g. you/distil-mini."
+            )
         for callback in self.callback_handler.callbacks:  # checkpoint pushes first, in order
             if isinstance(callback, PushToHubCallback):
                 callback.wait()
         private = self.args.hub_private_repo if private is None else private
         return push_to_hub(
-            self, repo_id, private=bool(private), token=token or self.args.hub_token,
-            revision=revision or self.args.hub_revision, commit_message=commit_message,
+            self,
+            repo_id,
+            private=bool(private),
+            token=token or self.args.hub_token,
+            revision=revision or self.args.hub_revision,
+            commit_message=commit_message,
         )
 
     def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
@@ -282,8 +322,10 @@ class DistillationTrainer(Trainer):
 
         if self.is_world_process_zero():
             card = render_model_card(
-                self.args.output_dir, repo_id=kwargs.get("model_name") or self.args.hub_model_id,
-                teacher=self.teacher_name, world_size=self.args.world_size,
+                self.args.output_dir,
+                repo_id=kwargs.get("model_name") or self.args.hub_model_id,
+                teacher=self.teacher_name,
+                world_size=self.args.world_size,
             )
             card.save(Path(self.args.output_dir, "README.md"))
 
@@ -322,7 +364,13 @@ class DistillationTrainer(Trainer):
             target = labels[:, 1:] if self.weights["clm"] > 0 else labels
             lengths = mask.sum(1)
             counts += torch.stack(
-                [target.ne(IGNORE_INDEX).sum(), mask.sum(), self._selected_rows(labels, mask).sum(), lengths.pow(2).sum(), torch.tensor(len(labels), device=device)]
+                [
+                    target.ne(IGNORE_INDEX).sum(),
+                    mask.sum(),
+                    self._selected_rows(labels, mask).sum(),
+                    lengths.pow(2).sum(),
+                    torch.tensor(len(labels), device=device),
+                ]
             )
         if self._gathers_counts:
             counts = self.accelerator.gather(counts.unsqueeze(0)).sum(0)
@@ -351,8 +399,15 @@ class DistillationTrainer(Trainer):
             model, inputs, rows, self._splits(model, needs.causal), needs.states, needs.maps, needs.student_scores
         )
         teacher = self.teachers.signals(
-            inputs, rows, logits=needs.logits, hidden=needs.hidden, states=needs.states, maps=needs.maps,
-            score_layers=needs.teacher_scores, temperature=self.temperature, cache=cache,
+            inputs,
+            rows,
+            logits=needs.logits,
+            hidden=needs.hidden,
+            states=needs.states,
+            maps=needs.maps,
+            score_layers=needs.teacher_scores,
+            temperature=self.temperature,
+            cache=cache,
         )
         with torch.autocast(device_type=labels.device.type, enabled=False):  # the loss maths in fp32
             total, terms = distillation_loss(
@@ -402,13 +457,20 @@ class DistillationTrainer(Trainer):
         if not self.layer_pairs:
             return None
         return {
-            "layer_pairs": self.layer_pairs, "projection": self.hidden_projection,
-            "student_states": student.hidden_states, "teacher_states": teacher.states,
-            "student_attention": student.attention_by_layer, "teacher_attention": teacher.attention,
+            "layer_pairs": self.layer_pairs,
+            "projection": self.hidden_projection,
+            "student_states": student.hidden_states,
+            "teacher_states": teacher.states,
+            "student_attention": student.attention_by_layer,
+            "teacher_attention": teacher.attention,
         }
 
     def prediction_step(
-        self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
     ) -> tuple[torch.Tensor, None, None]:
         """Evaluation gives the loss and its terms; full-vocabulary logits are never gathered."""
         inputs = self._prepare_inputs(inputs)
@@ -469,7 +531,9 @@ def _meet_raw_text(model: PreTrainedModel, args: DistillationArguments, kwargs: 
         kwargs[key] = tokenize_and_chunk(dataset, tokenizer, max_length=max_length)
     if kwargs.get("data_collator") is None and (kwargs.get("train_dataset") or kwargs.get("eval_dataset")) is not None:
         if tokenizer is None:
-            raise UsageError("pass data_collator=DataCollatorForDistillation(tokenizer, ...) or processing_class=tokenizer.")
+            raise UsageError(
+                "pass data_collator=DataCollatorForDistillation(tokenizer, ...) or processing_class=tokenizer."
+            )
         train = kwargs.get("train_dataset")
         counts = token_counts(train, tokenizer) if train is not None else None
         kwargs["data_collator"] = DataCollatorForDistillation.from_arguments(tokenizer, args, token_counts=counts)

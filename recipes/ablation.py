@@ -41,7 +41,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output_dir", default="outputs/ablation")
     parser.add_argument("--max_steps", type=int, default=100)
-    parser.add_argument("--finetune_steps", type=int, default=100, help="updates of 16 sentences on the 160-sentence demo")
+    parser.add_argument(
+        "--finetune_steps", type=int, default=100, help="updates of 16 sentences on the 160-sentence demo"
+    )
     parser.add_argument("--config", default=None, help="distil_bert config file for every run")
     parser.add_argument("extra", nargs="*", help="after --: flags passed to every distil_bert run")
     cli = parser.parse_args()
@@ -49,22 +51,51 @@ def main() -> None:
     table = {}
     for name, flags in VARIANTS.items():
         folder = out / name.replace(" ", "_")
-        common = (["--config", cli.config] if cli.config else []) + ["--max_steps", str(cli.max_steps), "--output_dir", str(folder), "--save_strategy", "no"]
+        common = (["--config", cli.config] if cli.config else []) + [
+            "--max_steps",
+            str(cli.max_steps),
+            "--output_dir",
+            str(folder),
+            "--save_strategy",
+            "no",
+        ]
         print(f"[{name}] distilling ...", flush=True)
         run("distil_bert.py", common + flags + cli.extra)
         held_out = json.loads((folder / "held_out_results.json").read_text())["student"]
         print(f"[{name}] fine-tuning on the polarity demo ...", flush=True)
-        run("finetune.py", ["--model", str(folder), "--output_dir", str(folder / "polarity"), "--max_steps", str(cli.finetune_steps),
-                            "--save_strategy", "no", "--report_to", "none", "--learning_rate", "1e-4", "--seed", "56",
-                            "--per_device_train_batch_size", "16", "--max_seq_length", "64"])
+        run(
+            "finetune.py",
+            [
+                "--model",
+                str(folder),
+                "--output_dir",
+                str(folder / "polarity"),
+                "--max_steps",
+                str(cli.finetune_steps),
+                "--save_strategy",
+                "no",
+                "--report_to",
+                "none",
+                "--learning_rate",
+                "1e-4",
+                "--seed",
+                "56",
+                "--per_device_train_batch_size",
+                "16",
+                "--max_seq_length",
+                "64",
+            ],
+        )
         downstream = json.loads((folder / "polarity" / "eval_results.json").read_text())["eval_accuracy"]
         table[name] = {"mlm_top1": 100 * held_out["accuracy"], "polarity_accuracy": 100 * downstream}
     (out / "ablation.json").write_text(json.dumps(table, indent=2) + "\n")
     base = table["triple loss"]
     print(f"{'variant':<14}{'MLM top-1':>11}{'Δ':>8}{'polarity acc':>14}{'Δ':>8}")
     for name, row in table.items():
-        print(f"{name:<14}{row['mlm_top1']:>11.2f}{row['mlm_top1'] - base['mlm_top1']:>+8.2f}"
-              f"{row['polarity_accuracy']:>14.2f}{row['polarity_accuracy'] - base['polarity_accuracy']:>+8.2f}")
+        print(
+            f"{name:<14}{row['mlm_top1']:>11.2f}{row['mlm_top1'] - base['mlm_top1']:>+8.2f}"
+            f"{row['polarity_accuracy']:>14.2f}{row['polarity_accuracy'] - base['polarity_accuracy']:>+8.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -37,15 +37,28 @@ logger = logging.get_logger("build_teacher")
 
 @dataclass
 class BuildArguments:
-    output: str = field(default=str(minilm.DELTA_FILE), metadata={"help": "Where to write the fp16 safetensors of the trained tensors."})
-    num_train_epochs: float = field(default=4.0, metadata={"help": "Passes over the train articles (returns shrink after ~3.5)."})
-    max_steps: int = field(default=-1, metadata={"help": "Stop after this many updates (overrides epochs; for smoke runs)."})
-    batch_size: int = field(default=64, metadata={"help": "Sequences per update (paragraphs of ~65 tokens, grouped by length)."})
+    output: str = field(
+        default=str(minilm.DELTA_FILE),
+        metadata={"help": "Where to write the fp16 safetensors of the trained tensors."},
+    )
+    num_train_epochs: float = field(
+        default=4.0, metadata={"help": "Passes over the train articles (returns shrink after ~3.5)."}
+    )
+    max_steps: int = field(
+        default=-1, metadata={"help": "Stop after this many updates (overrides epochs; for smoke runs)."}
+    )
+    batch_size: int = field(
+        default=64, metadata={"help": "Sequences per update (paragraphs of ~65 tokens, grouped by length)."}
+    )
     encoder_lr: float = field(default=1e-4, metadata={"help": "Learning rate of the pretrained encoder layers."})
-    head_lr: float = field(default=1e-3, metadata={"help": "Learning rate of the new MLM head (transform, LayerNorm, bias)."})
+    head_lr: float = field(
+        default=1e-3, metadata={"help": "Learning rate of the new MLM head (transform, LayerNorm, bias)."}
+    )
     max_length: int = field(default=128, metadata={"help": "Longest sequence; longer paragraphs are cut into chunks."})
     seed: int = field(default=0, metadata={"help": "Seed of initialisation, data order and masks."})
-    eval_seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Fixed mask draws of the held-out evaluation."})
+    eval_seeds: list[int] = field(
+        default_factory=lambda: [0, 1, 2], metadata={"help": "Fixed mask draws of the held-out evaluation."}
+    )
 
 
 def main() -> None:
@@ -76,11 +89,19 @@ def main() -> None:
     # Train: masked LM alone, through our collator (uniform 15%, 80/10/10) and Trainer.
     args = DistillationArguments(
         output_dir="outputs/build_teacher",
-        alpha_ce=0.0, alpha_cos=0.0, alpha_mlm=1.0,
+        alpha_ce=0.0,
+        alpha_cos=0.0,
+        alpha_mlm=1.0,
         per_device_train_batch_size=build.batch_size,
-        num_train_epochs=build.num_train_epochs, max_steps=build.max_steps,
-        train_sampling_strategy="group_by_length", logging_steps=10, save_strategy="no", report_to="none",
-        seed=build.seed, use_cpu=not torch.cuda.is_available(), dataloader_drop_last=True,
+        num_train_epochs=build.num_train_epochs,
+        max_steps=build.max_steps,
+        train_sampling_strategy="group_by_length",
+        logging_steps=10,
+        save_strategy="no",
+        report_to="none",
+        seed=build.seed,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_drop_last=True,
     )
     steps = args.max_steps if args.max_steps > 0 else int(build.num_train_epochs * (len(train) // build.batch_size))
     optimizer = torch.optim.AdamW(
@@ -88,7 +109,10 @@ def main() -> None:
     )
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.05 * steps), steps)
     trainer = DistillationTrainer(
-        model=model, args=args, train_dataset=train, data_collator=DataCollatorForDistillation(tokenizer, seed=build.seed),
+        model=model,
+        args=args,
+        train_dataset=train,
+        data_collator=DataCollatorForDistillation(tokenizer, seed=build.seed),
         optimizers=(optimizer, scheduler),
     )
     trainer.train()
@@ -98,9 +122,14 @@ def main() -> None:
     output = Path(build.output)
     digest = minilm.save_delta(model, output)
     report = {
-        "held_out_before": before, "held_out_after": after, "sha256": digest,
-        "size_bytes": output.stat().st_size, "build_seconds": round(time.time() - started),
-        "train_sequences": len(train), "held_out_sequences": len(held_out), "optimizer_steps": trainer.state.global_step,
+        "held_out_before": before,
+        "held_out_after": after,
+        "sha256": digest,
+        "size_bytes": output.stat().st_size,
+        "build_seconds": round(time.time() - started),
+        "train_sequences": len(train),
+        "held_out_sequences": len(held_out),
+        "optimizer_steps": trainer.state.global_step,
         "held_out_articles": list(HELD_OUT_ARTICLES),
     }
     output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")

@@ -32,13 +32,17 @@ logger = logging.get_logger("cache_teacher")
 @dataclass
 class CacheArguments:
     top_k: int = field(default=32, metadata={"help": "Teacher logits kept per position (values fp16 + ids int32)."})
-    copies: int = field(default=1, metadata={"help": "Pre-masked copies of the corpus (training cycles through them)."})
+    copies: int = field(
+        default=1, metadata={"help": "Pre-masked copies of the corpus (training cycles through them)."}
+    )
     cache_batch_size: int = field(default=32, metadata={"help": "Sequences per teacher forward."})
 
 
 def main() -> None:
     config = Path(__file__).with_name("configs") / "distil_bert.yaml"
-    model_args, data_args, cache_args, args = parse_with_config((ModelArguments, DataArguments, CacheArguments, DistillationArguments), sys.argv[1:], config)
+    model_args, data_args, cache_args, args = parse_with_config(
+        (ModelArguments, DataArguments, CacheArguments, DistillationArguments), sys.argv[1:], config
+    )
     logging.set_verbosity_info()
     set_seed(args.seed)
     if model_args.teacher:
@@ -47,14 +51,31 @@ def main() -> None:
         teacher, tokenizer = load_default_teacher()
     train, _, counts = prepare_corpus(data_args, tokenizer)
     collator = DataCollatorForDistillation(
-        tokenizer, token_counts=counts, mlm_probability=args.mlm_probability, mask_replace_prob=args.mask_replace_prob,
-        random_replace_prob=args.random_replace_prob, mlm_smoothing=args.mlm_smoothing, whole_word_masking=args.whole_word_masking, seed=args.seed,
+        tokenizer,
+        token_counts=counts,
+        mlm_probability=args.mlm_probability,
+        mask_replace_prob=args.mask_replace_prob,
+        random_replace_prob=args.random_replace_prob,
+        mlm_smoothing=args.mlm_smoothing,
+        whole_word_masking=args.whole_word_masking,
+        seed=args.seed,
     )
-    cache = build_teacher_cache(teacher.to(args.device), train, collator, cache_args.top_k, cache_args.copies, cache_args.cache_batch_size, args.restrict_ce_to_mask)
+    cache = build_teacher_cache(
+        teacher.to(args.device),
+        train,
+        collator,
+        cache_args.top_k,
+        cache_args.copies,
+        cache_args.cache_batch_size,
+        args.restrict_ce_to_mask,
+    )
     cache.save_to_disk(args.output_dir)
     size = sum(f.stat().st_size for f in Path(args.output_dir).rglob("*") if f.is_file())
-    print(f"cached {len(cache)} sequences ({cache_args.copies} copies), top-{cache_args.top_k}: "
-          f"{bytes_per_token(cache):.1f} bytes of teacher signals per token, {size / 2**20:.1f} MiB on disk -> {args.output_dir}")
+    print(
+        f"cached {len(cache)} sequences ({cache_args.copies} copies), top-{cache_args.top_k}: "
+        f"{bytes_per_token(cache):.1f} bytes of teacher signals per token, "
+        f"{size / 2**20:.1f} MiB on disk -> {args.output_dir}"
+    )
 
 
 if __name__ == "__main__":

@@ -70,8 +70,10 @@ def main() -> None:
     logging.set_verbosity(args.get_process_log_level())
     logger.info(f"model {model_args}\ndata {data_args}")
     if "--hub_token" in sys.argv:
-        logger.warning("--hub_token puts the token in shell history and in launchers' error reports; "
-                       "prefer HF_TOKEN or `hf auth login` (the token is never written into the output folder).")
+        logger.warning(
+            "--hub_token puts the token in shell history and in launchers' error reports; "
+            "prefer HF_TOKEN or `hf auth login` (the token is never written into the output folder)."
+        )
 
     # The output folder must not be where a model comes from: the student would be saved over it.
     teacher_names = model_args.teacher.split(",") if model_args.teacher else []
@@ -143,7 +145,11 @@ def main() -> None:
         raise RunFailed(guard.message)
     train_seconds = time.time() - started
     checksums = replica_checksums(trainer)
-    metrics = {**result.metrics, "replicas": len(checksums), "replica_checksum_spread": max(checksums) - min(checksums)}
+    metrics = {
+        **result.metrics,
+        "replicas": len(checksums),
+        "replica_checksum_spread": max(checksums) - min(checksums),
+    }
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     trainer.save_state()
@@ -169,7 +175,9 @@ def main() -> None:
             other_teachers=model_args.teacher.split(",")[1:] if model_args.teacher else [],
             teacher=student_metrics.pop("teacher"),
             student=student_metrics,
-            eval_dataset=data_args.dataset_name or data_args.validation_file or data_args.train_file
+            eval_dataset=data_args.dataset_name
+            or data_args.validation_file
+            or data_args.train_file
             or "gensim enwiki excerpt, held-out articles",
             speed_batch_1=speed,
             speed_sentences=len(sentences),
@@ -191,8 +199,10 @@ def main() -> None:
         dataset_ids = [data_args.dataset_name] if data_args.dataset_name else None
         card = render_model_card(args.output_dir, repo_id=args.hub_model_id, datasets=dataset_ids)
         card.save(Path(args.output_dir, "README.md"))
-        print(f"student written to {Path(args.output_dir).resolve()}: model.safetensors, config.json and tokenizer "
-              f"(load with from_pretrained), README.md (model card, loss_terms.png), {RESULTS_FILE}, train_results.json")
+        print(
+            f"student written to {Path(args.output_dir).resolve()}: model.safetensors, config.json and tokenizer "
+            f"(load with from_pretrained), README.md (model card, loss_terms.png), {RESULTS_FILE}, train_results.json"
+        )
         if args.push_to_hub:
             print(f"published to {os.environ.get('HF_ENDPOINT', 'https://huggingface.co')}/{args.hub_model_id}")
 

@@ -28,23 +28,42 @@ DEFAULT_STUDENT = Path("outputs/default_student")
 
 @dataclass
 class ExportArguments:
-    model: str = field(metadata={"help": "Folder of a saved student (config.json, safetensors, tokenizer), or "
-                                         "'default-student': the shipped teacher's 3-layer student, untrained."})
-    output_dir: str | None = field(default=None, metadata={
-        "help": "Where the ONNX folder goes (default: the model folder itself, so push_to_hub uploads both)."})
-    teacher: str | None = field(default=None, metadata={
-        "help": "Also time this model in PyTorch fp32 for the speed-up: a folder, or 'default-teacher'."})
-    min_agreement: float = field(default=0.95, metadata={
-        "help": "Share of fp32's answers on held-out text that the int8 model must keep to be written."})
-    schemes: str = field(default=",".join(SCHEME_NAMES), metadata={
-        "help": "int8 schemes to try, in this order (fastest first); the first that passes is kept."})
+    model: str = field(
+        metadata={
+            "help": "Folder of a saved student (config.json, safetensors, tokenizer), or "
+            "'default-student': the shipped teacher's 3-layer student, untrained."
+        }
+    )
+    output_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where the ONNX folder goes (default: the model folder itself, so push_to_hub uploads both)."
+        },
+    )
+    teacher: str | None = field(
+        default=None,
+        metadata={"help": "Also time this model in PyTorch fp32 for the speed-up: a folder, or 'default-teacher'."},
+    )
+    min_agreement: float = field(
+        default=0.95,
+        metadata={"help": "Share of fp32's answers on held-out text that the int8 model must keep to be written."},
+    )
+    schemes: str = field(
+        default=",".join(SCHEME_NAMES),
+        metadata={"help": "int8 schemes to try, in this order (fastest first); the first that passes is kept."},
+    )
     try_all: bool = field(default=False, metadata={"help": "Measure every scheme, not only up to the first pass."})
     num_sentences: int = field(default=200, metadata={"help": "Held-out sentences for the agreement check."})
     mask_draws: int = field(default=2, metadata={"help": "Masked LM: fixed mask draws per sentence."})
     speed_sentences: int = field(default=30, metadata={"help": "Sentences timed at batch 1, per model and round."})
     speed_rounds: int = field(default=3, metadata={"help": "Timing rounds (models take turns; median reported)."})
-    threads: int | None = field(default=None, metadata={
-        "help": "CPU threads for PyTorch and ONNX Runtime (default: PyTorch's). 1 is steadiest on a shared machine."})
+    threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "CPU threads for PyTorch and ONNX Runtime (default: PyTorch's). "
+            "1 is steadiest on a shared machine."
+        },
+    )
 
 
 def resolve_student(name: str) -> str:
@@ -66,8 +85,10 @@ def load_teacher(name: str, model_dir: str) -> PreTrainedModel:
     task = task_of(model_dir)
     if name == "default-teacher":
         if task.pipeline not in ("fill-mask", "feature-extraction"):
-            raise UsageError(f"the shipped teacher is a masked LM and the student is {task.pipeline}; pass "
-                             "--teacher with a teacher fine-tuned on the task (a recipes/finetune.py output).")
+            raise UsageError(
+                f"the shipped teacher is a masked LM and the student is {task.pipeline}; pass "
+                "--teacher with a teacher fine-tuned on the task (a recipes/finetune.py output)."
+            )
         from hf_distil.teachers import load_default_teacher
 
         teacher = load_default_teacher()[0]
@@ -83,21 +104,25 @@ def format_report(report: ExportReport) -> str:
     """The schemes and models as a table: agreement with fp32, batch-1 latency, speed-up over the teacher."""
     base = TEACHER_KEY if TEACHER_KEY in report.latency_ms else STUDENT_KEY
     rows = [(name, "—", ms, "") for name, ms in report.latency_ms.items() if not name.startswith("student, ONNX int8")]
-    rows += [(f"student, ONNX int8 {s.name}", f"{s.agreement:.1%}", s.latency_ms, f"{s.size_mb:.1f}")
-             for s in report.schemes]
+    rows += [
+        (f"student, ONNX int8 {s.name}", f"{s.agreement:.1%}", s.latency_ms, f"{s.size_mb:.1f}")
+        for s in report.schemes
+    ]
     lines = [f"{'model':<48} {'agreement':>9} {'ms':>8} {'speed-up':>8} {'MB':>6}"]
     for name, agreed, ms, size in rows:
         agreed = "100% (ref)" if name == FP32_KEY else agreed
         lines.append(f"{name:<48} {agreed:>9} {ms:>8.2f} {report.latency_ms[base] / ms:>7.1f}x {size:>6}")
     threads = f"{report.threads} thread{'s' if report.threads > 1 else ''}"
-    return "\n".join([
-        f"{report.agreement_measure} with fp32 ONNX over {report.items} items from {report.sentences} held-out "
-        f"sentences; batch-1 latency over {report.speed_sentences} sentences, {threads}; speed-up over "
-        f"{base.split(',')[0]} in PyTorch fp32 (1-minute load {report.load_average[0]:.1f} → "
-        f"{report.load_average[1]:.1f})",
-        *lines,
-        f"fp32 ONNX vs PyTorch: max |difference| {report.fp32_max_abs_diff:.1e}",
-    ])
+    return "\n".join(
+        [
+            f"{report.agreement_measure} with fp32 ONNX over {report.items} items from {report.sentences} held-out "
+            f"sentences; batch-1 latency over {report.speed_sentences} sentences, {threads}; speed-up over "
+            f"{base.split(',')[0]} in PyTorch fp32 (1-minute load {report.load_average[0]:.1f} → "
+            f"{report.load_average[1]:.1f})",
+            *lines,
+            f"fp32 ONNX vs PyTorch: max |difference| {report.fp32_max_abs_diff:.1e}",
+        ]
+    )
 
 
 def main() -> None:
@@ -110,9 +135,16 @@ def main() -> None:
     teacher = load_teacher(cli.teacher, model_dir) if cli.teacher else None
     output_dir = cli.output_dir or model_dir
     report = export_student(
-        model_dir, output_dir, min_agreement=cli.min_agreement, schemes=[s for s in cli.schemes.split(",") if s],
-        try_all=cli.try_all, teacher=teacher, num_sentences=cli.num_sentences, mask_draws=cli.mask_draws,
-        speed_sentences=cli.speed_sentences, speed_rounds=cli.speed_rounds,
+        model_dir,
+        output_dir,
+        min_agreement=cli.min_agreement,
+        schemes=[s for s in cli.schemes.split(",") if s],
+        try_all=cli.try_all,
+        teacher=teacher,
+        num_sentences=cli.num_sentences,
+        mask_draws=cli.mask_draws,
+        speed_sentences=cli.speed_sentences,
+        speed_rounds=cli.speed_rounds,
     )
     print(format_report(report))
     if report.chosen is None:
@@ -122,8 +154,10 @@ def main() -> None:
             f"{best.agreement:.1%}); wrote fp32 only ({Path(output_dir, report.fp32_file)}); lower --min_agreement "
             f"to accept {best.name}."
         )
-    print(f"wrote {output_dir}: {report.fp32_file} (fp32), {report.int8_file} (int8 {report.chosen}), config.json, "
-          f"tokenizer, export_report.json")
+    print(
+        f"wrote {output_dir}: {report.fp32_file} (fp32), {report.int8_file} (int8 {report.chosen}), config.json, "
+        f"tokenizer, export_report.json"
+    )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
     python recipes/finetune.py --model default-teacher --output_dir outputs/ft/teacher       # offline demo
     python recipes/finetune.py --model outputs/distil_bert --output_dir outputs/ft/student
-    python recipes/finetune.py --model outputs/distil_bert --teacher outputs/ft/teacher --output_dir outputs/ft/student_d
+    python recipes/finetune.py --model outputs/distil_bert --teacher outputs/ft/teacher \\
+        --output_dir outputs/ft/student_d
     accelerate launch recipes/finetune.py --model bert-base-uncased --task mrpc --output_dir outputs/ft/mrpc
 
 Tasks: the GLUE tasks (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), imdb and squad (v1.1, EM/F1) from the
@@ -11,8 +12,8 @@ CSV/JSON file with the same columns (--train_file/--validation_file), and offlin
 review sentences of gensim's pang_lee_polarity (--task polarity, the default). With --teacher (a model
 already fine-tuned on the task) the student is trained with the paper's "DistilBERT (D)" loss.
 Metrics come from a metric module kept in hf_distil (Matthews for CoLA, Pearson/Spearman for STS-B,
-accuracy and F1 for MRPC/QQP, exact match and F1 for SQuAD, accuracy otherwise). Each run adds its row to outputs/finetune_results.json
-and prints the table so far, laid out like the paper's Tables 1 and 2.
+accuracy and F1 for MRPC/QQP, exact match and F1 for SQuAD, accuracy otherwise). Each run adds its row to
+outputs/finetune_results.json and prints the table so far, laid out like the paper's Tables 1 and 2.
 """
 
 from __future__ import annotations
@@ -68,13 +69,24 @@ RESULTS = Path("outputs/finetune_results.json")
 
 @dataclass
 class TaskArguments:
-    model: str = field(default="default-teacher", metadata={"help": "Model folder or Hub id; 'default-teacher' is the shipped offline teacher."})
-    teacher: str | None = field(default=None, metadata={"help": "A teacher fine-tuned on this task: enables task distillation."})
+    model: str = field(
+        default="default-teacher",
+        metadata={"help": "Model folder or Hub id; 'default-teacher' is the shipped offline teacher."},
+    )
+    teacher: str | None = field(
+        default=None, metadata={"help": "A teacher fine-tuned on this task: enables task distillation."}
+    )
     task: str = field(default="polarity", metadata={"help": f"One of {', '.join(TASKS)}."})
-    train_file: str | None = field(default=None, metadata={"help": "Local CSV/JSON training file with the task's columns and 'label'."})
+    train_file: str | None = field(
+        default=None, metadata={"help": "Local CSV/JSON training file with the task's columns and 'label'."}
+    )
     validation_file: str | None = field(default=None, metadata={"help": "Local evaluation file in the same format."})
-    max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated (SQuAD: cut into windows; 384 in the paper)."})
-    doc_stride: int = field(default=128, metadata={"help": "SQuAD: tokens shared by consecutive windows of a long context."})
+    max_seq_length: int = field(
+        default=128, metadata={"help": "Longer inputs are truncated (SQuAD: cut into windows; 384 in the paper)."}
+    )
+    doc_stride: int = field(
+        default=128, metadata={"help": "SQuAD: tokens shared by consecutive windows of a long context."}
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training examples."})
 
     def __post_init__(self) -> None:
@@ -91,10 +103,12 @@ def polarity_demo() -> datasets.DatasetDict:
     rows = [line.split(" ", 1) for line in text.splitlines() if line.strip()]
     data = {"sentence": [text.strip() for _, text in rows], "label": [int(tag == "__label__pos") for tag, _ in rows]}
     full = datasets.Dataset.from_dict(data)
-    return datasets.DatasetDict({
-        "train": full.filter(lambda _, i: i % 5 != 0, with_indices=True),
-        "validation": full.filter(lambda _, i: i % 5 == 0, with_indices=True),
-    })
+    return datasets.DatasetDict(
+        {
+            "train": full.filter(lambda _, i: i % 5 != 0, with_indices=True),
+            "validation": full.filter(lambda _, i: i % 5 == 0, with_indices=True),
+        }
+    )
 
 
 def load_task(task: TaskArguments) -> tuple[datasets.Dataset, datasets.Dataset]:
@@ -121,7 +135,9 @@ def resolve_model(name: str, output_dir: str) -> str:
     return str(folder)
 
 
-def encode_pairs(batch: dict, tokenizer: PreTrainedTokenizerBase, columns: tuple[str, str | None], max_length: int) -> dict:
+def encode_pairs(
+    batch: dict, tokenizer: PreTrainedTokenizerBase, columns: tuple[str, str | None], max_length: int
+) -> dict:
     first, second = columns
     texts = (batch[first],) if second is None else (batch[first], batch[second])
     return tokenizer(*texts, truncation=True, max_length=max_length)
@@ -148,17 +164,41 @@ def main() -> None:
     # Features: windows with answer spans for SQuAD, tokenised text pairs otherwise.
     with args.main_process_first(desc="tokenizing"):
         if qa:
-            train = train.map(qa_lib.train_features, batched=True, remove_columns=train.column_names, desc="SQuAD windows",
-                              fn_kwargs=dict(tokenizer=tokenizer, max_length=task.max_seq_length, stride=task.doc_stride))
-            eval_features = held_out.map(qa_lib.eval_features, batched=True, remove_columns=held_out.column_names, desc="SQuAD eval windows",
-                                         fn_kwargs=dict(tokenizer=tokenizer, max_length=task.max_seq_length, stride=task.doc_stride))
+            train = train.map(
+                qa_lib.train_features,
+                batched=True,
+                remove_columns=train.column_names,
+                desc="SQuAD windows",
+                fn_kwargs=dict(tokenizer=tokenizer, max_length=task.max_seq_length, stride=task.doc_stride),
+            )
+            eval_features = held_out.map(
+                qa_lib.eval_features,
+                batched=True,
+                remove_columns=held_out.column_names,
+                desc="SQuAD eval windows",
+                fn_kwargs=dict(tokenizer=tokenizer, max_length=task.max_seq_length, stride=task.doc_stride),
+            )
         else:
-            train = train.map(encode_pairs, batched=True, remove_columns=[c for c in train.column_names if c != "label"], desc="Tokenizing train",
-                              fn_kwargs=dict(tokenizer=tokenizer, columns=(first, second), max_length=task.max_seq_length))
-            held_out = held_out.map(encode_pairs, batched=True, remove_columns=[c for c in held_out.column_names if c != "label"], desc="Tokenizing eval",
-                                    fn_kwargs=dict(tokenizer=tokenizer, columns=(first, second), max_length=task.max_seq_length))
+            train = train.map(
+                encode_pairs,
+                batched=True,
+                remove_columns=[c for c in train.column_names if c != "label"],
+                desc="Tokenizing train",
+                fn_kwargs=dict(tokenizer=tokenizer, columns=(first, second), max_length=task.max_seq_length),
+            )
+            held_out = held_out.map(
+                encode_pairs,
+                batched=True,
+                remove_columns=[c for c in held_out.column_names if c != "label"],
+                desc="Tokenizing eval",
+                fn_kwargs=dict(tokenizer=tokenizer, columns=(first, second), max_length=task.max_seq_length),
+            )
 
-    metric = evaluate.load(metric_path("squad_v1")) if qa else evaluate.load(metric_path("glue_like"), task.task if task.task in MAIN_METRIC else "accuracy")
+    metric = (
+        evaluate.load(metric_path("squad_v1"))
+        if qa
+        else evaluate.load(metric_path("glue_like"), task.task if task.task in MAIN_METRIC else "accuracy")
+    )
 
     def compute_metrics(prediction) -> dict:
         logits, labels = prediction
@@ -166,7 +206,13 @@ def main() -> None:
         return metric.compute(predictions=predictions, references=labels)
 
     # Train: plain fine-tuning, or task distillation from the fine-tuned teacher.
-    common = dict(model=model, args=args, train_dataset=train, processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer))
+    common = dict(
+        model=model,
+        args=args,
+        train_dataset=train,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+    )
     if not qa:
         common.update(eval_dataset=held_out, compute_metrics=compute_metrics)
     if task.teacher:
@@ -179,7 +225,9 @@ def main() -> None:
     if qa:  # spans from the best window of each question, then EM/F1 against every gold answer
         output = trainer.predict(eval_features.remove_columns(["example_id", "offset_mapping"]))
         spans = qa_lib.best_spans(held_out[:], eval_features[:], *output.predictions)
-        scores = metric.compute(predictions=[spans[i] for i in held_out["id"]], references=[a["text"] for a in held_out["answers"]])
+        scores = metric.compute(
+            predictions=[spans[i] for i in held_out["id"]], references=[a["text"] for a in held_out["answers"]]
+        )
         metrics = {f"eval_{k}": v / 100 for k, v in scores.items()}
     else:
         metrics = trainer.evaluate()

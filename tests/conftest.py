@@ -12,7 +12,24 @@ from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
 from hf_distil import DistillationArguments, init_student_from_teacher
 
-WORDS = ["the", "cat", "dog", "sat", "on", "mat", "a", "big", "small", "ran", "house", "tree", "red", "blue", "and", "is"]
+WORDS = [
+    "the",
+    "cat",
+    "dog",
+    "sat",
+    "on",
+    "mat",
+    "a",
+    "big",
+    "small",
+    "ran",
+    "house",
+    "tree",
+    "red",
+    "blue",
+    "and",
+    "is",
+]
 PIECES = ["##s", "##ing", "##ed", "##ly", "un", "##able", "play", "jump", "walk", "talk"]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -83,15 +100,25 @@ def texts() -> list[str]:
 
 def make_args(tmp_path, **kwargs) -> DistillationArguments:
     defaults = dict(
-        output_dir=str(tmp_path / "out"), report_to="none", per_device_train_batch_size=8, max_steps=4,
-        logging_steps=1, save_strategy="no", learning_rate=1e-3, use_cpu=True, seed=0, disable_tqdm=True,
+        output_dir=str(tmp_path / "out"),
+        report_to="none",
+        per_device_train_batch_size=8,
+        max_steps=4,
+        logging_steps=1,
+        save_strategy="no",
+        learning_rate=1e-3,
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
     )
     return DistillationArguments(**{**defaults, **kwargs})
 
 
 @pytest.fixture
 def dataset(tokenizer, texts) -> datasets.Dataset:
-    return datasets.Dataset.from_dict({"text": texts}).map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
+    return datasets.Dataset.from_dict({"text": texts}).map(
+        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"]
+    )
 
 
 @pytest.fixture

@@ -45,8 +45,12 @@ def _handler(state: HubState, endpoint: list[str]):
             body = self._body()
             if path == "/api/repos/create":
                 info = json.loads(body)
-                repo = f"{info.get('organization') or 'user'}/{info['name']}" if "/" not in info["name"] else info["name"]
-                state.repos.setdefault(repo, {"visibility": info.get("visibility", "private" if info.get("private") else "public")})
+                repo = (
+                    f"{info.get('organization') or 'user'}/{info['name']}" if "/" not in info["name"] else info["name"]
+                )
+                state.repos.setdefault(
+                    repo, {"visibility": info.get("visibility", "private" if info.get("private") else "public")}
+                )
                 return self._reply(200, {"url": f"{endpoint[0]}/{repo}", "name": repo})
             if path == "/api/validate-yaml":
                 return self._reply(200, {})
@@ -59,7 +63,10 @@ def _handler(state: HubState, endpoint: list[str]):
                 return self._reply(200, {})
             if action == "preupload":
                 files = json.loads(body)["files"]
-                return self._reply(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]})
+                return self._reply(
+                    200,
+                    {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]},
+                )
             if state.fail_commits > 0:
                 state.fail_commits -= 1
                 return self._reply(403, {"error": "commit refused by test server"})

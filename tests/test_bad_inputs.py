@@ -59,10 +59,28 @@ def snapshot(folder: Path) -> dict[str, bytes] | None:
 
 
 def run_recipe(assets: Path, tmp_path: Path, *flags: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(RECIPE), "--teacher", str(assets / "teacher"), "--output_dir", str(tmp_path / "out"),
-           "--data_cache_dir", str(tmp_path / "cache"), "--max_steps", "2", "--report_to", "none", *flags]
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
-                   "HF_DATASETS_CACHE": str(tmp_path / "hf_datasets"), **(env or {})}
+    cmd = [
+        sys.executable,
+        str(RECIPE),
+        "--teacher",
+        str(assets / "teacher"),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--data_cache_dir",
+        str(tmp_path / "cache"),
+        "--max_steps",
+        "2",
+        "--report_to",
+        "none",
+        *flags,
+    ]
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_CACHE": str(tmp_path / "hf_datasets"),
+        **(env or {}),
+    }
     environment.pop("HF_DISTIL_TRACEBACK", None)
     return subprocess.run(cmd, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300)
 
@@ -74,19 +92,29 @@ RECIPE_CASES = {
     "mlm_probability_0": (["--train_file", "{a}/train.txt", "--mlm_probability", "0"], ["mlm_probability", "(0, 1]"]),
     # item 7: files that datasets rejects with a traceback that never names them
     "empty_file": (["--train_file", "{a}/empty.txt"], ["--train_file {a}/empty.txt is empty"]),
-    "not_utf8": (["--train_file", "{a}/latin1.txt"],
-                 ["--train_file {a}/latin1.txt", "not UTF-8", "0xe9 at offset 22"]),
-    "short_lines": (["--train_file", "{a}/short.txt"],
-                    ["--train_file {a}/short.txt", "no sequence of at least 12 tokens"]),
+    "not_utf8": (
+        ["--train_file", "{a}/latin1.txt"],
+        ["--train_file {a}/latin1.txt", "not UTF-8", "0xe9 at offset 22"],
+    ),
+    "short_lines": (
+        ["--train_file", "{a}/short.txt"],
+        ["--train_file {a}/short.txt", "no sequence of at least 12 tokens"],
+    ),
     # item 11: ids past the student's embeddings
-    "tokenizer_bigger_than_student": (["--train_file", "{a}/train.txt", "--teacher", "{a}/teacher_bigger_tokenizer"],
-                                      ["tokenizer has 58 tokens but the student's vocabulary is 56"]),
+    "tokenizer_bigger_than_student": (
+        ["--train_file", "{a}/train.txt", "--teacher", "{a}/teacher_bigger_tokenizer"],
+        ["tokenizer has 58 tokens but the student's vocabulary is 56"],
+    ),
     # item 12: DeepSpeed JSON, given as --deepspeed or through `accelerate launch`'s deepspeed_config_file
-    "deepspeed_invalid_json": (["--train_file", "{a}/train.txt", "--deepspeed", "{a}/bad_ds.json"],
-                               ["--deepspeed {a}/bad_ds.json is not valid JSON", "line 1 column 35"]),
+    "deepspeed_invalid_json": (
+        ["--train_file", "{a}/train.txt", "--deepspeed", "{a}/bad_ds.json"],
+        ["--deepspeed {a}/bad_ds.json is not valid JSON", "line 1 column 35"],
+    ),
     # item 13: malformed list flags, named with their value and the expected form
-    "teacher_weights": (["--train_file", "{a}/train.txt", "--teacher_weights", "a,b"],
-                        ["--teacher_weights", "invalid float value: 'a'", "--teacher_weights 0.7 0.3"]),
+    "teacher_weights": (
+        ["--train_file", "{a}/train.txt", "--teacher_weights", "a,b"],
+        ["--teacher_weights", "invalid float value: 'a'", "--teacher_weights 0.7 0.3"],
+    ),
 }
 
 
@@ -131,13 +159,23 @@ def test_recipe_clamps_max_seq_length_and_reads_a_grown_file_anew(assets, tmp_pa
     """Item 10: sequences longer than the 64 positions failed at step 1; item 3: the cache was keyed by path."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(text_lines(30, 60, 150))
-    quick = ("--max_steps", "1", "--per_device_train_batch_size", "4", "--save_strategy", "no",
-             "--max_eval_samples", "2")
+    quick = (
+        "--max_steps",
+        "1",
+        "--per_device_train_batch_size",
+        "4",
+        "--save_strategy",
+        "no",
+        "--max_eval_samples",
+        "2",
+    )
     first = run_recipe(assets, tmp_path, "--train_file", str(corpus), "--max_seq_length", "100", *quick)
     assert first.returncode == 0, first.stderr[-3000:]
     warnings = [line for line in first.stderr.splitlines() if "--max_seq_length 100" in line]
-    assert warnings == ["--max_seq_length 100 is longer than BertForMaskedLM's max_position_embeddings (64); "
-                        "using 64. Pass --max_seq_length 64 or less to silence this."]
+    assert warnings == [
+        "--max_seq_length 100 is longer than BertForMaskedLM's max_position_embeddings (64); "
+        "using 64. Pass --max_seq_length 64 or less to silence this."
+    ]
     (cached,) = (tmp_path / "cache").iterdir()
     sequences = datasets.load_from_disk(str(cached))["train"]["input_ids"]
     assert max(map(len, sequences)) == 64
@@ -152,6 +190,7 @@ def test_recipe_clamps_max_seq_length_and_reads_a_grown_file_anew(assets, tmp_pa
 
 
 # ---- item 3: the corpus cache follows the content of the files, the tokenizer and the chunking ----
+
 
 def test_cache_is_keyed_by_content_tokenizer_and_settings(tmp_path, tokenizer):
     corpus, held_out = tmp_path / "corpus.txt", tmp_path / "held_out.txt"
@@ -180,6 +219,7 @@ def test_cache_is_keyed_by_content_tokenizer_and_settings(tmp_path, tokenizer):
 
 # ---- item 5: the collator checks what the arguments check, with the same message ----
 
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -204,6 +244,7 @@ def test_a_causal_student_needs_no_mlm_probability(tmp_path, tokenizer):
 
 
 # ---- item 7: data files, checked when the arguments are parsed, and their sequences after chunking ----
+
 
 def test_bad_files_fail_when_parsed(tmp_path):
     good = tmp_path / "good.txt"
@@ -241,7 +282,7 @@ def test_splits_without_sequences_fail_before_the_cache_is_written(tmp_path, tok
     lines[held] = "the cat\n"
     cases = {
         ("".join(lines), None): r"the held-out 5% of --train_file .*corpus.txt \(1 texts\): no sequence of at least "
-                                r"12 tokens .* pass --validation_file or more text",
+        r"12 tokens .* pass --validation_file or more text",
         ("the cat\n", None): "holds 1 text; holding 5% out needs at least 2",
         (long_text, "a dog\n\n"): r"--validation_file .*held_out.txt: no sequence of at least 12 tokens",
     }
@@ -268,6 +309,7 @@ def test_a_malformed_json_line_names_the_file(tmp_path, tokenizer):
 
 # ---- item 10: sequences never longer than the positions the models embed ----
 
+
 def test_max_seq_length_is_clamped_to_the_models_and_the_tokenizer(teacher, tokenizer):
     logger = logging.get_logger("hf_distil.data")
     with CaptureLogger(logger) as captured:
@@ -285,20 +327,32 @@ def test_max_seq_length_is_clamped_to_the_models_and_the_tokenizer(teacher, toke
 
 # ---- item 11: a tokenizer larger than the student's vocabulary ----
 
+
 def test_trainer_refuses_a_tokenizer_larger_than_the_student(tmp_path, teacher, student, dataset):
     bigger = tiny_tokenizer()
     bigger.add_tokens(["zebra", "yak"])
     message = r"tokenizer has 58 tokens but the student's vocabulary is 56; .*resize_token_embeddings\(58\)"
     with pytest.raises(UsageError, match=message):
-        DistillationTrainer(model=student, teacher_model=teacher, args=make_args(tmp_path), train_dataset=dataset,
-                            data_collator=DataCollatorForDistillation(bigger))
+        DistillationTrainer(
+            model=student,
+            teacher_model=teacher,
+            args=make_args(tmp_path),
+            train_dataset=dataset,
+            data_collator=DataCollatorForDistillation(bigger),
+        )
     with pytest.raises(UsageError, match="tokenizer has 58 tokens"):
-        DistillationTrainer(model=student, teacher_model=teacher, args=make_args(tmp_path), train_dataset=dataset,
-                            processing_class=bigger)
+        DistillationTrainer(
+            model=student,
+            teacher_model=teacher,
+            args=make_args(tmp_path),
+            train_dataset=dataset,
+            processing_class=bigger,
+        )
     assert not (tmp_path / "out").exists()
 
 
 # ---- item 12: DeepSpeed JSON ----
+
 
 def test_deepspeed_config_is_checked_before_transformers_reads_it(tmp_path, monkeypatch):
     broken, listing = tmp_path / "broken.json", tmp_path / "list.json"
@@ -325,6 +379,7 @@ def test_deepspeed_config_is_checked_before_transformers_reads_it(tmp_path, monk
 
 
 # ---- item 13: list-valued flags, checked when parsed ----
+
 
 @pytest.mark.parametrize(
     "flag, value, expected",
@@ -359,4 +414,3 @@ def test_well_formed_flags_still_parse():
     with pytest.raises(UsageError, match="fall outside"):  # ranges need the layer counts: checked later
         intermediate_pairs(6, 12, "1:13")
     assert parse_teacher_weights(" 0.7, 0.3") == [0.7, 0.3] and parse_teacher_weights("") == []
-

@@ -16,8 +16,14 @@ pytestmark = pytest.mark.slow  # each benchmark runs as a subprocess
 
 
 def bench(name: str, *flags: str) -> dict:
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), "--tiny", *flags], cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), "--tiny", *flags],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -29,12 +35,17 @@ def test_train_step_reports_step_against_its_parts():
         seconds = report[key]["seconds"]
         assert set(seconds) == {"teacher_forward", "student_forward_backward", "distillation_step"}
         assert all(v > 0 for v in seconds.values())
-        assert report[key]["step_over_parts"] == pytest.approx(seconds["distillation_step"] / (seconds["teacher_forward"] + seconds["student_forward_backward"]), rel=0.01)
+        assert report[key]["step_over_parts"] == pytest.approx(
+            seconds["distillation_step"] / (seconds["teacher_forward"] + seconds["student_forward_backward"]), rel=0.01
+        )
 
 
 def test_inference_reports_params_and_speed_ratios():
     report = bench("inference.py", "--repeats", "2", "--json")
-    assert report["params"]["student"] < report["params"]["teacher"] and report["layers"] == {"teacher": 4, "student": 2}
+    assert report["params"]["student"] < report["params"]["teacher"] and report["layers"] == {
+        "teacher": 4,
+        "student": 2,
+    }
     for part in ("encoder", "masked_lm"):
         for size in (1, 32):
             timing = report[f"cpu_{part}_batch_{size}"]
@@ -61,5 +72,16 @@ def test_inference_prints_the_papers_table_by_default():
 
 def test_feature_cost_reports_a_ratio_per_feature():
     report = bench("feature_cost.py", "--repeats", "1")
-    assert set(report["step_ratio"]) == {"triple_loss_again", "hidden_mse", "attention_mse", "attention_mse_scores", "pkd", "two_teachers", "loss_schedules", "cached_teacher"}
-    assert report["step_ratio"]["pkd"] == pytest.approx(report["seconds"]["pkd"] / report["seconds"]["triple_loss"], rel=0.01)
+    assert set(report["step_ratio"]) == {
+        "triple_loss_again",
+        "hidden_mse",
+        "attention_mse",
+        "attention_mse_scores",
+        "pkd",
+        "two_teachers",
+        "loss_schedules",
+        "cached_teacher",
+    }
+    assert report["step_ratio"]["pkd"] == pytest.approx(
+        report["seconds"]["pkd"] / report["seconds"]["triple_loss"], rel=0.01
+    )

@@ -15,21 +15,28 @@ from hf_distil.callbacks import (
     PushToHubCallback,
     TeacherAgreementCallback,
 )
+from hf_distil.evaluation import masked_lm_metrics
 
 pytestmark = pytest.mark.slow  # each test is a Trainer run of 2-20 steps
-from hf_distil.evaluation import masked_lm_metrics
 
 
 def build(tmp_path, teacher, student, tokenizer, dataset, callbacks, **kwargs) -> DistillationTrainer:
     return DistillationTrainer(
-        model=student, teacher_model=teacher, args=make_args(tmp_path, **kwargs), train_dataset=dataset,
-        eval_dataset=dataset.select(range(16)), data_collator=DataCollatorForDistillation(tokenizer), callbacks=callbacks,
+        model=student,
+        teacher_model=teacher,
+        args=make_args(tmp_path, **kwargs),
+        train_dataset=dataset,
+        eval_dataset=dataset.select(range(16)),
+        data_collator=DataCollatorForDistillation(tokenizer),
+        callbacks=callbacks,
     )
 
 
 def test_agreement_is_reported_at_each_evaluation_with_the_term_logs(tmp_path, teacher, student, tokenizer, dataset):
     callback = TeacherAgreementCallback(teacher, dataset.select(range(16)), tokenizer)
-    trainer = build(tmp_path, teacher, student, tokenizer, dataset, [callback], max_steps=4, eval_strategy="steps", eval_steps=2)
+    trainer = build(
+        tmp_path, teacher, student, tokenizer, dataset, [callback], max_steps=4, eval_strategy="steps", eval_steps=2
+    )
     trainer.train()
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
     assert len(evals) == 2
@@ -44,13 +51,23 @@ def test_agreement_is_reported_at_each_evaluation_with_the_term_logs(tmp_path, t
     assert final["teacher_kl"] > 1e-3  # a student unlike its teacher: a teacher-vs-teacher mix-up would read 0
     assert all("loss_ce" in h for h in trainer.state.log_history if "loss" in h)
     identical = callback.teacher
-    metrics = build(tmp_path, identical, copy.deepcopy(identical), tokenizer, dataset, [TeacherAgreementCallback(identical, dataset.select(range(16)), tokenizer)], alpha_cos=0.0).evaluate()
+    metrics = build(
+        tmp_path,
+        identical,
+        copy.deepcopy(identical),
+        tokenizer,
+        dataset,
+        [TeacherAgreementCallback(identical, dataset.select(range(16)), tokenizer)],
+        alpha_cos=0.0,
+    ).evaluate()
     assert metrics["eval_teacher_agreement"] == 1.0 and metrics["eval_teacher_kl"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_push_on_save_runs_in_the_background_and_is_awaited(tmp_path, teacher, student, tokenizer, dataset, hub):
     callback = PushToHubCallback("alice/ckpts")
-    trainer = build(tmp_path, teacher, student, tokenizer, dataset, [callback], max_steps=4, save_strategy="steps", save_steps=2)
+    trainer = build(
+        tmp_path, teacher, student, tokenizer, dataset, [callback], max_steps=4, save_strategy="steps", save_steps=2
+    )
     trainer.train()
     assert all(f.done() for f in callback.futures) and len(callback.futures) == 2
     assert [c["message"] for c in hub.commits] == ["Checkpoint at step 2", "Checkpoint at step 4"]
@@ -61,7 +78,9 @@ def test_push_on_save_runs_in_the_background_and_is_awaited(tmp_path, teacher, s
 def test_push_failure_is_logged_and_training_finishes(tmp_path, teacher, student, tokenizer, dataset, hub):
     hub.fail_commits = 10
     callback = PushToHubCallback("alice/down")
-    trainer = build(tmp_path, teacher, student, tokenizer, dataset, [callback], max_steps=2, save_strategy="steps", save_steps=2)
+    trainer = build(
+        tmp_path, teacher, student, tokenizer, dataset, [callback], max_steps=2, save_strategy="steps", save_steps=2
+    )
     trainer.train()
     assert callback.wait() == [] and (tmp_path / "out" / "checkpoint-2" / "model.safetensors").exists()
 
@@ -91,8 +110,9 @@ def test_isolated_nonfinite_steps_are_skipped(tmp_path, teacher, student, tokeni
     assert all(torch.isfinite(p).all() for p in student.parameters())
 
 
-def test_a_run_of_nonfinite_steps_stops_and_names_the_last_checkpoint_with_finite_gradients(tmp_path, teacher, student,
-                                                                                            tokenizer, dataset):
+def test_a_run_of_nonfinite_steps_stops_and_names_the_last_checkpoint_with_finite_gradients(
+    tmp_path, teacher, student, tokenizer, dataset
+):
     guard = NonFiniteLossGuard(max_in_a_row=3)
     args = dict(max_steps=20, save_strategy="steps", save_steps=1)
     trainer = build(tmp_path, teacher, student, tokenizer, dataset, [guard], **args)

@@ -20,8 +20,16 @@ CLM_ONLY = dict(alpha_clm=1.0, alpha_mlm=0.0, alpha_ce=0.0, alpha_cos=0.0)
 
 def tiny_gpt2(tokenizer, layers: int = 2) -> GPT2LMHeadModel:
     config = GPT2Config(
-        vocab_size=len(tokenizer), n_embd=32, n_layer=layers, n_head=4, n_positions=64, resid_pdrop=0.0,
-        embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+        vocab_size=len(tokenizer),
+        n_embd=32,
+        n_layer=layers,
+        n_head=4,
+        n_positions=64,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
     )
     return GPT2LMHeadModel(config)
 
@@ -74,12 +82,20 @@ def test_training_logs_loss_clm_from_the_first_batch_and_lowers_it(tmp_path, tok
 def one_sgd_step(tmp_path, student, teacher, data, collator, batch: int, accumulation: int) -> dict:
     weights = CLM_ONLY if teacher is None else {**CLM_ONLY, "alpha_ce": 5.0}
     args = make_args(
-        tmp_path, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation, max_steps=1,
-        optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", max_grad_norm=0.0,
-        train_sampling_strategy="sequential", **weights,
+        tmp_path,
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        optim="sgd",
+        learning_rate=1.0,
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+        train_sampling_strategy="sequential",
+        **weights,
     )
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data,
-                                  data_collator=collator)
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, args=args, train_dataset=data, data_collator=collator
+    )
     trainer.train()
     return next(h for h in trainer.state.log_history if "loss" in h)
 

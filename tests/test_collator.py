@@ -54,7 +54,10 @@ def test_token_counts_bias_the_choice(tokenizer, texts):
     counts = token_counts(texts + ["the " * 2000], tokenizer)  # "the" now dominates the corpus
     features = [dict(tokenizer(t, return_token_type_ids=False)) for t in texts]
     frequent = weighted = 0
-    plain, smoothed = DataCollatorForDistillation(tokenizer, seed=1), DataCollatorForDistillation(tokenizer, counts, seed=1)
+    plain, smoothed = (
+        DataCollatorForDistillation(tokenizer, seed=1),
+        DataCollatorForDistillation(tokenizer, counts, seed=1),
+    )
     for _ in range(30):
         frequent += int((plain(features)["labels"] == the).sum())
         weighted += int((smoothed(features)["labels"] == the).sum())

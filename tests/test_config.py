@@ -15,7 +15,12 @@ def test_defaults_are_distilberts_own_run():
     args = make()
     assert (args.temperature, args.alpha_ce, args.alpha_mlm, args.alpha_cos) == (2.0, 5.0, 2.0, 1.0)
     assert (args.alpha_mse, args.alpha_clm, args.restrict_ce_to_mask) == (0.0, 0.0, False)
-    assert (args.mlm_probability, args.mask_replace_prob, args.random_replace_prob, args.mlm_smoothing) == (0.15, 0.8, 0.1, 0.7)
+    assert (args.mlm_probability, args.mask_replace_prob, args.random_replace_prob, args.mlm_smoothing) == (
+        0.15,
+        0.8,
+        0.1,
+        0.7,
+    )
 
 
 def test_every_added_field_is_documented():
@@ -28,7 +33,17 @@ def test_every_added_field_is_documented():
 
 def test_parsable_by_hf_argument_parser():
     (args,) = HfArgumentParser(DistillationArguments).parse_args_into_dataclasses(
-        ["--output_dir", "x", "--temperature", "3", "--alpha_mse", "1.5", "--restrict_ce_to_mask", "--report_to", "none"]
+        [
+            "--output_dir",
+            "x",
+            "--temperature",
+            "3",
+            "--alpha_mse",
+            "1.5",
+            "--restrict_ce_to_mask",
+            "--report_to",
+            "none",
+        ]
     )
     assert args.temperature == 3.0 and args.alpha_mse == 1.5 and args.restrict_ce_to_mask
 
@@ -59,15 +74,24 @@ def test_typed_list_and_mapping_settings_parse_from_yaml_and_flags(tmp_path):
     from hf_distil.schedules import Schedule, parse_schedules
 
     config = tmp_path / "run.yaml"
-    config.write_text("teacher_weights: [0.7, 0.3]\nloss_schedules:\n  temperature: [4, 1, cosine]\n  alpha_mlm: [0, 2]\n"
-                      f"output_dir: {tmp_path / 'out'}\nreport_to: none\n")
+    config.write_text(
+        "teacher_weights: [0.7, 0.3]\nloss_schedules:\n  temperature: [4, 1, cosine]\n  alpha_mlm: [0, 2]\n"
+        f"output_dir: {tmp_path / 'out'}\nreport_to: none\n"
+    )
     types = (ModelArguments, DataArguments, DistillationArguments)
     *_, args = parse_with_config(types, [], config)
     assert args.teacher_weights == [0.7, 0.3]
-    assert parse_schedules(args.loss_schedules) == {"temperature": Schedule(4, 1, "cosine"), "alpha_mlm": Schedule(0, 2)}
-    *_, args = parse_with_config(types, ["--teacher_weights", "1", "3", "--loss_schedules", '{"alpha_ce": [5, 1]}'], config)
+    assert parse_schedules(args.loss_schedules) == {
+        "temperature": Schedule(4, 1, "cosine"),
+        "alpha_mlm": Schedule(0, 2),
+    }
+    *_, args = parse_with_config(
+        types, ["--teacher_weights", "1", "3", "--loss_schedules", '{"alpha_ce": [5, 1]}'], config
+    )
     assert args.teacher_weights == [1.0, 3.0] and args.loss_schedules == {"alpha_ce": [5, 1]}  # flags win
     # hf_distil 0.1's forms still work, with a deprecation warning, and are stored in the new shapes
-    *_, args = parse_with_config(types, ["--teacher_weights", "0.6,0.4", "--loss_schedules", "alpha_ce=5:1:cosine"], config)
+    *_, args = parse_with_config(
+        types, ["--teacher_weights", "0.6,0.4", "--loss_schedules", "alpha_ce=5:1:cosine"], config
+    )
     assert args.teacher_weights == [0.6, 0.4] and args.loss_schedules == {"alpha_ce": [5.0, 1.0, "cosine"]}
     assert json.loads(args.to_json_string())["loss_schedules"] == {"alpha_ce": [5.0, 1.0, "cosine"]}

@@ -22,19 +22,30 @@ def test_deepspeed_json_fills_auto_values_and_validates(path, precision):
     from deepspeed.runtime.config import DeepSpeedConfig
 
     args = DistillationArguments(
-        output_dir="unused", report_to="none", per_device_train_batch_size=8, gradient_accumulation_steps=4,
-        learning_rate=5e-4, adam_beta2=0.98, adam_epsilon=1e-6, max_grad_norm=5.0, use_cpu=True,
+        output_dir="unused",
+        report_to="none",
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=4,
+        learning_rate=5e-4,
+        adam_beta2=0.98,
+        adam_epsilon=1e-6,
+        max_grad_norm=5.0,
+        use_cpu=True,
     )
     args.fp16, args.bf16 = precision == "fp16", precision == "bf16"  # set after init: fp16 is refused on CPU
     hf_config = HfTrainerDeepSpeedConfig(json.loads(path.read_text()))
     hf_config.trainer_config_process(args)
-    model = BertForMaskedLM(BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128))
+    model = BertForMaskedLM(
+        BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+    )
     hf_config.trainer_config_finalize(args, model, num_training_steps=100)
     resolved = hf_config.config
     assert "auto" not in json.dumps(resolved)
     assert resolved["train_batch_size"] == 32 and resolved["gradient_accumulation_steps"] == 4
     assert resolved["optimizer"]["params"]["betas"] == [0.9, 0.98] and resolved["gradient_clipping"] == 5.0
-    assert resolved["fp16"]["enabled"] is (precision == "fp16") and resolved["bf16"]["enabled"] is (precision == "bf16")
+    assert resolved["fp16"]["enabled"] is (precision == "fp16") and resolved["bf16"]["enabled"] is (
+        precision == "bf16"
+    )
     checked = DeepSpeedConfig(resolved)
     assert checked.zero_optimization_stage == resolved["zero_optimization"]["stage"]
 

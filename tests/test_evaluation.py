@@ -62,8 +62,11 @@ def test_speed_is_timed_in_eval_mode_without_autograd_even_for_a_student_fresh_f
     modules = {"teacher": teacher, "student": student}
     modules.update(encoder_teacher=teacher.base_model, encoder_student=student.base_model)
     for name, module in modules.items():
-        module.register_forward_hook(lambda m, _a, out, name=name: seen[name].append(
-            (m.training, torch.is_inference_mode_enabled(), torch.is_grad_enabled(), out[0].requires_grad)))
+        module.register_forward_hook(
+            lambda m, _a, out, name=name: seen[name].append(
+                (m.training, torch.is_inference_mode_enabled(), torch.is_grad_enabled(), out[0].requires_grad)
+            )
+        )
     result = relative_speed(teacher, student, batches, repeats=2)
     assert result["passes"] == 2
     calls = 1 + 2 * len(batches)  # one warm-up batch, then 2 passes

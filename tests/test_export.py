@@ -53,8 +53,17 @@ FAST = dict(num_sentences=20, speed_sentences=3, speed_rounds=1)  # the gate and
 def tiny_distilbert(cls: type, tokenizer) -> torch.nn.Module:
     names = {0: "negative", 1: "neutral", 2: "positive"}
     labels = {} if cls is DistilBertForQuestionAnswering else {"id2label": names}  # QA heads have 2 outputs
-    config = DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=4, hidden_dim=64,
-                              max_position_embeddings=64, dropout=0.0, attention_dropout=0.0, **labels)
+    config = DistilBertConfig(
+        vocab_size=len(tokenizer),
+        dim=32,
+        n_layers=2,
+        n_heads=4,
+        hidden_dim=64,
+        max_position_embeddings=64,
+        dropout=0.0,
+        attention_dropout=0.0,
+        **labels,
+    )
     return cls(config).eval()
 
 
@@ -64,8 +73,12 @@ def tiny_student(kind: str) -> torch.nn.Module:
     tokenizer = tiny_tokenizer()
     if kind == "bert-classifier":  # BERT heads take token_type_ids: the export must pass them on
         return BertForSequenceClassification(tiny_bert_config(len(tokenizer))).eval()
-    classes = {"masked-lm": DistilBertForMaskedLM, "classifier": DistilBertForSequenceClassification,
-               "qa": DistilBertForQuestionAnswering, "encoder": DistilBertModel}
+    classes = {
+        "masked-lm": DistilBertForMaskedLM,
+        "classifier": DistilBertForSequenceClassification,
+        "qa": DistilBertForQuestionAnswering,
+        "encoder": DistilBertModel,
+    }
     return tiny_distilbert(classes[kind], tokenizer)
 
 
@@ -126,7 +139,13 @@ def test_export_student_writes_the_layout_transformers_js_reads_and_a_report_tha
     out = tmp_path / "out"
     report = export_student(folder, out, min_agreement=0.95, try_all=True, **FAST)
     assert {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} == {
-        "config.json", "tokenizer.json", "tokenizer_config.json", FP32_FILE, INT8_FILE, EXPORT_REPORT_FILE}
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        FP32_FILE,
+        INT8_FILE,
+        EXPORT_REPORT_FILE,
+    }
     assert json.loads((out / EXPORT_REPORT_FILE).read_text()) == json.loads(json.dumps(report.to_dict()))
     assert [s.name for s in report.schemes] == SCHEME_NAMES  # try_all: every scheme measured
     assert [s.passed for s in report.schemes][:2] == [False, True]  # dynamic falls short, per channel passes
@@ -166,12 +185,15 @@ def test_when_no_scheme_passes_only_fp32_is_written_and_a_stale_int8_file_goes(t
 
 @pytest.mark.parametrize("kind", ["classifier", "qa", "encoder"])
 def test_every_head_goes_through_the_gate(tmp_path, kind):
-    report = export_student(saved(tiny_student(kind), tmp_path / "m"), tmp_path / "out", min_agreement=0.01,
-                            schemes=["per_token"], **FAST)
+    report = export_student(
+        saved(tiny_student(kind), tmp_path / "m"), tmp_path / "out", min_agreement=0.01, schemes=["per_token"], **FAST
+    )
     items = {"classifier": 20, "qa": 18, "encoder": 20}[kind]  # sentences; questions use sentence i+1, i+2
     assert report.items == items and report.chosen == "per_token" and (tmp_path / "out" / INT8_FILE).exists()
-    assert report.task == {"classifier": "text-classification", "qa": "question-answering",
-                           "encoder": "feature-extraction"}[kind]
+    assert (
+        report.task
+        == {"classifier": "text-classification", "qa": "question-answering", "encoder": "feature-extraction"}[kind]
+    )
 
 
 def test_answers_are_what_a_pipeline_user_sees():
@@ -203,10 +225,12 @@ def test_feed_forward_matmuls_are_found_by_their_weight_shape(tmp_path):
 
 def one_matmul(path: Path, weight: np.ndarray) -> Path:
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, weight.shape[0]])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, weight.shape[1]])],
-        [numpy_helper.from_array(weight, "w")])
+        [numpy_helper.from_array(weight, "w")],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 
@@ -245,8 +269,9 @@ def test_bad_inputs_are_one_actionable_line(tmp_path):
 
 def run_export(*flags: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "recipes/export.py", *flags], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "recipes/export.py", *flags], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.recipe
@@ -263,15 +288,17 @@ def test_recipe_prints_the_table_and_exits_1_with_fp32_only_when_no_scheme_passe
     bad = run_export("--model", str(tmp_path / "nowhere"))
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'nowhere'} holds no saved model (config.json); pass a folder a recipe wrote, "
-        "e.g. outputs/distil_bert."]
+        "e.g. outputs/distil_bert."
+    ]
 
 
 @pytest.mark.slow
 def test_shipped_students_int8_keeps_95_percent_of_fp32s_top1_at_mask(shipped_student, tmp_path):
     from hf_distil.teachers import load_default_teacher
 
-    report = export_student(shipped_student[0], tmp_path / "out", teacher=load_default_teacher()[0],
-                            speed_sentences=10)
+    report = export_student(
+        shipped_student[0], tmp_path / "out", teacher=load_default_teacher()[0], speed_sentences=10
+    )
     kept = next(s for s in report.schemes if s.name == report.chosen)
     assert kept.agreement >= 0.95 and report.items > 1500
     assert [s.name for s in report.schemes][-1] == report.chosen  # every faster scheme was tried and failed

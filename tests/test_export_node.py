@@ -21,16 +21,20 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "transformers_js"
 FAST = dict(min_agreement=0.01, schemes=["per_token"], num_sentences=20, speed_sentences=3, speed_rounds=1)
 
 pytestmark = [
-    pytest.mark.skipif(not (shutil.which("node") and shutil.which("npm")),
-                       reason="node and npm are not installed: the transformers.js example cannot run"),
+    pytest.mark.skipif(
+        not (shutil.which("node") and shutil.which("npm")),
+        reason="node and npm are not installed: the transformers.js example cannot run",
+    ),
     pytest.mark.slow,  # Node subprocesses
 ]
 
 
 def run_node(script: str, *args: str) -> list[dict]:
     if not (EXAMPLE / "node_modules" / "@huggingface" / "transformers").is_dir():
-        pytest.fail("examples/transformers_js has no node_modules: run `make setup` "
-                    "(npm install --ignore-scripts --prefix examples/transformers_js)")
+        pytest.fail(
+            "examples/transformers_js has no node_modules: run `make setup` "
+            "(npm install --ignore-scripts --prefix examples/transformers_js)"
+        )
     done = subprocess.run(["node", script, *args], cwd=EXAMPLE, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)

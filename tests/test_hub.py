@@ -20,8 +20,12 @@ pytestmark = pytest.mark.slow  # each test trains a student first (the `trained`
 @pytest.fixture
 def trained(tmp_path, teacher, student, tokenizer, dataset) -> DistillationTrainer:
     trainer = DistillationTrainer(
-        model=student, teacher_model=teacher, args=make_args(tmp_path, max_steps=6, hub_token=TOKEN),
-        train_dataset=dataset, data_collator=DataCollatorForDistillation(tokenizer), processing_class=tokenizer,
+        model=student,
+        teacher_model=teacher,
+        args=make_args(tmp_path, max_steps=6, hub_token=TOKEN),
+        train_dataset=dataset,
+        data_collator=DataCollatorForDistillation(tokenizer),
+        processing_class=tokenizer,
     )
     trainer.train()
     return trainer
@@ -32,7 +36,14 @@ def test_push_uploads_safetensors_card_and_arguments_only(trained, hub, caplog):
         url = push_to_hub(trained, "alice/tiny-distil", token=TOKEN)
     assert url.startswith("http://127.0.0.1:") and "/alice/tiny-distil/commit/" in url
     files = hub.files[("alice/tiny-distil", "main")]
-    assert {"model.safetensors", "config.json", "README.md", "training_args.json", "loss_terms.png", "tokenizer.json"} <= set(files)
+    assert {
+        "model.safetensors",
+        "config.json",
+        "README.md",
+        "training_args.json",
+        "loss_terms.png",
+        "tokenizer.json",
+    } <= set(files)
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl", ".pickle"))]
     assert files["loss_terms.png"].startswith(b"\x89PNG")
     for name, content in files.items():
@@ -42,7 +53,7 @@ def test_push_uploads_safetensors_card_and_arguments_only(trained, hub, caplog):
     card = ModelCard(files["README.md"].decode())
     assert {"distillation", "distilbert", "fill-mask"} <= set(card.data.tags)
     assert card.data.pipeline_tag == "fill-mask" and card.data.license == "apache-2.0"
-    assert "pipeline(\"fill-mask\"" in card.text and "loss_terms.png" in card.text
+    assert 'pipeline("fill-mask"' in card.text and "loss_terms.png" in card.text
 
 
 def test_failed_upload_leaves_the_folder_and_can_be_retried(trained, hub, tmp_path):
@@ -53,7 +64,9 @@ def test_failed_upload_leaves_the_folder_and_can_be_retried(trained, hub, tmp_pa
     with pytest.raises(RuntimeError, match="folder is intact: call push_to_hub again") as info:
         push_to_hub(folder, "alice/retry", token=TOKEN)
     assert TOKEN not in str(info.value) and "\n" not in str(info.value)
-    assert sorted(p.name for p in folder.iterdir() if p.name not in ("README.md", "loss_terms.png")) == [n for n in before if n not in ("README.md", "loss_terms.png")]
+    assert sorted(p.name for p in folder.iterdir() if p.name not in ("README.md", "loss_terms.png")) == [
+        n for n in before if n not in ("README.md", "loss_terms.png")
+    ]
     assert push_to_hub(folder, "alice/retry", token=TOKEN)
     assert "model.safetensors" in hub.files[("alice/retry", "main")]
 
@@ -71,8 +84,13 @@ def test_rendered_card_round_trips(tmp_path, trained):
     trained.save_model()
     trained.state.save_to_json(str(folder / "trainer_state.json"))
     results = {
-        "teacher_name": "bert-base-uncased", "layer_map": [0, 2, 4, 7, 9, 11], "teacher_layers": 12, "hardware": "2 CPU cores",
-        "train_seconds": 12.5, "params": {"teacher": 110e6, "student": 66e6}, "speed_sentences": 10,
+        "teacher_name": "bert-base-uncased",
+        "layer_map": [0, 2, 4, 7, 9, 11],
+        "teacher_layers": 12,
+        "hardware": "2 CPU cores",
+        "train_seconds": 12.5,
+        "params": {"teacher": 110e6, "student": 66e6},
+        "speed_sentences": 10,
         "speed_batch_1": {"teacher_seconds": 2.0, "student_seconds": 1.2, "speedup": 1.67},
         "teacher": {"accuracy": 0.5, "top5_accuracy": 0.7, "perplexity": 5.0},
         "student": {"accuracy": 0.4, "top5_accuracy": 0.6, "perplexity": 7.0, "teacher_agreement": 0.55},
@@ -103,11 +121,26 @@ def test_trainer_push_to_hub_publishes_exactly_what_hf_distil_push_to_hub_does(t
     assert "hf_distil" in ModelCard(by_method["README.md"].decode()).data.tags  # our card, not Trainer's
 
 
-def test_push_to_hub_argument_pushes_each_checkpoint_without_pickles(tmp_path, teacher, student, tokenizer, dataset, hub):
-    args = make_args(tmp_path, max_steps=4, save_strategy="steps", save_steps=2, push_to_hub=True,
-                     hub_model_id="alice/ckpts", hub_token=TOKEN)
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=dataset,
-                                  data_collator=DataCollatorForDistillation(tokenizer), processing_class=tokenizer)
+def test_push_to_hub_argument_pushes_each_checkpoint_without_pickles(
+    tmp_path, teacher, student, tokenizer, dataset, hub
+):
+    args = make_args(
+        tmp_path,
+        max_steps=4,
+        save_strategy="steps",
+        save_steps=2,
+        push_to_hub=True,
+        hub_model_id="alice/ckpts",
+        hub_token=TOKEN,
+    )
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=args,
+        train_dataset=dataset,
+        data_collator=DataCollatorForDistillation(tokenizer),
+        processing_class=tokenizer,
+    )
     assert hub.requests == []  # constructing the trainer does not reach the Hub
     trainer.train()
     trainer.push_to_hub()
@@ -132,7 +165,9 @@ def test_saved_weights_are_readable_like_the_other_files(trained, tmp_path):
 
 
 @pytest.mark.parametrize("where", ["unreachable", "offline"])
-def test_a_push_that_cannot_reach_the_hub_fails_in_one_line_and_keeps_the_folder(trained, tmp_path, monkeypatch, where):
+def test_a_push_that_cannot_reach_the_hub_fails_in_one_line_and_keeps_the_folder(
+    trained, tmp_path, monkeypatch, where
+):
     from hf_distil.errors import RunFailed
 
     trained.save_model()
@@ -150,7 +185,8 @@ def test_a_push_that_cannot_reach_the_hub_fails_in_one_line_and_keeps_the_folder
     assert f"python recipes/push_to_hub.py --model {folder} --repo_id alice/nowhere" in message
     after = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     assert {k: v for k, v in after.items() if k not in ("README.md", "loss_terms.png")} == {
-        k: v for k, v in before.items() if k not in ("README.md", "loss_terms.png")}
+        k: v for k, v in before.items() if k not in ("README.md", "loss_terms.png")
+    }
 
 
 def test_card_from_the_python_api_states_only_what_the_trainer_knows(trained, tmp_path, teacher):
@@ -169,10 +205,17 @@ def test_card_from_the_python_api_states_only_what_the_trainer_knows(trained, tm
 def test_card_calls_a_slower_student_slower(tmp_path, trained):
     folder = tmp_path / "out"
     trained.save_model()
-    speed = {"teacher_seconds": 1.0, "student_seconds": 2.0, "speedup": 0.5,
-             "encoder_teacher_seconds": 1.0, "encoder_student_seconds": 1.92, "encoder_speedup": 0.52}
-    (folder / "held_out_results.json").write_text(json.dumps({"hardware": "CPU", "speed_sentences": 10,
-                                                              "speed_batch_1": speed}))
+    speed = {
+        "teacher_seconds": 1.0,
+        "student_seconds": 2.0,
+        "speedup": 0.5,
+        "encoder_teacher_seconds": 1.0,
+        "encoder_student_seconds": 1.92,
+        "encoder_speedup": 0.52,
+    }
+    (folder / "held_out_results.json").write_text(
+        json.dumps({"hardware": "CPU", "speed_sentences": 10, "speed_batch_1": speed})
+    )
     text = str(render_model_card(folder, repo_id="alice/slow"))
     assert "student's encoder runs **0.52x the speed of the teacher (slower)**" in text
     assert "faster" not in text.split("## Citation")[0]  # the paper's title says "faster"; the card must not
@@ -204,8 +247,10 @@ def test_push_uploads_the_onnx_export_and_the_card_says_how_to_run_it(exported, 
     assert_card_states_only_what_is_known(card, files)
     assert {"onnx", "transformers.js"} <= set(ModelCard(card).data.tags)
     kept = next(s for s in report.schemes if s.name == report.chosen)
-    assert (f"| `onnx/model_quantized.onnx` | int8 (`{report.chosen}`) | keeps {kept.agreement:.1%} of fp32's answers "
-            f"(top-1 agreement at [MASK], {report.items} items of held-out text) |") in card
+    assert (
+        f"| `onnx/model_quantized.onnx` | int8 (`{report.chosen}`) | keeps {kept.agreement:.1%} of fp32's answers "
+        f"(top-1 agreement at [MASK], {report.items} items of held-out text) |"
+    ) in card
     assert f"| `onnx/model.onnx` | fp32 | largest difference from PyTorch: {report.fp32_max_abs_diff:.0e} |" in card
     assert 'pipeline("fill-mask", "alice/onnx", { dtype: "q8" })' in card
     assert "ONNX Runtime" not in card_before and "onnx" not in ModelCard(card_before).data.tags

@@ -16,7 +16,15 @@ def test_rules_for_6_from_12(rule, expected):
     assert intermediate_pairs(6, 12, rule) == expected
 
 
-@pytest.mark.parametrize("rule, message", [("odd", "unknown intermediate layer rule"), ("1:13", "fall outside"), ("1-2", "unknown"), ("a:b", "must look like")])
+@pytest.mark.parametrize(
+    "rule, message",
+    [
+        ("odd", "unknown intermediate layer rule"),
+        ("1:13", "fall outside"),
+        ("1-2", "unknown"),
+        ("a:b", "must look like"),
+    ],
+)
 def test_bad_rules_fail_in_one_line(rule, message):
     with pytest.raises(ValueError, match=message):
         intermediate_pairs(6, 12, rule)
@@ -29,7 +37,15 @@ def test_renamed_rules_keep_their_maps(old, new):
 
 def test_init_pairs_each_student_layer_with_the_teacher_layer_it_was_copied_from():
     # DistilBERT's 0,2,4,7,9,11: student layer 1 is teacher layer 0 (hidden state 1), ..., layer 6 is 11 (state 12)
-    assert intermediate_pairs(6, 12, "init", [0, 2, 4, 7, 9, 11]) == [(0, 0), (1, 1), (2, 3), (3, 5), (4, 8), (5, 10), (6, 12)]
+    assert intermediate_pairs(6, 12, "init", [0, 2, 4, 7, 9, 11]) == [
+        (0, 0),
+        (1, 1),
+        (2, 3),
+        (3, 5),
+        (4, 8),
+        (5, 10),
+        (6, 12),
+    ]
     with pytest.raises(ValueError, match="needs a student made by init_student_from_teacher"):
         intermediate_pairs(6, 12, "init")
 

@@ -95,7 +95,9 @@ def test_empty_selection_gives_zero_not_nan():
 def test_num_items_sets_the_denominator(rows):
     s, t = rows
     half = s.shape[0] / 2
-    assert soft_target_kl(s, t, 2.0, num_items=half).item() == pytest.approx(2 * soft_target_kl(s, t, 2.0).item(), rel=1e-6)
+    assert soft_target_kl(s, t, 2.0, num_items=half).item() == pytest.approx(
+        2 * soft_target_kl(s, t, 2.0).item(), rel=1e-6
+    )
     # Two halves normalised by the whole count add up to the whole.
     a = soft_target_kl(s[:3], t[:3], 2.0, num_items=7) + soft_target_kl(s[3:], t[3:], 2.0, num_items=7)
     assert a.item() == pytest.approx(soft_target_kl(s, t, 2.0).item(), rel=1e-6)
@@ -105,7 +107,9 @@ def test_low_precision_inputs_are_computed_in_fp32(rows):
     s, t = rows
     value = soft_target_kl(s.bfloat16(), t.bfloat16(), 2.0)
     assert value.dtype == torch.float32
-    assert value.item() == pytest.approx(soft_target_kl(s.bfloat16().float(), t.bfloat16().float(), 2.0).item(), rel=1e-6)
+    assert value.item() == pytest.approx(
+        soft_target_kl(s.bfloat16().float(), t.bfloat16().float(), 2.0).item(), rel=1e-6
+    )
 
 
 def test_distillation_loss_weights_and_terms(rows):
@@ -114,8 +118,14 @@ def test_distillation_loss_weights_and_terms(rows):
     hs, ht, mask = torch.randn(1, 7, 4), torch.randn(1, 7, 4), torch.ones(1, 7)
     weights = {"ce": 5.0, "mlm": 2.0, "cos": 1.0, "mse": 0.0, "clm": 0.0}
     total, terms = distillation_loss(
-        student_logits=s, teacher_logits=t, labels=labels, student_hidden=hs, teacher_hidden=ht,
-        attention_mask=mask, weights=weights, temperature=2.0,
+        student_logits=s,
+        teacher_logits=t,
+        labels=labels,
+        student_hidden=hs,
+        teacher_hidden=ht,
+        attention_mask=mask,
+        weights=weights,
+        temperature=2.0,
     )
     assert set(terms) == {"ce", "mlm", "cos"}
     assert terms["ce"].item() == pytest.approx(soft_target_kl(s, t, 2.0).item())
@@ -161,7 +171,9 @@ def test_attention_mse_ignores_padded_queries_and_keys():
     g = torch.Generator().manual_seed(5)
     a, b = torch.rand(2, 3, 4, 4, generator=g), torch.rand(2, 3, 4, 4, generator=g)
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
-    expected = (nn.MSELoss(reduction="sum")(a[0, :, :3, :3], b[0, :, :3, :3]) + nn.MSELoss(reduction="sum")(a[1], b[1])) / (3 * 9 + 3 * 16)
+    expected = (
+        nn.MSELoss(reduction="sum")(a[0, :, :3, :3], b[0, :, :3, :3]) + nn.MSELoss(reduction="sum")(a[1], b[1])
+    ) / (3 * 9 + 3 * 16)
     assert attention_mse(a, b, mask).item() == pytest.approx(expected.item(), rel=1e-6)
     b2 = b.clone()
     b2[0, :, 3, :] = 100.0  # a padded query row must not matter
@@ -189,13 +201,15 @@ def test_mixed_teacher_logits_soften_to_the_weighted_mean_distribution(rows):
 
 @pytest.mark.parametrize("chunk_elements", [1, 20, 2**20])
 def test_fused_logit_terms_equal_torch_across_row_chunks(monkeypatch, chunk_elements):
-    """The chunked KL and cross-entropy give torch's values and gradients whatever the chunking (1 row, 2 rows, all)."""
+    """The chunked KL and cross-entropy equal torch's values and gradients whatever the chunking (1, 2, all rows)."""
     monkeypatch.setattr(fused_losses, "_CPU_CHUNK_ELEMENTS", chunk_elements)
     g = torch.Generator().manual_seed(5)
     s, t = torch.randn(9, 11, generator=g) * 4, torch.randn(9, 11, generator=g) * 4
     labels = torch.tensor([3, -100, 0, 10, -100, 7, 7, 1, 2])
     fused, separate, ref = (s.clone().requires_grad_() for _ in range(3))
-    total, terms = distillation_loss(student_logits=fused, teacher_logits=t, labels=labels, weights={"ce": 0.7, "mlm": 0.3}, temperature=2.0)
+    total, terms = distillation_loss(
+        student_logits=fused, teacher_logits=t, labels=labels, weights={"ce": 0.7, "mlm": 0.3}, temperature=2.0
+    )
     total.backward()
     (0.7 * soft_target_kl(separate, t, 2.0) + 0.3 * mlm_loss(separate, labels)).backward()
     kl = nn.KLDivLoss(reduction="batchmean")(torch.log_softmax(ref / 2, -1), torch.softmax(t / 2, -1)) * 4
@@ -224,7 +238,9 @@ def test_fused_logit_terms_gradient_of_one_output_only():
 def test_mlm_loss_keeps_precision_on_confident_rows_and_half_inputs():
     logits = torch.zeros(2, 4)
     logits[:, 2] = 10.0  # loss log(1 + 3e-10) = 1.36e-4: logsumexp(s) − s[label] in fp32 is off by ~1%
-    assert mlm_loss(logits, torch.tensor([2, 2])).item() == pytest.approx(math.log1p(3 * math.exp(-10)), rel=1e-3, abs=0)
+    assert mlm_loss(logits, torch.tensor([2, 2])).item() == pytest.approx(
+        math.log1p(3 * math.exp(-10)), rel=1e-3, abs=0
+    )
     half = (torch.randn(6, 9) * 3).half().requires_grad_()
     labels = torch.tensor([1, 2, 3, 4, 5, 6])
     mlm_loss(half, labels).backward()

@@ -56,7 +56,9 @@ def test_smoothing_bias_within_binomial_bounds(counts, expected):
     ids = torch.tensor([[a, b] * 10])
     g = torch.Generator().manual_seed(2)
     n = 3000
-    hits = sum(int(ids[masking.choose_positions(ids, torch.ones_like(ids), 0.01, weights, g)].item() == b) for _ in range(n))
+    hits = sum(
+        int(ids[masking.choose_positions(ids, torch.ones_like(ids), 0.01, weights, g)].item() == b) for _ in range(n)
+    )
     assert abs(hits - n * expected) < four_sigma(n, expected)
 
 
@@ -80,7 +82,7 @@ def test_whole_words_are_chosen_together():
     is_cont = torch.zeros(VOCAB, dtype=torch.bool)
     is_cont[10:15] = True
     ids = torch.tensor([[2, 5, 10, 11, 6, 7, 12, 8, 9, 13, 14, 3]])
-    eligible = (ids >= 5)
+    eligible = ids >= 5
     words = masking.word_ids_from_continuation(ids, eligible, is_cont)
     assert words.tolist() == [[-1, 0, 0, 0, 1, 2, 2, 3, 4, 4, 4, -1]]
     weights = masking.token_weights(torch.ones(VOCAB), 0.0, range(5))

@@ -12,7 +12,9 @@ def load(task):
 
 def test_matthews_golden():
     # tp=2 tn=1 fp=1 fn=0: (2·1 - 1·0) / sqrt(3·2·2·1) = 2/sqrt(12)
-    assert load("cola").compute(predictions=[1, 0, 1, 1], references=[1, 0, 0, 1])["matthews_correlation"] == pytest.approx(2 / 12**0.5)
+    assert load("cola").compute(predictions=[1, 0, 1, 1], references=[1, 0, 0, 1])[
+        "matthews_correlation"
+    ] == pytest.approx(2 / 12**0.5)
 
 
 def test_accuracy_and_f1():
@@ -30,6 +32,8 @@ def test_pearson_and_spearman_with_ties():
 
 def test_squad_exact_match_and_f1_follow_the_official_normalisation():
     squad = evaluate.load(metric_path("squad_v1"))
-    result = squad.compute(predictions=["The Eiffel tower!", "in paris"], references=[["eiffel tower"], ["Paris, France", "Lyon"]])
+    result = squad.compute(
+        predictions=["The Eiffel tower!", "in paris"], references=[["eiffel tower"], ["Paris, France", "Lyon"]]
+    )
     # 1: exact after dropping "the" and "!"; 2: "in paris" vs "paris france" shares 1 token: P=1/2, R=1/2, F1=1/2
     assert result == pytest.approx({"exact_match": 50.0, "f1": 75.0})

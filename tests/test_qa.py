@@ -25,8 +25,12 @@ OFFSETS = [
 
 def squad(answer: str, start: int | None = None, context: str = CONTEXT, question: str = "where is the cat") -> dict:
     start = context.index(answer) if start is None else start
-    return {"id": ["q0"], "question": [question], "context": [context],
-            "answers": [{"text": [answer], "answer_start": [start]}]}
+    return {
+        "id": ["q0"],
+        "question": [question],
+        "context": [context],
+        "answers": [{"text": [answer], "answer_start": [start]}],
+    }
 
 
 def tokens(tokenizer, features: dict) -> list[str]:
@@ -66,8 +70,9 @@ def test_labelled_tokens_cover_exactly_the_answer_characters(tokenizer, answer, 
     assert tokenizer.convert_ids_to_tokens(ids[start : end + 1]) == pieces
 
 
-def logits_for(features: dict, picks: dict[tuple[int, int], float], length: int = 12, base: float = 0.0,
-               pad: float = -100.0) -> np.ndarray:
+def logits_for(
+    features: dict, picks: dict[tuple[int, int], float], length: int = 12, base: float = 0.0, pad: float = -100.0
+) -> np.ndarray:
     """(windows, length) logits: `base` on a window's tokens, `pad` past its end, `picks` {(window, token): value}."""
     out = np.full((len(features["offset_mapping"]), length), pad, dtype=np.float32)
     for w, offsets in enumerate(features["offset_mapping"]):
@@ -122,8 +127,12 @@ def test_answer_length_and_n_best_limits(windows):
 
 
 def test_every_example_gets_an_answer_and_one_without_windows_gets_the_empty_string(tokenizer):
-    examples = {"id": ["a", "b"], "question": ["is the cat", "is the dog"], "context": ["The CAT sat", "a dog ran"],
-                "answers": [{"text": ["CAT"], "answer_start": [4]}, {"text": ["dog"], "answer_start": [2]}]}
+    examples = {
+        "id": ["a", "b"],
+        "question": ["is the cat", "is the dog"],
+        "context": ["The CAT sat", "a dog ran"],
+        "answers": [{"text": ["CAT"], "answer_start": [4]}, {"text": ["dog"], "answer_start": [2]}],
+    }
     features = qa.eval_features(examples, tokenizer, max_length=32, stride=4)
     assert features["example_id"] == ["a", "b"]
     start = logits_for(features, {(0, 6): 2.0, (1, 6): 2.0}, length=16)

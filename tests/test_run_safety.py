@@ -50,9 +50,23 @@ def recipe(
     assets: Path, *flags: str, teacher: Path | str | None = None, cwd: Path = ROOT, **env: str
 ) -> subprocess.CompletedProcess:
     """`python recipes/distil_bert.py` as a user runs it, offline, on the tiny teacher unless told otherwise."""
-    cmd = [sys.executable, str(RECIPE), "--teacher", str(teacher or assets / "teacher"), "--train_file",
-           str(assets / "train.txt"), "--data_cache_dir", str(assets / "cache"), "--per_device_train_batch_size", "8",
-           "--logging_steps", "1", "--save_total_limit", "5", *flags]
+    cmd = [
+        sys.executable,
+        str(RECIPE),
+        "--teacher",
+        str(teacher or assets / "teacher"),
+        "--train_file",
+        str(assets / "train.txt"),
+        "--data_cache_dir",
+        str(assets / "cache"),
+        "--per_device_train_batch_size",
+        "8",
+        "--logging_steps",
+        "1",
+        "--save_total_limit",
+        "5",
+        *flags,
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **env}
     env.pop("HF_DISTIL_TRACEBACK", None)
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
@@ -88,8 +102,10 @@ def test_output_dir_at_the_teacher_folder_is_refused_before_anything_is_written(
     # Spelled differently from --teacher, and --overwrite_output_dir does not make it acceptable.
     done = recipe(assets, "--output_dir", "./teacher/", "--overwrite_output_dir", teacher=teacher, cwd=tmp_path)
     line = error_line(done, 2)
-    assert line == (f"error: --output_dir ./teacher/ is the folder of the teacher ({teacher}); the run would "
-                    "overwrite its config.json and weights; pass another --output_dir.")
+    assert line == (
+        f"error: --output_dir ./teacher/ is the folder of the teacher ({teacher}); the run would "
+        "overwrite its config.json and weights; pass another --output_dir."
+    )
     assert digests(teacher) == before
 
 
@@ -146,8 +162,13 @@ def test_a_finished_folder_is_not_resumed_with_other_settings_and_overwrite_star
 def test_resume_through_the_api_checks_the_settings_and_the_data(tmp_path, teacher, student, tokenizer, dataset):
     def trainer(train_dataset, **settings) -> DistillationTrainer:
         args = make_args(tmp_path, max_steps=2, save_strategy="steps", save_steps=2, **settings)
-        return DistillationTrainer(model=copy.deepcopy(student), teacher_model=teacher, args=args,
-                                   train_dataset=train_dataset, data_collator=DataCollatorForDistillation(tokenizer))
+        return DistillationTrainer(
+            model=copy.deepcopy(student),
+            teacher_model=teacher,
+            args=args,
+            train_dataset=train_dataset,
+            data_collator=DataCollatorForDistillation(tokenizer),
+        )
 
     trainer(dataset).train()
     checkpoint = str(tmp_path / "out" / "checkpoint-2")
@@ -233,9 +254,14 @@ def test_nan_losses_are_logged_as_nan_not_as_zero(tmp_path, teacher, student, to
     with torch.no_grad():
         teacher.cls.predictions.decoder.weight[0, 0] = float("nan")  # every teacher logit, hence L_ce, is NaN
     guard = NonFiniteLossGuard(max_in_a_row=2)
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=make_args(tmp_path, max_steps=6),
-                                  train_dataset=dataset, data_collator=DataCollatorForDistillation(tokenizer),
-                                  callbacks=[guard])
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=make_args(tmp_path, max_steps=6),
+        train_dataset=dataset,
+        data_collator=DataCollatorForDistillation(tokenizer),
+        callbacks=[guard],
+    )
     result = trainer.train()
     steps = [h for h in trainer.state.log_history if "loss" in h]
     assert guard.stopped and [h["step"] for h in steps] == [1, 2]
@@ -256,13 +282,19 @@ class BreakWeightsAt(TrainerCallback):
                 next(model.parameters())[0, 0] = float("inf")
 
 
-def test_an_update_that_breaks_the_weights_stops_at_once_and_saves_nothing_more(tmp_path, teacher, student, tokenizer,
-                                                                                   dataset):
+def test_an_update_that_breaks_the_weights_stops_at_once_and_saves_nothing_more(
+    tmp_path, teacher, student, tokenizer, dataset
+):
     guard = NonFiniteLossGuard()
     args = make_args(tmp_path, max_steps=6, save_strategy="steps", save_steps=1)
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=dataset,
-                                  data_collator=DataCollatorForDistillation(tokenizer),
-                                  callbacks=[BreakWeightsAt(3), guard])
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=args,
+        train_dataset=dataset,
+        data_collator=DataCollatorForDistillation(tokenizer),
+        callbacks=[BreakWeightsAt(3), guard],
+    )
     trainer.train()
     out = tmp_path / "out"
     assert guard.stopped and trainer.state.global_step == 3
@@ -323,8 +355,12 @@ def test_a_damaged_last_checkpoint_is_named_and_the_one_before_resumes(assets, f
 def test_each_kind_of_damage_is_found_before_training(finished, tmp_path, damage, reason):
     out = Path(shutil.copytree(finished, tmp_path / "out"))
     damage(out / "checkpoint-6")
-    with pytest.raises(UsageError, match=re.escape(f"is damaged ({reason}); resume from the one before with "
-                                                   f"--resume_from_checkpoint {out / 'checkpoint-3'}")):
+    with pytest.raises(
+        UsageError,
+        match=re.escape(
+            f"is damaged ({reason}); resume from the one before with --resume_from_checkpoint {out / 'checkpoint-3'}"
+        ),
+    ):
         check_checkpoint(out / "checkpoint-6", {})
     damage(out / "checkpoint-3")
     with pytest.raises(UsageError, match=re.escape(f"({reason}); no earlier intact checkpoint is there: delete ")):

@@ -14,7 +14,9 @@ from hf_distil.student import select_layers
 
 @pytest.fixture
 def batch(tokenizer):
-    enc = tokenizer(["the cat sat on the mat", "a big dog ran to the house and the red tree"], padding=True, return_tensors="pt")
+    enc = tokenizer(
+        ["the cat sat on the mat", "a big dog ran to the house and the red tree"], padding=True, return_tensors="pt"
+    )
     return enc["input_ids"], enc["attention_mask"]
 
 
@@ -34,7 +36,14 @@ def test_without_folding_token_type_row_zero_the_student_would_differ(teacher, b
     input_ids, mask = batch
     student = init_student_from_teacher(teacher, layers=list(range(4))).eval()
     student.distilbert.embeddings.position_embeddings.weight -= teacher.bert.embeddings.token_type_embeddings.weight[0]
-    diff = (student(input_ids=input_ids, attention_mask=mask).logits - teacher(input_ids=input_ids, attention_mask=mask).logits).abs().max()
+    diff = (
+        (
+            student(input_ids=input_ids, attention_mask=mask).logits
+            - teacher(input_ids=input_ids, attention_mask=mask).logits
+        )
+        .abs()
+        .max()
+    )
     assert diff > 1e-2
 
 
@@ -44,9 +53,14 @@ def test_kept_layers_are_copied_and_token_types_pooler_dropped(teacher):
     names = set(student.state_dict())
     assert not any("token_type" in n or "pooler" in n for n in names)
     torch.testing.assert_close(
-        student.distilbert.transformer.layer[1].ffn.lin1.weight, teacher.bert.encoder.layer[3].intermediate.dense.weight, rtol=0, atol=0
+        student.distilbert.transformer.layer[1].ffn.lin1.weight,
+        teacher.bert.encoder.layer[3].intermediate.dense.weight,
+        rtol=0,
+        atol=0,
     )
-    torch.testing.assert_close(student.vocab_transform.weight, teacher.cls.predictions.transform.dense.weight, rtol=0, atol=0)
+    torch.testing.assert_close(
+        student.vocab_transform.weight, teacher.cls.predictions.transform.dense.weight, rtol=0, atol=0
+    )
     torch.testing.assert_close(student.vocab_projector.bias, teacher.cls.predictions.bias, rtol=0, atol=0)
     assert student.vocab_projector.weight.data_ptr() == student.distilbert.embeddings.word_embeddings.weight.data_ptr()
 
@@ -67,7 +81,12 @@ def test_layer_rules(layers, n, expected):
 
 @pytest.mark.parametrize(
     "layers, message",
-    [("odd", "unknown layer rule 'odd'"), ([0, 12], r"layers \[12\] are out of range"), ([3, 1], "strictly increasing"), ([-1], "out of range")],
+    [
+        ("odd", "unknown layer rule 'odd'"),
+        ([0, 12], r"layers \[12\] are out of range"),
+        ([3, 1], "strictly increasing"),
+        ([-1], "out of range"),
+    ],
 )
 def test_bad_layer_maps_fail_in_one_line(teacher, layers, message):
     with pytest.raises(ValueError, match=message) as info:
@@ -93,19 +112,39 @@ def test_same_architecture_bert_identity_and_subset(teacher, batch):
     input_ids, mask = batch
     full = init_student_from_teacher(teacher, layers="last", num_layers=4, architecture="same").eval()
     assert isinstance(full, BertForMaskedLM)
-    torch.testing.assert_close(full(input_ids=input_ids, attention_mask=mask).logits, teacher(input_ids=input_ids, attention_mask=mask).logits)
+    torch.testing.assert_close(
+        full(input_ids=input_ids, attention_mask=mask).logits, teacher(input_ids=input_ids, attention_mask=mask).logits
+    )
     half = init_student_from_teacher(teacher, layers=[0, 2], architecture="same")
     assert half.config.num_hidden_layers == 2
-    torch.testing.assert_close(half.bert.encoder.layer[1].output.dense.weight, teacher.bert.encoder.layer[2].output.dense.weight, rtol=0, atol=0)
+    torch.testing.assert_close(
+        half.bert.encoder.layer[1].output.dense.weight,
+        teacher.bert.encoder.layer[2].output.dense.weight,
+        rtol=0,
+        atol=0,
+    )
 
 
 @torch.no_grad()
 def test_same_architecture_roberta(tokenizer):
-    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64, max_position_embeddings=70, pad_token_id=0)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=70,
+        pad_token_id=0,
+    )
     teacher = RobertaForMaskedLM(config).eval()
     student = init_student_from_teacher(teacher, layers="even", num_layers=2, architecture="same")
     assert isinstance(student, RobertaForMaskedLM) and student.config.num_hidden_layers == 2
-    torch.testing.assert_close(student.roberta.encoder.layer[1].attention.self.query.weight, teacher.roberta.encoder.layer[2].attention.self.query.weight, rtol=0, atol=0)
+    torch.testing.assert_close(
+        student.roberta.encoder.layer[1].attention.self.query.weight,
+        teacher.roberta.encoder.layer[2].attention.self.query.weight,
+        rtol=0,
+        atol=0,
+    )
     with pytest.raises(ValueError, match="architecture='same'"):
         init_student_from_teacher(teacher, layers=[0, 1])
 
@@ -119,4 +158,7 @@ def test_student_round_trips_as_safetensors(teacher, batch, tmp_path):
     assert "model.safetensors" in files and not any(f.endswith(".bin") for f in files)
     loaded = AutoModelForMaskedLM.from_pretrained(tmp_path).eval()
     assert isinstance(loaded, DistilBertForMaskedLM) and not loaded.config.sinusoidal_pos_embds
-    torch.testing.assert_close(loaded(input_ids=input_ids, attention_mask=mask).logits, student(input_ids=input_ids, attention_mask=mask).logits)
+    torch.testing.assert_close(
+        loaded(input_ids=input_ids, attention_mask=mask).logits,
+        student(input_ids=input_ids, attention_mask=mask).logits,
+    )

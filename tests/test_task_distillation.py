@@ -19,7 +19,9 @@ def test_loss_is_task_plus_scaled_kl(tmp_path, tokenizer):
     config = tiny_bert_config(len(tokenizer))
     config.num_labels = 3
     student, teacher = BertForSequenceClassification(config), BertForSequenceClassification(config)
-    trainer = TaskDistillationTrainer(model=student, teacher_model=teacher, args=args(tmp_path, temperature=2.0, alpha_task=0.5, alpha_kd=2.0))
+    trainer = TaskDistillationTrainer(
+        model=student, teacher_model=teacher, args=args(tmp_path, temperature=2.0, alpha_task=0.5, alpha_kd=2.0)
+    )
     batch = tokenizer(["the cat sat", "a big dog ran home"], padding=True, return_tensors="pt")
     labels = torch.tensor([0, 2])
     student.eval()
@@ -34,7 +36,9 @@ def test_label_count_mismatch_fails(tmp_path, tokenizer):
     a, b = tiny_bert_config(len(tokenizer)), tiny_bert_config(len(tokenizer))
     a.num_labels, b.num_labels = 2, 3
     with pytest.raises(ValueError, match="teacher has 3 labels, student 2"):
-        TaskDistillationTrainer(model=BertForSequenceClassification(a), teacher_model=BertForSequenceClassification(b), args=args(tmp_path))
+        TaskDistillationTrainer(
+            model=BertForSequenceClassification(a), teacher_model=BertForSequenceClassification(b), args=args(tmp_path)
+        )
 
 
 def test_bad_weights_fail(tmp_path):

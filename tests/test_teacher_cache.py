@@ -31,14 +31,20 @@ def sharp_teacher(teacher):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("restrict", [False, True])
-def test_training_from_the_cache_reproduces_the_online_topk_loss(tmp_path, sharp_teacher, student, tokenizer, dataset, restrict):
+def test_training_from_the_cache_reproduces_the_online_topk_loss(
+    tmp_path, sharp_teacher, student, tokenizer, dataset, restrict
+):
     k = 8
     collator = DataCollatorForDistillation(tokenizer, seed=3)
-    cache = build_teacher_cache(sharp_teacher, dataset.select(range(16)), collator, top_k=k, copies=2, batch_size=8, restrict_to_mask=restrict)
+    cache = build_teacher_cache(
+        sharp_teacher, dataset.select(range(16)), collator, top_k=k, copies=2, batch_size=8, restrict_to_mask=restrict
+    )
     assert len(cache) == 32 and all(len(v) == k for row in cache["teacher_topk_ids"] for v in row)
     assert bytes_per_token(cache) == pytest.approx(k * 6 * (0.15 if restrict else 1.0), rel=0.1 if restrict else 1e-9)
     args = make_args(tmp_path, alpha_cos=0.0, restrict_ce_to_mask=restrict)
-    trainer = DistillationTrainer(model=student, args=args, train_dataset=cache, data_collator=CachedSignalsCollator(tokenizer))
+    trainer = DistillationTrainer(
+        model=student, args=args, train_dataset=cache, data_collator=CachedSignalsCollator(tokenizer)
+    )
     batch = CachedSignalsCollator(tokenizer)([cache[i] for i in range(8)])
     student.eval()
     _, out = trainer.compute_loss(student, dict(batch), return_outputs=True)
@@ -54,7 +60,14 @@ def test_training_from_the_cache_reproduces_the_online_topk_loss(tmp_path, sharp
 
 
 def test_a_cache_built_for_other_rows_is_refused(tmp_path, teacher, student, tokenizer, dataset):
-    cache = build_teacher_cache(teacher, dataset.select(range(8)), DataCollatorForDistillation(tokenizer), top_k=4, restrict_to_mask=True)
-    trainer = DistillationTrainer(model=student, args=make_args(tmp_path, alpha_cos=0.0), train_dataset=cache, data_collator=CachedSignalsCollator(tokenizer))
+    cache = build_teacher_cache(
+        teacher, dataset.select(range(8)), DataCollatorForDistillation(tokenizer), top_k=4, restrict_to_mask=True
+    )
+    trainer = DistillationTrainer(
+        model=student,
+        args=make_args(tmp_path, alpha_cos=0.0),
+        train_dataset=cache,
+        data_collator=CachedSignalsCollator(tokenizer),
+    )
     with pytest.raises(ValueError, match="build the cache with the same restrict_ce_to_mask"):
         trainer.compute_loss(student, dict(CachedSignalsCollator(tokenizer)([cache[i] for i in range(8)])))

@@ -28,13 +28,20 @@ def reference_step(student, teacher, batch, T=2.0, restrict=False, alphas=(5.0, 
     ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
     s_out = student(input_ids=ids, attention_mask=mask, output_hidden_states=True)
     with torch.no_grad():
-        t_out = teacher(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids), output_hidden_states=True)
+        t_out = teacher(
+            input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids), output_hidden_states=True
+        )
     s_logits, t_logits = s_out.logits, t_out.logits
     sel = (labels > -1) if restrict else mask.bool()
     sel = sel.unsqueeze(-1).expand_as(s_logits)
     V = s_logits.size(-1)
     s_slct, t_slct = torch.masked_select(s_logits, sel).view(-1, V), torch.masked_select(t_logits, sel).view(-1, V)
-    loss_ce = nn.KLDivLoss(reduction="batchmean")(nn.functional.log_softmax(s_slct / T, -1), nn.functional.softmax(t_slct / T, -1)) * T**2
+    loss_ce = (
+        nn.KLDivLoss(reduction="batchmean")(
+            nn.functional.log_softmax(s_slct / T, -1), nn.functional.softmax(t_slct / T, -1)
+        )
+        * T**2
+    )
     loss_mlm = nn.CrossEntropyLoss(ignore_index=-100)(s_logits.view(-1, V), labels.view(-1))
     loss_mse = nn.MSELoss(reduction="sum")(s_slct, t_slct) / s_slct.size(0)
     hs, ht = s_out.hidden_states[-1], t_out.hidden_states[-1]
@@ -48,7 +55,9 @@ def reference_step(student, teacher, batch, T=2.0, restrict=False, alphas=(5.0, 
 @pytest.mark.parametrize("restrict", [False, True])
 def test_compute_loss_matches_the_reference_formulas(tmp_path, teacher, student, tokenizer, dataset, restrict):
     args = make_args(tmp_path, restrict_ce_to_mask=restrict, alpha_mse=0.5)
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, data_collator=DataCollatorForDistillation(tokenizer, seed=0))
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, args=args, data_collator=DataCollatorForDistillation(tokenizer, seed=0)
+    )
     batch = DataCollatorForDistillation(tokenizer, seed=0)([dataset[i] for i in range(8)])
     batch.pop("token_type_ids", None)
     student.train()
@@ -81,7 +90,13 @@ def premasked(tokenizer, texts, n=8, length=24):
         chosen = (torch.rand(length, generator=g) < 0.1 + 0.05 * (i % 4)) & mask.bool() & (ids > 4)
         chosen[1] = True
         labels = torch.where(chosen, ids, -100)
-        rows.append({"input_ids": ids.masked_fill(chosen, tokenizer.mask_token_id).tolist(), "attention_mask": mask.tolist(), "labels": labels.tolist()})
+        rows.append(
+            {
+                "input_ids": ids.masked_fill(chosen, tokenizer.mask_token_id).tolist(),
+                "attention_mask": mask.tolist(),
+                "labels": labels.tolist(),
+            }
+        )
     return datasets.Dataset.from_list(rows)
 
 
@@ -91,10 +106,19 @@ def stack(features):
 
 def one_sgd_step(tmp_path, teacher, student, data, batch, accumulation, **extra):
     args = make_args(
-        tmp_path, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation, max_steps=1,
-        optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", max_grad_norm=0.0, **extra,
+        tmp_path,
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        optim="sgd",
+        learning_rate=1.0,
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+        **extra,
     )
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data, data_collator=stack)
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, args=args, train_dataset=data, data_collator=stack
+    )
     trainer.train()
     logged = next(h for h in trainer.state.log_history if "loss" in h)
     return logged, student
@@ -121,14 +145,29 @@ def test_accumulation_equals_one_large_batch(tmp_path, teacher, tokenizer, texts
 
 @pytest.mark.slow
 def test_training_lowers_the_loss_and_leaves_the_teacher_untouched(tmp_path, teacher, tokenizer, dataset):
-    config = DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64, dropout=0.0, attention_dropout=0.0)
+    config = DistilBertConfig(
+        vocab_size=len(tokenizer),
+        dim=32,
+        n_layers=2,
+        n_heads=4,
+        hidden_dim=64,
+        max_position_embeddings=64,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
     student = DistilBertForMaskedLM(config)
     with torch.no_grad():  # a random teacher's outputs are nearly uniform: sharpen them so L_ce has work to do
         teacher.cls.predictions.transform.LayerNorm.weight.mul_(50)
     before_teacher = copy.deepcopy(teacher.state_dict())
     before_student = copy.deepcopy(student.state_dict())
     args = make_args(tmp_path, max_steps=40, learning_rate=3e-3, logging_steps=5, save_strategy="steps", save_steps=40)
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=dataset, data_collator=DataCollatorForDistillation(tokenizer, seed=0))
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=args,
+        train_dataset=dataset,
+        data_collator=DataCollatorForDistillation(tokenizer, seed=0),
+    )
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert logs[-1]["loss_ce"] < 0.7 * logs[0]["loss_ce"]
@@ -146,9 +185,17 @@ def test_training_lowers_the_loss_and_leaves_the_teacher_untouched(tmp_path, tea
 
 
 def test_teacher_receives_token_types_the_student_does_not_take(tmp_path, teacher, student, tokenizer, texts):
-    data = datasets.Dataset.from_dict({"text": texts}).map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
+    data = datasets.Dataset.from_dict({"text": texts}).map(
+        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"]
+    )
     data = data.map(lambda ex: {"token_type_ids": [1] * len(ex["input_ids"])})
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=make_args(tmp_path), train_dataset=data, data_collator=DataCollatorForDistillation(tokenizer, seed=0))
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=make_args(tmp_path),
+        train_dataset=data,
+        data_collator=DataCollatorForDistillation(tokenizer, seed=0),
+    )
     batch = next(iter(trainer.get_train_dataloader()))
     assert "token_type_ids" in batch and (batch["token_type_ids"][batch["attention_mask"].bool()] == 1).all()
     student.train()
@@ -158,14 +205,27 @@ def test_teacher_receives_token_types_the_student_does_not_take(tmp_path, teache
 
 
 def test_evaluate_reports_each_term(tmp_path, teacher, student, tokenizer, dataset):
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=make_args(tmp_path), eval_dataset=dataset, data_collator=DataCollatorForDistillation(tokenizer, seed=0))
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=make_args(tmp_path),
+        eval_dataset=dataset,
+        data_collator=DataCollatorForDistillation(tokenizer, seed=0),
+    )
     metrics = trainer.evaluate()
     assert {"eval_loss", "eval_loss_ce", "eval_loss_mlm", "eval_loss_cos"} <= set(metrics)
-    assert metrics["eval_loss"] == pytest.approx(5 * metrics["eval_loss_ce"] + 2 * metrics["eval_loss_mlm"] + metrics["eval_loss_cos"], rel=1e-4)
+    assert metrics["eval_loss"] == pytest.approx(
+        5 * metrics["eval_loss_ce"] + 2 * metrics["eval_loss_mlm"] + metrics["eval_loss_cos"], rel=1e-4
+    )
 
 
 def test_loss_is_fp32_under_bf16_autocast(tmp_path, teacher, student, tokenizer, dataset):
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=make_args(tmp_path, bf16=True), data_collator=DataCollatorForDistillation(tokenizer, seed=0))
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=make_args(tmp_path, bf16=True),
+        data_collator=DataCollatorForDistillation(tokenizer, seed=0),
+    )
     batch = DataCollatorForDistillation(tokenizer, seed=0)([dataset[i] for i in range(8)])
     with trainer.compute_loss_context_manager():
         loss = trainer.compute_loss(student, dict(batch))
@@ -174,7 +234,9 @@ def test_loss_is_fp32_under_bf16_autocast(tmp_path, teacher, student, tokenizer,
 
 def test_mlm_only_baseline_needs_no_teacher(tmp_path, student, tokenizer, dataset):
     args = make_args(tmp_path, alpha_ce=0.0, alpha_cos=0.0, max_steps=2)
-    trainer = DistillationTrainer(model=student, args=args, train_dataset=dataset, data_collator=DataCollatorForDistillation(tokenizer, seed=0))
+    trainer = DistillationTrainer(
+        model=student, args=args, train_dataset=dataset, data_collator=DataCollatorForDistillation(tokenizer, seed=0)
+    )
     trainer.train()
     assert [k for k in trainer.state.log_history[0] if k.startswith("loss_")] == ["loss_mlm"]
 
@@ -209,44 +271,94 @@ def test_intermediate_terms_vanish_for_an_identity_student_and_match_by_hand(tmp
     for name in ("hidden_mse", "attention_mse", "pkd"):
         assert out["terms"][name].item() == pytest.approx(0.0, abs=1e-6), name
     half = init_student_from_teacher(teacher, layers=[1, 3]).eval()
-    trainer = DistillationTrainer(model=half, teacher_model=teacher, args=make_args(tmp_path, intermediate_layers="uniform", **INTERMEDIATE))
+    trainer = DistillationTrainer(
+        model=half, teacher_model=teacher, args=make_args(tmp_path, intermediate_layers="uniform", **INTERMEDIATE)
+    )
     assert trainer.layer_pairs == [(0, 0), (1, 2), (2, 4)]
     _, out = trainer.compute_loss(half, dict(batch), return_outputs=True)
     with torch.no_grad():
-        s = half.distilbert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True, output_attentions=True)
-        t = teacher.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True, output_attentions=True)
+        s = half.distilbert(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            output_hidden_states=True,
+            output_attentions=True,
+        )
+        t = teacher.bert(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            output_hidden_states=True,
+            output_attentions=True,
+        )
     real = batch["attention_mask"].bool()
-    by_hand = sum(((s.hidden_states[i][real] - t.hidden_states[j][real]) ** 2).mean() for i, j in [(0, 0), (1, 2), (2, 4)])
+    by_hand = sum(
+        ((s.hidden_states[i][real] - t.hidden_states[j][real]) ** 2).mean() for i, j in [(0, 0), (1, 2), (2, 4)]
+    )
     assert out["terms"]["hidden_mse"].item() == pytest.approx(by_hand.item(), rel=1e-5)
     pairs = (real[:, None, :, None] & real[:, None, None, :]).expand_as(s.attentions[0])
     by_hand = sum(((s.attentions[i - 1][pairs] - t.attentions[j - 1][pairs]) ** 2).mean() for i, j in [(1, 2), (2, 4)])
     assert out["terms"]["attention_mse"].item() == pytest.approx(by_hand.item(), rel=1e-5)
     unit = lambda x: x / x.norm(dim=-1, keepdim=True)  # noqa: E731
-    by_hand = sum(((unit(s.hidden_states[i][:, 0]) - unit(t.hidden_states[j][:, 0])) ** 2).sum(-1).mean() for i, j in [(1, 2), (2, 4)])
+    by_hand = sum(
+        ((unit(s.hidden_states[i][:, 0]) - unit(t.hidden_states[j][:, 0])) ** 2).sum(-1).mean()
+        for i, j in [(1, 2), (2, 4)]
+    )
     assert out["terms"]["pkd"].item() == pytest.approx(by_hand.item(), rel=1e-5)
 
 
 def test_narrower_student_learns_a_projection_saved_beside_it(tmp_path, teacher, tokenizer, dataset):
-    config = DistilBertConfig(vocab_size=len(tokenizer), dim=16, n_layers=2, n_heads=4, hidden_dim=32, max_position_embeddings=64)
+    config = DistilBertConfig(
+        vocab_size=len(tokenizer), dim=16, n_layers=2, n_heads=4, hidden_dim=32, max_position_embeddings=64
+    )
     student = DistilBertForMaskedLM(config)
-    args = make_args(tmp_path, alpha_cos=0.0, alpha_hidden_mse=1.0, alpha_pkd=1.0, intermediate_layers="skip", max_steps=3, save_strategy="steps", save_steps=3)
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=dataset, data_collator=DataCollatorForDistillation(tokenizer))
+    args = make_args(
+        tmp_path,
+        alpha_cos=0.0,
+        alpha_hidden_mse=1.0,
+        alpha_pkd=1.0,
+        intermediate_layers="skip",
+        max_steps=3,
+        save_strategy="steps",
+        save_steps=3,
+    )
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=args,
+        train_dataset=dataset,
+        data_collator=DataCollatorForDistillation(tokenizer),
+    )
     before = trainer.hidden_projection.weight.detach().clone()
     trainer.train()
-    assert trainer.hidden_projection.weight.shape == (32, 16) and not torch.equal(before, trainer.hidden_projection.weight)
+    assert trainer.hidden_projection.weight.shape == (32, 16) and not torch.equal(
+        before, trainer.hidden_projection.weight
+    )
     checkpoint = tmp_path / "out" / "checkpoint-3"
     assert (checkpoint / "hidden_projection.safetensors").exists()
     assert not any("projection" in k and "vocab" not in k for k in load_file(str(checkpoint / "model.safetensors")))
     assert {"loss_hidden_mse", "loss_pkd"} <= set(trainer.state.log_history[0])
-    resumed = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=dataset, data_collator=DataCollatorForDistillation(tokenizer))
+    resumed = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=args,
+        train_dataset=dataset,
+        data_collator=DataCollatorForDistillation(tokenizer),
+    )
     resumed._load_from_checkpoint(str(checkpoint))
-    assert torch.equal(resumed.hidden_projection.weight, trainer.hidden_projection.weight.cpu())  # a resume restores it
+    assert torch.equal(
+        resumed.hidden_projection.weight, trainer.hidden_projection.weight.cpu()
+    )  # a resume restores it
 
 
 def test_attention_loss_needs_equal_head_counts(tmp_path, teacher, tokenizer):
-    config = DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64)
+    config = DistilBertConfig(
+        vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64
+    )
     with pytest.raises(ValueError, match="the student has 2 heads and the teacher 4"):
-        DistillationTrainer(model=DistilBertForMaskedLM(config), teacher_model=teacher, args=make_args(tmp_path, alpha_attention_mse=1.0))
+        DistillationTrainer(
+            model=DistilBertForMaskedLM(config),
+            teacher_model=teacher,
+            args=make_args(tmp_path, alpha_attention_mse=1.0),
+        )
 
 
 def test_several_teachers_mix_their_soft_targets(tmp_path, teacher, student, tokenizer, dataset):
@@ -261,18 +373,28 @@ def test_several_teachers_mix_their_soft_targets(tmp_path, teacher, student, tok
     student.eval()
 
     def terms(teachers, weights=""):
-        trainer = DistillationTrainer(model=student, teacher_model=teachers, args=make_args(tmp_path, teacher_weights=weights))
+        trainer = DistillationTrainer(
+            model=student, teacher_model=teachers, args=make_args(tmp_path, teacher_weights=weights)
+        )
         return trainer.compute_loss(student, dict(batch), return_outputs=True)[1]["terms"]
 
     single = terms(teacher)
     assert terms([teacher, teacher])["ce"].item() == pytest.approx(single["ce"].item(), rel=1e-5)
     assert terms([teacher, other], "1,0")["ce"].item() == pytest.approx(single["ce"].item(), rel=1e-5)
     mixed = terms([teacher, other], "0.5,0.5")
-    assert mixed["cos"].item() == pytest.approx(single["cos"].item(), rel=1e-6)  # hidden terms follow the first teacher
+    assert mixed["cos"].item() == pytest.approx(
+        single["cos"].item(), rel=1e-6
+    )  # hidden terms follow the first teacher
     rows = batch["attention_mask"].bool()
     with torch.no_grad():
         s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[rows] / 2
-        p = sum(0.5 * torch.softmax(t(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[rows] / 2, -1) for t in (teacher, other))
+        p = sum(
+            0.5
+            * torch.softmax(
+                t(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[rows] / 2, -1
+            )
+            for t in (teacher, other)
+        )
     by_hand = (p * (p.log() - torch.log_softmax(s, -1))).sum(-1).mean() * 4
     assert mixed["ce"].item() == pytest.approx(by_hand.item(), rel=1e-4)
     with pytest.raises(ValueError, match="must hold 2 non-negative weights"):
@@ -289,7 +411,9 @@ def test_attention_scores_are_the_logits_of_the_eager_attention_maps(teacher, to
         model.set_attn_implementation("eager")
         layers = list(range(1, model.config.num_hidden_layers + 1))
         with torch.no_grad(), heads.capture_attention_scores(model, layers) as captured:
-            out = getattr(model, base)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_attentions=True)
+            out = getattr(model, base)(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_attentions=True
+            )
             scores = captured()
         for i, probabilities in enumerate(out.attentions, start=1):
             rebuilt = torch.softmax(scores[i].masked_fill(~real[:, None, None, :], float("-inf")), dim=-1)
@@ -305,12 +429,18 @@ def test_attention_mse_on_scores_matches_by_hand_and_keeps_sdpa(tmp_path, teache
             layer.attention.self.query.weight.mul_(20)
             layer.attention.self.key.weight.mul_(20)
     half = init_student_from_teacher(teacher, layers=[1, 3])
-    trainer = DistillationTrainer(model=half, teacher_model=teacher, args=make_args(tmp_path, alpha_attention_mse=1.0, attention_maps="scores"))
+    trainer = DistillationTrainer(
+        model=half, teacher_model=teacher, args=make_args(tmp_path, alpha_attention_mse=1.0, attention_maps="scores")
+    )
     assert half.config._attn_implementation != "eager" and teacher.config._attn_implementation != "eager"
     _, out = trainer.compute_loss(half, dict(batch), return_outputs=True)
     out["terms"]["attention_mse"].backward()
     assert half.distilbert.transformer.layer[0].attention.q_lin.weight.grad.abs().sum() > 0
-    with torch.no_grad(), heads.capture_attention_scores(half, [1, 2]) as s_captured, heads.capture_attention_scores(teacher, [2, 4]) as t_captured:
+    with (
+        torch.no_grad(),
+        heads.capture_attention_scores(half, [1, 2]) as s_captured,
+        heads.capture_attention_scores(teacher, [2, 4]) as t_captured,
+    ):
         half(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         s_scores, t_scores = s_captured(), t_captured()
@@ -331,11 +461,22 @@ def test_logged_terms_of_a_resumed_run_equal_the_uninterrupted_run(tmp_path, tea
     """The first log after a resume averages over the steps since the resume, not since step 0."""
 
     def run(out: str, resume: str | None = None) -> dict[int, dict]:
-        args = make_args(tmp_path, output_dir=str(tmp_path / out), max_steps=6, save_strategy="steps", save_steps=3,
-                         train_sampling_strategy="sequential")
+        args = make_args(
+            tmp_path,
+            output_dir=str(tmp_path / out),
+            max_steps=6,
+            save_strategy="steps",
+            save_steps=3,
+            train_sampling_strategy="sequential",
+        )
         student = init_student_from_teacher(teacher, layers=[0, 3])
-        trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=dataset,
-                                      data_collator=DataCollatorForDistillation(tokenizer))
+        trainer = DistillationTrainer(
+            model=student,
+            teacher_model=teacher,
+            args=args,
+            train_dataset=dataset,
+            data_collator=DataCollatorForDistillation(tokenizer),
+        )
         trainer.train(resume_from_checkpoint=resume)
         return {h["step"]: h for h in trainer.state.log_history if "loss_ce" in h}
 

@@ -45,10 +45,16 @@ def minilm_with_fresh_head() -> tuple[BertForMaskedLM, PreTrainedTokenizerBase]:
     """The packaged encoder under a new (untrained) BERT MLM head whose decoder is tied to the embeddings."""
     path = packaged_encoder_path()
     model = BertForMaskedLM(BertConfig.from_pretrained(path))
-    encoder = {f"bert.{k}": v for k, v in load_file(path / "model.safetensors").items() if not k.startswith("pooler.") and k != "embeddings.position_ids"}
+    encoder = {
+        f"bert.{k}": v
+        for k, v in load_file(path / "model.safetensors").items()
+        if not k.startswith("pooler.") and k != "embeddings.position_ids"
+    }
     missing, unexpected = model.load_state_dict(encoder, strict=False)
     assert not unexpected, f"unexpected keys in the packaged encoder: {unexpected}"
-    assert all(k.startswith("cls.") for k in missing), f"encoder keys not loaded: {[k for k in missing if not k.startswith('cls.')]}"
+    assert all(k.startswith("cls.") for k in missing), (
+        f"encoder keys not loaded: {[k for k in missing if not k.startswith('cls.')]}"
+    )
     model.tie_weights()
     return model, AutoTokenizer.from_pretrained(path)
 

@@ -40,7 +40,8 @@ def deepspeed_cpu_config(tmp_path: Path, stage: int) -> Path:
     config = tmp_path / "accelerate.yaml"
     config.write_text(
         "compute_environment: LOCAL_MACHINE\ndistributed_type: DEEPSPEED\n"
-        f"deepspeed_config:\n  deepspeed_config_file: {tmp_path / 'ds.json'}\n  zero3_init_flag: {str(stage == 3).lower()}\n"
+        f"deepspeed_config:\n  deepspeed_config_file: {tmp_path / 'ds.json'}\n"
+        f"  zero3_init_flag: {str(stage == 3).lower()}\n"
         "num_machines: 1\nnum_processes: 2\nmachine_rank: 0\nrdzv_backend: static\nsame_network: true\nuse_cpu: true\n"
     )
     return config

@@ -42,7 +42,13 @@ def fixed_batch(vocab: int = 50, n: int = 8, length: int = 16) -> datasets.Datas
         mask = (torch.arange(length) < real).long()
         chosen = (torch.rand(length, generator=g) < 0.3) & mask.bool()
         chosen[1] = True
-        rows.append({"input_ids": ids.masked_fill(chosen, 4).tolist(), "attention_mask": mask.tolist(), "labels": torch.where(chosen, ids, -100).tolist()})
+        rows.append(
+            {
+                "input_ids": ids.masked_fill(chosen, 4).tolist(),
+                "attention_mask": mask.tolist(),
+                "labels": torch.where(chosen, ids, -100).tolist(),
+            }
+        )
     return datasets.Dataset.from_list(rows)
 
 
@@ -52,22 +58,51 @@ def stack(features: list[dict]) -> dict[str, torch.Tensor]:
 
 def main(out: Path, narrow: bool) -> None:
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
-                        max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=32,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     teacher = BertForMaskedLM(config)
     if narrow:  # half the teacher's width: the hidden-state MSE needs the learned projection
-        student = DistilBertForMaskedLM(DistilBertConfig(vocab_size=50, dim=16, n_layers=2, n_heads=4, hidden_dim=32, max_position_embeddings=32,
-                                                         dropout=0.0, attention_dropout=0.0))
+        student = DistilBertForMaskedLM(
+            DistilBertConfig(
+                vocab_size=50,
+                dim=16,
+                n_layers=2,
+                n_heads=4,
+                hidden_dim=32,
+                max_position_embeddings=32,
+                dropout=0.0,
+                attention_dropout=0.0,
+            )
+        )
     else:
         student = init_student_from_teacher(teacher, layers=[0, 3])
     args = DistillationArguments(
-        output_dir=str(out / "trainer"), report_to="none", max_steps=1, logging_steps=1, save_strategy="no",
-        target_batch_size=8, per_device_train_batch_size=8 // int(os.environ.get("WORLD_SIZE", "1")),
-        optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", max_grad_norm=0.5 if narrow else 0.0, disable_tqdm=True,
+        output_dir=str(out / "trainer"),
+        report_to="none",
+        max_steps=1,
+        logging_steps=1,
+        save_strategy="no",
+        target_batch_size=8,
+        per_device_train_batch_size=8 // int(os.environ.get("WORLD_SIZE", "1")),
+        optim="sgd",
+        learning_rate=1.0,
+        lr_scheduler_type="constant",
+        max_grad_norm=0.5 if narrow else 0.0,
+        disable_tqdm=True,
         # narrow: clipping on (0.5 is below this step's norm), over the student and the projection together
         **({"alpha_cos": 0.0, "alpha_hidden_mse": 1.0, "intermediate_layers": "skip"} if narrow else {}),
     )
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=fixed_batch(), data_collator=stack)
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, args=args, train_dataset=fixed_batch(), data_collator=stack
+    )
     trainer.train()
     weights = trainer.accelerator.get_state_dict(trainer.model_wrapped)
     rank = trainer.args.process_index
@@ -78,10 +113,15 @@ def main(out: Path, narrow: bool) -> None:
         (out / "log.json").write_text(json.dumps(trainer.state.log_history))
     local = trainer.accelerator.unwrap_model(trainer.model)
     report = {
-        "checksum": sum(float(p.detach().double().sum()) for p in [*local.parameters(), *(trainer.hidden_projection or nn.Linear(1, 1)).parameters()]),
+        "checksum": sum(
+            float(p.detach().double().sum())
+            for p in [*local.parameters(), *(trainer.hidden_projection or nn.Linear(1, 1)).parameters()]
+        ),
         # Under ZeRO-3 a rank holds only shards: the local tensors of a partitioned model are empty.
         "teacher_local_numel": sum(p.numel() for p in trainer.accelerator.unwrap_model(trainer.teacher).parameters()),
-        "teacher_numel": sum(getattr(p, "ds_numel", p.numel()) for p in trainer.accelerator.unwrap_model(trainer.teacher).parameters()),
+        "teacher_numel": sum(
+            getattr(p, "ds_numel", p.numel()) for p in trainer.accelerator.unwrap_model(trainer.teacher).parameters()
+        ),
     }
     (out / f"rank-{rank}.json").write_text(json.dumps(report))
 

@@ -26,8 +26,14 @@ def readme_block(heading: str) -> str:
 
 @functools.cache
 def script_help(script: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        [sys.executable, script, "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"},
+    )
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -41,7 +47,9 @@ def test_every_script_answers_help_and_lists_its_options(script):
 def test_use_it_in_your_own_code_block_runs_as_written_and_publishes(tmp_path, hub):
     (tmp_path / "block.py").write_text(readme_block("Use it in your own code"))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_TOKEN": "hf_readme_token", "HF_HUB_OFFLINE": "0"}
-    done = subprocess.run([sys.executable, "block.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "block.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     files = hub.files[("you/distil-mini", "main")]
     assert {"model.safetensors", "config.json", "tokenizer.json", "README.md", "loss_terms.png"} <= set(files)
@@ -84,4 +92,6 @@ def test_every_flag_in_the_readme_exists(script, flags):
     assert (ROOT / script).exists(), script
     done = script_help(script)
     known = set(re.findall(r"(--\w+)", done.stdout))
-    assert not set(flags) - known, f"{script}: the README passes {sorted(set(flags) - known)}, which --help does not list"
+    assert not set(flags) - known, (
+        f"{script}: the README passes {sorted(set(flags) - known)}, which --help does not list"
+    )

@@ -38,13 +38,35 @@ def assets(tmp_path_factory) -> Path:
 
 
 def run(assets: Path, out: Path, *flags: str, processes: int = 1) -> subprocess.CompletedProcess:
-    common = ["--teacher", str(assets / "teacher"), "--train_file", str(assets / "train.txt"), "--output_dir", str(out),
-              "--data_cache_dir", str(assets / "cache"), "--per_device_train_batch_size", "8", "--logging_steps", "1", *flags]
+    common = [
+        "--teacher",
+        str(assets / "teacher"),
+        "--train_file",
+        str(assets / "train.txt"),
+        "--output_dir",
+        str(out),
+        "--data_cache_dir",
+        str(assets / "cache"),
+        "--per_device_train_batch_size",
+        "8",
+        "--logging_steps",
+        "1",
+        *flags,
+    ]
     if processes == 1:
         cmd = [sys.executable, str(RECIPE), *common]
     else:
-        cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file", str(ROOT / "ds_configs" / "cpu_2proc.yaml"), str(RECIPE), *common]
-    done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
+        cmd = [
+            str(Path(sys.executable).with_name("accelerate")),
+            "launch",
+            "--config_file",
+            str(ROOT / "ds_configs" / "cpu_2proc.yaml"),
+            str(RECIPE),
+            *common,
+        ]
+    done = subprocess.run(
+        cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -94,9 +116,23 @@ def test_two_process_launch_keeps_replicas_identical(assets, tmp_path):
 
 
 def test_push_to_hub_flag_publishes_the_student_and_its_card(assets, tmp_path, hub):
-    run(assets, tmp_path / "out", "--max_steps", "4", "--save_steps", "2", "--push_to_hub", "--hub_model_id", "alice/recipe", "--hub_token", "hf_secret_in_flags")
+    run(
+        assets,
+        tmp_path / "out",
+        "--max_steps",
+        "4",
+        "--save_steps",
+        "2",
+        "--push_to_hub",
+        "--hub_model_id",
+        "alice/recipe",
+        "--hub_token",
+        "hf_secret_in_flags",
+    )
     files = hub.files[("alice/recipe", "main")]
-    assert {"model.safetensors", "README.md", "loss_terms.png", "training_args.json", "held_out_results.json"} <= set(files)
+    assert {"model.safetensors", "README.md", "loss_terms.png", "training_args.json", "held_out_results.json"} <= set(
+        files
+    )
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl"))]
     assert all(b"hf_secret_in_flags" not in content for content in files.values())
     messages = [c["message"] for c in hub.commits]
@@ -108,21 +144,47 @@ def test_push_to_hub_flag_publishes_the_student_and_its_card(assets, tmp_path, h
 
 
 def test_ablation_runs_every_variant(assets, tmp_path):
-    cmd = [sys.executable, str(ROOT / "recipes" / "ablation.py"), "--output_dir", str(tmp_path / "abl"), "--max_steps", "2",
-           "--finetune_steps", "2", "--", "--teacher", str(assets / "teacher"), "--train_file", str(assets / "train.txt"),
-           "--data_cache_dir", str(assets / "cache"), "--per_device_train_batch_size", "8", "--max_eval_samples", "16"]
-    done = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=900)
+    cmd = [
+        sys.executable,
+        str(ROOT / "recipes" / "ablation.py"),
+        "--output_dir",
+        str(tmp_path / "abl"),
+        "--max_steps",
+        "2",
+        "--finetune_steps",
+        "2",
+        "--",
+        "--teacher",
+        str(assets / "teacher"),
+        "--train_file",
+        str(assets / "train.txt"),
+        "--data_cache_dir",
+        str(assets / "cache"),
+        "--per_device_train_batch_size",
+        "8",
+        "--max_eval_samples",
+        "16",
+    ]
+    done = subprocess.run(
+        cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     table = json.loads((tmp_path / "abl" / "ablation.json").read_text())
     assert list(table) == ["triple loss", "no L_cos", "no L_mlm", "L_ce alone", "random init"]
-    alphas = {"triple loss": (2.0, 1.0), "no L_cos": (2.0, 0.0), "no L_mlm": (0.0, 1.0), "L_ce alone": (0.0, 0.0),
-              "random init": (2.0, 1.0)}
+    alphas = {
+        "triple loss": (2.0, 1.0),
+        "no L_cos": (2.0, 0.0),
+        "no L_mlm": (0.0, 1.0),
+        "L_ce alone": (0.0, 0.0),
+        "random init": (2.0, 1.0),
+    }
     for name, row in table.items():  # each variant ran with its own flags, and the table reads its own results
         folder = tmp_path / "abl" / name.replace(" ", "_")
         settings = json.loads((folder / "training_args.json").read_text())
         assert (settings["alpha_mlm"], settings["alpha_cos"]) == alphas[name], name
         assert json.loads((folder / "distillation_settings.json").read_text())["random_init_student"] is (
-            name == "random init")
+            name == "random init"
+        )
         held_out = json.loads((folder / "held_out_results.json").read_text())["student"]
         downstream = json.loads((folder / "polarity" / "eval_results.json").read_text())
         assert row == {"mlm_top1": 100 * held_out["accuracy"], "polarity_accuracy": 100 * downstream["eval_accuracy"]}
@@ -131,11 +193,36 @@ def test_ablation_runs_every_variant(assets, tmp_path):
 
 def test_cache_command_then_training_from_the_cache(assets, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, str(ROOT / "recipes" / "cache_teacher.py"), "--teacher", str(assets / "teacher"), "--train_file", str(assets / "train.txt"),
-           "--data_cache_dir", str(assets / "cache"), "--output_dir", str(tmp_path / "cache"), "--top_k", "8", "--copies", "2"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "recipes" / "cache_teacher.py"),
+        "--teacher",
+        str(assets / "teacher"),
+        "--train_file",
+        str(assets / "train.txt"),
+        "--data_cache_dir",
+        str(assets / "cache"),
+        "--output_dir",
+        str(tmp_path / "cache"),
+        "--top_k",
+        "8",
+        "--copies",
+        "2",
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "bytes of teacher signals per token" in done.stdout
-    run(assets, tmp_path / "out", "--teacher_cache", str(tmp_path / "cache"), "--alpha_cos", "0", "--max_steps", "3", "--save_strategy", "no")
+    run(
+        assets,
+        tmp_path / "out",
+        "--teacher_cache",
+        str(tmp_path / "cache"),
+        "--alpha_cos",
+        "0",
+        "--max_steps",
+        "3",
+        "--save_strategy",
+        "no",
+    )
     logs = [h for h in json.loads((tmp_path / "out" / "trainer_state.json").read_text())["log_history"] if "loss" in h]
     assert len(logs) == 3 and all("loss_ce" in h and "loss_cos" not in h for h in logs)

@@ -17,9 +17,22 @@ pytestmark = pytest.mark.recipe
 
 
 def finetune(cwd: Path, *flags: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(ROOT / "recipes" / "finetune.py"), "--report_to", "none", "--max_steps", "4",
-           "--per_device_train_batch_size", "8", "--save_strategy", "no", *flags]
-    done = subprocess.run(cmd, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
+    cmd = [
+        sys.executable,
+        str(ROOT / "recipes" / "finetune.py"),
+        "--report_to",
+        "none",
+        "--max_steps",
+        "4",
+        "--per_device_train_batch_size",
+        "8",
+        "--save_strategy",
+        "no",
+        *flags,
+    ]
+    done = subprocess.run(
+        cmd, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -27,7 +40,15 @@ def finetune(cwd: Path, *flags: str) -> subprocess.CompletedProcess:
 def test_finetune_then_task_distillation_fill_the_table(tmp_path):
     save_tiny_teacher(tmp_path / "tiny")
     finetune(tmp_path, "--model", str(tmp_path / "tiny"), "--output_dir", str(tmp_path / "teacher"))
-    done = finetune(tmp_path, "--model", str(tmp_path / "tiny"), "--teacher", str(tmp_path / "teacher"), "--output_dir", str(tmp_path / "student"))
+    done = finetune(
+        tmp_path,
+        "--model",
+        str(tmp_path / "tiny"),
+        "--teacher",
+        str(tmp_path / "teacher"),
+        "--output_dir",
+        str(tmp_path / "student"),
+    )
     eval_metrics = json.loads((tmp_path / "student" / "eval_results.json").read_text())
     assert 0.0 <= eval_metrics["eval_accuracy"] <= 1.0
     table = json.loads((tmp_path / "outputs" / "finetune_results.json").read_text())
@@ -51,8 +72,15 @@ def squad_file(path: Path, n: int, seed: int) -> Path:
         offset = len(" ".join(words[:start])) + (1 if start else 0)
         assert context[offset : offset + len(answer)] == answer
         question = "where is the " + rng.choice(filler)
-        rows.append({"id": f"q{seed}-{i}", "title": "t", "context": context, "question": question,
-                     "answers": {"text": [answer], "answer_start": [offset]}})
+        rows.append(
+            {
+                "id": f"q{seed}-{i}",
+                "title": "t",
+                "context": context,
+                "question": question,
+                "answers": {"text": [answer], "answer_start": [offset]},
+            }
+        )
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return path
 
@@ -60,12 +88,33 @@ def squad_file(path: Path, n: int, seed: int) -> Path:
 def test_squad_finetune_and_task_distillation_find_the_answers(tmp_path):
     """Teacher and student learn to find the spans: a best_spans that returned "" or a shifted span would score 0."""
     save_tiny_teacher(tmp_path / "tiny")
-    files = ["--task", "squad", "--train_file", str(squad_file(tmp_path / "train.jsonl", 40, 0)),
-             "--validation_file", str(squad_file(tmp_path / "dev.jsonl", 12, 1)), "--max_seq_length", "48",
-             "--doc_stride", "16", "--max_steps", "40", "--learning_rate", "1e-3"]  # these win over finetune()'s
+    files = [
+        "--task",
+        "squad",
+        "--train_file",
+        str(squad_file(tmp_path / "train.jsonl", 40, 0)),
+        "--validation_file",
+        str(squad_file(tmp_path / "dev.jsonl", 12, 1)),
+        "--max_seq_length",
+        "48",
+        "--doc_stride",
+        "16",
+        "--max_steps",
+        "40",
+        "--learning_rate",
+        "1e-3",
+    ]  # these win over finetune()'s
     finetune(tmp_path, "--model", str(tmp_path / "tiny"), "--output_dir", str(tmp_path / "teacher"), *files)
-    done = finetune(tmp_path, "--model", str(tmp_path / "tiny"), "--teacher", str(tmp_path / "teacher"),
-                    "--output_dir", str(tmp_path / "student"), *files)
+    done = finetune(
+        tmp_path,
+        "--model",
+        str(tmp_path / "tiny"),
+        "--teacher",
+        str(tmp_path / "teacher"),
+        "--output_dir",
+        str(tmp_path / "student"),
+        *files,
+    )
     for model in ("teacher", "student"):  # both find 12 of 12 here; one miss is allowed
         metrics = json.loads((tmp_path / model / "eval_results.json").read_text())
         assert 0.9 <= metrics["eval_exact_match"] <= metrics["eval_f1"] <= 1.0, (model, metrics)

@@ -24,9 +24,22 @@ pytestmark = [pytest.mark.recipe, pytest.mark.distributed]
 # Same updates in one and two processes: 16 sequences per update (GA 2 × 8, or 2 × 8), the same random
 # order (length grouping groups per process batch, which differs), no dropout, evaluations at steps 2 and 4.
 FLAGS = (
-    "--per_device_train_batch_size", "8", "--target_batch_size", "16", "--train_sampling_strategy", "random",
-    "--max_steps", "4", "--logging_steps", "1", "--save_strategy", "no",
-    "--eval_strategy", "steps", "--eval_steps", "2",
+    "--per_device_train_batch_size",
+    "8",
+    "--target_batch_size",
+    "16",
+    "--train_sampling_strategy",
+    "random",
+    "--max_steps",
+    "4",
+    "--logging_steps",
+    "1",
+    "--save_strategy",
+    "no",
+    "--eval_strategy",
+    "steps",
+    "--eval_steps",
+    "2",
 )
 MLM_ONLY = ("--alpha_ce", "0", "--alpha_cos", "0")  # the teacher is not trained against, still evaluated
 
