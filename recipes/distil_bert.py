@@ -206,6 +206,11 @@ def main() -> None:
         if args.push_to_hub:
             print(f"published to {os.environ.get('HF_ENDPOINT', 'https://huggingface.co')}/{args.hub_model_id}")
 
+    # Every process waits for the others, then the process group is closed: a process that left first would tear
+    # its gloo group down under the others' feet ("terminate called without an active exception", exit -6).
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
+
 
 def describe_hardware() -> str:
     if torch.cuda.is_available():

@@ -182,7 +182,19 @@ def test_recipe_clamps_max_seq_length_and_reads_a_grown_file_anew(assets, tmp_pa
 
     with corpus.open("a") as stream:  # grown in place: same path, new content
         stream.write(text_lines(30, 60, 150, seed=1))
-    second = run_recipe(assets, tmp_path, "--train_file", str(corpus), "--max_seq_length", "64", *quick)
+    # Another output folder: the first one's model was trained on the shorter file, and resuming it with other data
+    # is refused (see tests/test_run_safety.py).
+    second = run_recipe(
+        assets,
+        tmp_path,
+        "--train_file",
+        str(corpus),
+        "--max_seq_length",
+        "64",
+        *quick,
+        "--output_dir",
+        str(tmp_path / "out_grown"),
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     assert "--max_seq_length" not in second.stderr  # 64 fits: no warning
     (grown,) = set((tmp_path / "cache").iterdir()) - {cached}
