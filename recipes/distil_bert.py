@@ -1,6 +1,6 @@
 """Distil a BERT-family masked LM into a shallower student, as DistilBERT (Sanh et al. 2019).
 
-    accelerate launch recipes/distil_bert.py                                  # offline default, ~8 min on 2 CPU cores
+    accelerate launch -q recipes/distil_bert.py    # offline default, ~3 min on 2 CPU cores
     accelerate launch --config_file ds_configs/multi_gpu.yaml recipes/distil_bert.py \\
         --config recipes/configs/distil_bert_paper.yaml --teacher bert-base-uncased --dataset_name wikipedia ...
 
