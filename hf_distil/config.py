@@ -29,6 +29,12 @@ logger = logging.get_logger(__name__)
 LOSS_WEIGHTS = tuple(term.weight_field for term in LOSS_TERMS)
 
 
+def loss_weights(args: TrainingArguments, scheduled: dict[str, float] | None = None) -> dict[str, float]:
+    """{term name: weight} from the arguments' alpha_* values; `scheduled` (alpha_* → value) moves some of them."""
+    scheduled = scheduled or {}
+    return {term.name: scheduled.get(term.weight_field, getattr(args, term.weight_field)) for term in LOSS_TERMS}
+
+
 @dataclass
 class DistillationArguments(TrainingArguments):
     """TrainingArguments plus the distillation settings of DistilBERT (Sanh et al. 2019).

@@ -16,7 +16,7 @@ from transformers import Trainer
 from transformers.utils import logging
 
 from .errors import RunFailed, UsageError
-from .evaluation import REPORT_FILE, RunReport, describe_speedup
+from .evaluation import RunReport, describe_speedup
 from .losses import LOSS_TERMS
 from .student import PROVENANCE_KEY
 
@@ -27,7 +27,6 @@ TEMPLATE = "distilled_model.md"
 # export of recipes/export.py (onnx/model.onnx, onnx/model_quantized.onnx; its export_report.json is a *.json).
 UPLOAD_PATTERNS = ["*.safetensors", "*.json", "*.txt", "*.md", "*.png", "*.model", "onnx/*.onnx"]
 NEVER_UPLOADED = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "checkpoint-*/*", "runs/*"]
-RESULTS_FILE = REPORT_FILE  # written by recipes/distil_bert.py (RunReport)
 ARGS_FILE = "training_args.json"
 
 

@@ -20,7 +20,7 @@ from .callbacks import (
     parse_schedules,
 )
 from .collator import DataCollatorForDistillation, check_vocabulary
-from .config import LOSS_WEIGHTS, DistillationArguments, parse_teacher_weights
+from .config import DistillationArguments, loss_weights, parse_teacher_weights
 from .cpu_memory import keep_freed_memory
 from .data import token_counts, tokenize_and_chunk
 from .errors import UsageError
@@ -51,11 +51,6 @@ class _Needs(NamedTuple):
 
 
 PROJECTION_FILE = "hidden_projection.safetensors"
-
-
-def loss_weights(args: DistillationArguments) -> dict[str, float]:
-    """{term: weight}, read from the arguments each time (schedules may change them during training)."""
-    return {name.removeprefix("alpha_"): getattr(args, name) for name in LOSS_WEIGHTS}
 
 
 class DistillationTrainer(Trainer):
@@ -137,8 +132,7 @@ class DistillationTrainer(Trainer):
     @property
     def weights(self) -> dict[str, float]:
         """{term: weight} of the current step: the arguments' values, moved along their schedules if any."""
-        current = self.schedule.current if self.schedule is not None else {}
-        return {name.removeprefix("alpha_"): current.get(name, getattr(self.args, name)) for name in LOSS_WEIGHTS}
+        return loss_weights(self.args, self.schedule.current if self.schedule is not None else None)
 
     @property
     def teacher(self) -> Any:

@@ -36,20 +36,21 @@ from hf_distil.callbacks import (
     NonFiniteLossGuard,
     TeacherAgreementCallback,
 )
-from hf_distil.config import DataArguments, ModelArguments, parse_with_config
+from hf_distil.config import DataArguments, ModelArguments, loss_weights, parse_with_config
 from hf_distil.data import prepare_corpus
 from hf_distil.errors import RunFailed, run_script
 from hf_distil.evaluation import (
+    REPORT_FILE,
     RunReport,
     describe_speedup,
     masked_lm_metrics,
     relative_speed,
     whole_model,
 )
-from hf_distil.hub import RESULTS_FILE, render_model_card, save_training_arguments
-from hf_distil.losses import LOSS_TERMS, terms_needing_a_teacher
+from hf_distil.hub import render_model_card, save_training_arguments
+from hf_distil.losses import terms_needing_a_teacher
 from hf_distil.run_folder import refuse_source_folders, resume_point
-from hf_distil.student import select_layers
+from hf_distil.student import PROVENANCE_KEY
 from hf_distil.teacher import check_model_source, load_teacher, load_tokenizer, prepare_teacher
 from hf_distil.teacher_cache import CachedSignalsCollator
 from hf_distil.teachers import DEFAULT_TEACHER, load_default_teacher, minilm
@@ -117,8 +118,9 @@ def main() -> None:
     callbacks = [guard, TeacherAgreementCallback(teacher, held_out, tokenizer)]
 
     # Train.
-    weights = {term.name: getattr(args, term.weight_field) for term in LOSS_TERMS}
-    needs_teacher = bool(terms_needing_a_teacher(weights, cached_soft_targets=bool(data_args.teacher_cache)))
+    needs_teacher = bool(
+        terms_needing_a_teacher(loss_weights(args), cached_soft_targets=bool(data_args.teacher_cache))
+    )
     trainer = DistillationTrainer(
         model=student,
         teacher_model=[teacher, *other_teachers] if needs_teacher else None,
@@ -183,8 +185,8 @@ def main() -> None:
             speed_sentences=len(sentences),
             params={"teacher": whole_teacher.num_parameters(), "student": whole_student.num_parameters()},
             teacher_layers=teacher.config.num_hidden_layers,
-            layer_map=model_args.student
-            or select_layers(teacher.config.num_hidden_layers, model_args.layers, model_args.student_num_layers),
+            # what init_student_from_teacher recorded in the student's config, or the folder of a given student
+            layer_map=model_args.student or getattr(student.config, PROVENANCE_KEY)["teacher_layers"],
             hardware=describe_hardware(),
             world_size=args.world_size,
             train_seconds=round(train_seconds, 1),
@@ -201,7 +203,7 @@ def main() -> None:
         card.save(Path(args.output_dir, "README.md"))
         print(
             f"student written to {Path(args.output_dir).resolve()}: model.safetensors, config.json and tokenizer "
-            f"(load with from_pretrained), README.md (model card, loss_terms.png), {RESULTS_FILE}, train_results.json"
+            f"(load with from_pretrained), README.md (model card, loss_terms.png), {REPORT_FILE}, train_results.json"
         )
         if args.push_to_hub:
             print(f"published to {os.environ.get('HF_ENDPOINT', 'https://huggingface.co')}/{args.hub_model_id}")
