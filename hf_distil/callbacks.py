@@ -20,6 +20,7 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
+from .errors import UsageError
 from .schedules import (  # noqa: F401 (public names)
     SCHEDULE_KINDS,
     Schedule,
@@ -104,6 +105,15 @@ class PushToHubCallback(TrainerCallback):
         self.repo_id, self.private, self.token, self.revision = repo_id, private, token, revision
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf_distil-push")
         self.futures: list[concurrent.futures.Future] = []
+
+    @classmethod
+    def from_arguments(cls, args: TrainingArguments) -> PushToHubCallback:
+        """The pusher of `--push_to_hub` (DistillationTrainer adds it: Trainer's own push uploads pickles)."""
+        if not args.hub_model_id:
+            raise UsageError("push_to_hub=True needs hub_model_id, e.g. --hub_model_id your-name/distilbert-mini.")
+        return cls(
+            args.hub_model_id, private=bool(args.hub_private_repo), token=args.hub_token, revision=args.hub_revision
+        )
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if not state.is_world_process_zero:

@@ -17,11 +17,10 @@ from transformers import HfArgumentParser, TrainingArguments
 from transformers.utils import logging
 
 from .errors import UsageError
-from .layer_map import parse_intermediate_rule
+from .layer_map import parse_intermediate_layers, parse_student_layers
 from .losses import LOSS_TERMS
 from .masking import check_masking_settings
 from .schedules import parse_schedules
-from .student import LAYER_RULES
 
 logger = logging.get_logger(__name__)
 
@@ -106,12 +105,14 @@ class DistillationArguments(TrainingArguments):
         default=0.0,
         metadata={"help": "Weight of BERT-PKD's loss: MSE of L2-normalised [CLS] states of the mapped layers."},
     )
-    intermediate_layers: str = field(
+    intermediate_layers: list[list[int]] | str | None = field(
         default="tinybert",
         metadata={
+            "nargs": "+",
             "help": "Student→teacher layer pairs for the intermediate losses: tinybert (layer i ↔ round(i·N/M), "
             "embeddings included), pkd_skip or pkd_last (BERT-PKD), init (each student layer ↔ the teacher layer "
-            "it was copied from), or explicit pairs like 1:2,2:4 (0 is the embedding output)."
+            "it was copied from), or explicit pairs, e.g. --intermediate_layers 1:2 2:4 (a list in YAML, "
+            "[[1, 2], [2, 4]] or ['1:2', '2:4']; 0 is the embedding output).",
         },
     )
     teacher_weights: list[float] | None = field(
@@ -206,7 +207,9 @@ class DistillationArguments(TrainingArguments):
             logger.warning("teacher_weights as a comma-separated string is deprecated; pass a list (0.7 0.3).")
             self.teacher_weights = parse_teacher_weights(self.teacher_weights)
         parse_teacher_weights(self.teacher_weights)
-        parse_intermediate_rule(self.intermediate_layers)
+        _warn_comma_string("intermediate_layers", self.intermediate_layers, "1:2 2:4")
+        layers = parse_intermediate_layers(self.intermediate_layers or "tinybert")
+        self.intermediate_layers = layers if isinstance(layers, str) else [list(pair) for pair in layers]
         if self.target_batch_size is not None:
             self.gradient_accumulation_steps = accumulation_for(
                 self.target_batch_size, self.per_device_train_batch_size, self.world_size
@@ -313,11 +316,12 @@ class ModelArguments:
     student: str | None = field(
         default=None, metadata={"help": "Hub id or folder of a ready student; default: extract one from the teacher."}
     )
-    student_layers: str = field(
+    student_layers: list[int] | str | None = field(
         default="distilbert",
         metadata={
+            "nargs": "+",
             "help": "Teacher layers the student keeps: a rule (distilbert: 0,2,4,7,9,11 of 12 layers and one of "
-            "two otherwise; uniform, even, last) or indices like 0,2,4,7,9,11."
+            "two otherwise; uniform, even, last) or indices, e.g. --student_layers 0 2 4 7 9 11 (a list in YAML).",
         },
     )
     student_num_layers: int | None = field(
@@ -334,26 +338,22 @@ class ModelArguments:
     )
 
     def __post_init__(self) -> None:
-        parse_student_layers(self.student_layers)  # a malformed value fails now, before any model loads
+        # A malformed value fails now, before any model loads.
+        _warn_comma_string("student_layers", self.student_layers, "0 2 4")
+        self.student_layers = parse_student_layers(self.student_layers or "distilbert")
 
     @property
     def layers(self) -> str | list[int]:
-        return parse_student_layers(self.student_layers)
+        """The checked `student_layers` (kept for hf_distil 0.1's callers)."""
+        return self.student_layers
 
 
-def parse_student_layers(text: str) -> str | list[int]:
-    """A layer rule name, or teacher layer indices "0,2,4" (their range is checked against the teacher later)."""
-    rule = text.strip()
-    if rule in LAYER_RULES:
-        return rule
-    form = f"expected one of {LAYER_RULES} or strictly increasing teacher layer indices like 0,2,4,7,9,11"
-    parts = [part.strip() for part in rule.split(",")]
-    if not all(part.isdigit() for part in parts):
-        raise UsageError(f"--student_layers {text!r}: {form}.")
-    indices = [int(part) for part in parts]
-    if sorted(set(indices)) != indices:
-        raise UsageError(f"--student_layers {text!r} repeats or reorders layers; {form}.")
-    return indices
+def _warn_comma_string(name: str, value: object, example: str) -> None:
+    """hf_distil 0.1 took layer lists as one comma-separated string; still read, with a warning."""
+    if isinstance(value, list) and len(value) == 1:  # a YAML string reaches the parser as one word
+        value = value[0]
+    if isinstance(value, str) and "," in value:
+        logger.warning(f"{name} as a comma-separated string is deprecated; pass a list (--{name} {example}).")
 
 
 @dataclass
@@ -449,7 +449,8 @@ def parse_with_config(dataclass_types: tuple, argv: list[str], default_config: P
             hint = f"; did you mean {close[0]!r}?" if close else "; see --help for the options."
             raise UsageError(f"{config}: unknown setting {key!r}{hint}")
         values = [json.dumps(value)] if isinstance(value, dict) else value if isinstance(value, list) else [value]
-        from_file += [f"--{key}", *(str(v) for v in values)]
+        # A pair [1, 2] in a list (intermediate_layers) is written 1:2 on the command line.
+        from_file += [f"--{key}", *(":".join(map(str, v)) if isinstance(v, list) else str(v) for v in values)]
     argv = _split_comma_lists(argv, dataclass_types)
     parser = HfArgumentParser(dataclass_types)
     parser.epilog = (

@@ -9,6 +9,7 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
@@ -18,8 +19,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 from transformers.utils import logging
 
-from .config import DataArguments
+from .collator import DataCollatorForDistillation
+from .config import DataArguments, DistillationArguments
 from .errors import UsageError
+from .teacher_cache import CACHE_COLUMNS
 
 logger = logging.get_logger(__name__)
 
@@ -341,3 +344,28 @@ def prepare_corpus(
     if data_args.max_eval_samples is not None:
         held_out = held_out.select(range(min(data_args.max_eval_samples, len(held_out))))
     return train, held_out, torch.from_numpy(np.load(folder / "counts.npy"))
+
+
+def meet_raw_text(model: PreTrainedModel, args: DistillationArguments, kwargs: dict[str, Any]) -> None:
+    """Datasets with a "text" column are tokenised and chunked by the library's pipeline (as TRL's trainers
+    accept raw text), and a missing collator becomes DistilBERT's masking collator with the corpus' counts."""
+    tokenizer = kwargs.get("processing_class")
+    max_length = min(model.config.max_position_embeddings, getattr(tokenizer, "model_max_length", 10**9))
+    for key in ("train_dataset", "eval_dataset"):
+        dataset = kwargs.get(key)
+        columns = getattr(dataset, "column_names", None)
+        if columns is None or "input_ids" in columns or set(CACHE_COLUMNS) <= set(columns):
+            continue
+        if "text" not in columns:
+            raise UsageError(f"{key} has columns {columns}; give it a 'text' column or tokenised 'input_ids'.")
+        if tokenizer is None:
+            raise UsageError(f"{key} holds raw text; pass processing_class=tokenizer so the trainer can tokenise it.")
+        kwargs[key] = tokenize_and_chunk(dataset, tokenizer, max_length=max_length)
+    if kwargs.get("data_collator") is None and (kwargs.get("train_dataset") or kwargs.get("eval_dataset")) is not None:
+        if tokenizer is None:
+            raise UsageError(
+                "pass data_collator=DataCollatorForDistillation(tokenizer, ...) or processing_class=tokenizer."
+            )
+        train = kwargs.get("train_dataset")
+        counts = token_counts(train, tokenizer) if train is not None else None
+        kwargs["data_collator"] = DataCollatorForDistillation.from_arguments(tokenizer, args, token_counts=counts)

@@ -1,53 +1,134 @@
-"""Which student layer learns from which teacher layer, for the intermediate-layer losses.
+"""Layer maps: which teacher layers a student keeps, and which student layer learns from which teacher layer.
 
-Indices follow transformers' `hidden_states`: 0 is the embedding output, i the output of layer i.
-Attention maps of layer i are `attentions[i - 1]`.
+One vocabulary of rule names for both settings, no name in both (so a name never means two maps):
+`student_layers` takes a STUDENT_RULES name or teacher layer indices, `intermediate_layers` an INTERMEDIATE_RULES
+name or (student, teacher) pairs. Pair indices follow transformers' `hidden_states`: 0 is the embedding output,
+i the output of layer i; attention maps of layer i are `attentions[i - 1]`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+from transformers import PreTrainedModel
 from transformers.utils import logging
 
+from . import heads
 from .errors import UsageError
 
 logger = logging.get_logger(__name__)
 
-# Named after the method they come from, so that no name means one map here and another in
-# student_layers (where "uniform" and "last" choose which teacher layers the student keeps).
+# DistilBERT's extraction (reference scripts/extract_distilbert.py) keeps these of BERT-base's 12 layers.
+DISTILBERT_LAYERS = (0, 2, 4, 7, 9, 11)
+STUDENT_RULES = ("distilbert", "uniform", "even", "last")
+# Named after the method they come from (TinyBERT, BERT-PKD), apart from STUDENT_RULES.
 INTERMEDIATE_RULES = ("tinybert", "pkd_skip", "pkd_last", "init")
-# hf_distil 0.1's names, still read (with a warning): the same maps.
+# hf_distil 0.1's intermediate names, still read (with a warning): the same maps.
 _RENAMED = {"uniform": "tinybert", "skip": "pkd_skip", "last": "pkd_last"}
+LAYER_TERMS = ("hidden_mse", "attention_mse", "pkd")
 
 
-def parse_intermediate_rule(rule: str) -> str | list[tuple[int, int]]:
-    """A rule name, or the (student, teacher) pairs of "1:2,2:4"; anything else is one `UsageError` line.
+def _one_token(value: Any) -> Any:
+    """A command-line list of one word (["distilbert"], ["0,2,4"]) as that word; anything else as given."""
+    if isinstance(value, (list, tuple)) and len(value) == 1 and isinstance(value[0], str):
+        return value[0].strip()
+    return value
 
-    Checked when the arguments are parsed (`DistillationArguments`), before any model loads; the ranges
-    need the layer counts and are checked by `intermediate_pairs`.
-    """
-    if rule in _RENAMED:
-        logger.warning(
-            f"intermediate_layers {rule!r} is now called {_RENAMED[rule]!r} (student_layers has its own "
-            f"{rule!r}); the map is the same."
-        )
-        return _RENAMED[rule]
-    if rule in INTERMEDIATE_RULES:
-        return rule
-    expected = f"write student:teacher pairs like 1:2,2:4 (0 is the embedding output) or one of {INTERMEDIATE_RULES}"
-    if ":" not in rule:
-        raise UsageError(f"--intermediate_layers {rule!r}: unknown intermediate layer rule; {expected}.")
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else " ".join(map(str, value))
+
+
+def parse_student_layers(value: Sequence[int | str] | str) -> str | list[int]:
+    """A STUDENT_RULES name, or strictly increasing teacher layer indices: a list (ints, or digits from the
+    command line) or hf_distil 0.1's "0,2,4". Their range is checked against the teacher by `select_layers`."""
+    value = _one_token(value)
+    if isinstance(value, str) and value.strip() in STUDENT_RULES:
+        return value.strip()
+    form = f"expected one of {STUDENT_RULES} or strictly increasing teacher layer indices like 0,2,4,7,9,11"
+    parts = [str(part).strip() for part in (value.split(",") if isinstance(value, str) else value)]
+    if not parts or not all(part.isdigit() for part in parts):
+        raise UsageError(f"--student_layers {_shown(value)!r}: {form}.")
+    indices = [int(part) for part in parts]
+    if sorted(set(indices)) != indices:
+        raise UsageError(f"--student_layers {_shown(value)!r} repeats or reorders layers; {form}.")
+    return indices
+
+
+def parse_intermediate_layers(value: Sequence[str | Sequence[int]] | str) -> str | list[tuple[int, int]]:
+    """An INTERMEDIATE_RULES name, or (student, teacher) pairs: "1:2" items or [1, 2] pairs in a list, or
+    hf_distil 0.1's "1:2,2:4". Checked when the arguments are parsed, before any model loads; the ranges need
+    the layer counts and are checked by `intermediate_pairs`."""
+    value = _one_token(value)
+    if isinstance(value, str) and value.strip() in _RENAMED:
+        new = _RENAMED[value.strip()]
+        logger.warning(f"intermediate_layers {value!r} is now called {new!r} (apart from student_layers' rules).")
+        return new
+    if isinstance(value, str) and value.strip() in INTERMEDIATE_RULES:
+        return value.strip()
+    expected = (
+        "write student:teacher pairs like --intermediate_layers 1:2 2:4 (0 is the embedding output) "
+        f"or one of {INTERMEDIATE_RULES}"
+    )
+    if isinstance(value, str) and ":" not in value:
+        raise UsageError(f"--intermediate_layers {value!r}: unknown intermediate layer rule; {expected}.")
     pairs = []
-    for item in rule.split(","):
-        parts = [part.strip() for part in item.split(":")]
+    for item in value.split(",") if isinstance(value, str) else value:
+        parts = [str(part).strip() for part in (item.split(":") if isinstance(item, str) else item)]
         if len(parts) != 2 or not all(part.isdigit() for part in parts):
             bad = f"layer pairs must look like '1:2,2:4', got {item!r}"
-            raise UsageError(f"--intermediate_layers {rule!r}: {bad}; {expected}.")
+            raise UsageError(f"--intermediate_layers {_shown(value)!r}: {bad}; {expected}.")
         pairs.append((int(parts[0]), int(parts[1])))
     return pairs
 
 
+def select_layers(num_teacher_layers: int, layers: Sequence[int] | str, num_layers: int | None = None) -> list[int]:
+    """Resolve a layer map to sorted teacher layer indices.
+
+    layers: explicit indices, or a rule for `num_layers` layers (default: half the teacher's, rounded up):
+    "distilbert" (the default) is DistilBERT's 0, 2, 4, 7, 9, 11 for a 12-layer teacher and one layer out of
+    two (0, 2, 4, ...) for any other depth, falling back to "uniform" for another student depth;
+    "uniform" spreads them from the first to the last layer (12 → 6 gives DistilBERT's 0, 2, 4, 7, 9, 11),
+    "even" takes one layer out of every L/n from the bottom (0, 2, 4, 6, 8, 10), "last" the top n.
+    """
+    if isinstance(layers, str):
+        n = num_layers or (num_teacher_layers + 1) // 2
+        if not 1 <= n <= num_teacher_layers:
+            raise UsageError(f"num_layers={n} is outside 1..{num_teacher_layers} (the teacher's layer count).")
+        if layers == "distilbert":
+            if n == (num_teacher_layers + 1) // 2 and num_teacher_layers != len(DISTILBERT_LAYERS) * 2:
+                return list(range(0, num_teacher_layers, 2))
+            layers = "uniform"  # gives DISTILBERT_LAYERS for 12 → 6
+        if layers == "uniform":
+            chosen = torch.linspace(0, num_teacher_layers - 1, n).round().long().tolist() if n > 1 else [0]
+        elif layers == "even":
+            step = num_teacher_layers // n
+            chosen = list(range(0, step * n, step))
+        elif layers == "last":
+            chosen = list(range(num_teacher_layers - n, num_teacher_layers))
+        else:
+            raise UsageError(f"unknown layer rule {layers!r}; use one of {STUDENT_RULES} or a list of layer indices.")
+        return chosen
+    chosen = [int(i) for i in layers]
+    bad = [i for i in chosen if not 0 <= i < num_teacher_layers]
+    if bad:
+        raise UsageError(
+            f"layers {bad} are out of range for a teacher with {num_teacher_layers} layers "
+            f"(valid: 0..{num_teacher_layers - 1}); "
+            f"pass a rule such as layers='uniform' to pick them for you."
+        )
+    if not chosen or sorted(set(chosen)) != chosen:
+        raise UsageError(f"layers must be a non-empty, strictly increasing list of teacher layers, got {chosen}.")
+    return chosen
+
+
 def intermediate_pairs(
-    num_student_layers: int, num_teacher_layers: int, rule: str = "tinybert", student_source: list[int] | None = None
+    num_student_layers: int,
+    num_teacher_layers: int,
+    rule: Sequence[str | Sequence[int]] | str = "tinybert",
+    student_source: list[int] | None = None,
 ) -> list[tuple[int, int]]:
     """(student index, teacher index) pairs.
 
@@ -56,10 +137,10 @@ def intermediate_pairs(
     "pkd_last" (BERT-PKD): layers 1..M−1 ↔ the teacher's top layers N−M+1..N−1.
     "init": each student layer ↔ the teacher layer it was copied from (`student_source`, the 0-based teacher
     layers that `init_student_from_teacher` kept), embeddings included.
-    Or explicit pairs "1:2,2:4,3:6".
+    Or explicit pairs: [(1, 2), (2, 4), (3, 6)] (or "1:2" items).
     """
     m, n = num_student_layers, num_teacher_layers
-    parsed = parse_intermediate_rule(rule)
+    parsed = parse_intermediate_layers(rule)
     if parsed == "tinybert":
         pairs = [(i, round(i * n / m)) for i in range(m + 1)]
     elif parsed == "pkd_skip":
@@ -81,3 +162,43 @@ def intermediate_pairs(
             f"layer pairs {bad} fall outside student 0..{m} / teacher 0..{n} (0 is the embedding output)."
         )
     return pairs
+
+
+class LayerPlan(NamedTuple):
+    """What the intermediate-layer terms need from the two models, decided once at construction."""
+
+    pairs: list[tuple[int, int]]  # (student, teacher) hidden-state indices; empty when no layer term is on
+    eager_attention: bool  # attention probabilities are compared: SDPA returns none, eager attention does
+
+
+def plan_layers(
+    student: PreTrainedModel,
+    teacher: PreTrainedModel | None,
+    rule: Sequence[str | Sequence[int]] | str,
+    weights: dict[str, float],
+    attention_maps: str,
+    student_source: list[int] | None = None,
+) -> LayerPlan:
+    """The layer pairs of `rule` and the attention implementation the terms of `weights` need; reads the models'
+    configs only. Refuses, in one line, attention terms between different head counts, and pre-softmax
+    scores from a model whose layers `heads.capture_attention_scores` does not know."""
+    if teacher is None or not any(weights[t] > 0 for t in LAYER_TERMS):
+        return LayerPlan([], False)
+    s_layers = getattr(student.config, "n_layers", None) or student.config.num_hidden_layers
+    pairs = intermediate_pairs(s_layers, teacher.config.num_hidden_layers, rule, student_source)
+    if weights["attention_mse"] == 0:
+        return LayerPlan(pairs, False)
+    s_heads = getattr(student.config, "n_heads", None) or student.config.num_attention_heads
+    if s_heads != teacher.config.num_attention_heads:
+        raise UsageError(
+            f"alpha_attention_mse compares attention maps head by head, but the student has {s_heads} heads "
+            f"and the teacher {teacher.config.num_attention_heads}."
+        )
+    if attention_maps == "scores" and not (
+        heads.has_attention_scores(student) and heads.has_attention_scores(teacher)
+    ):
+        raise UsageError(
+            "attention_maps='scores' knows BERT, RoBERTa and DistilBERT layers only; "
+            "use attention_maps='probabilities'."
+        )
+    return LayerPlan(pairs, attention_maps == "probabilities")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import zipfile
@@ -238,3 +239,11 @@ def _data_digest(dataset: Any, samples: int = 16) -> str | None:
     rows = dataset.with_format(None)
     indices = sorted({i * (len(rows) - 1) // max(samples - 1, 1) for i in range(samples)}) if len(rows) else []
     return _digest([len(rows), [rows[i] for i in indices]])
+
+
+def readable_like_other_files(paths: Any) -> None:
+    """Give files the mode that the process' umask gives any new file (0644 under the usual 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in paths:
+        os.chmod(path, 0o666 & ~umask)

@@ -17,10 +17,8 @@ from transformers import (
 from transformers.integrations import is_deepspeed_zero3_enabled
 
 from .errors import UsageError
+from .layer_map import select_layers
 
-# DistilBERT's extraction (reference scripts/extract_distilbert.py) keeps these of BERT-base's 12 layers.
-DISTILBERT_LAYERS = (0, 2, 4, 7, 9, 11)
-LAYER_RULES = ("distilbert", "uniform", "even", "last")
 # Written into the student's config.json: where its weights came from (read by the model card).
 PROVENANCE_KEY = "hf_distil"
 
@@ -40,46 +38,6 @@ _BERT_TO_DISTILBERT_HEAD = {
     "cls.predictions.transform.LayerNorm": "vocab_layer_norm",
     "cls.predictions.decoder": "vocab_projector",
 }
-
-
-def select_layers(num_teacher_layers: int, layers: Sequence[int] | str, num_layers: int | None = None) -> list[int]:
-    """Resolve a layer map to sorted teacher layer indices.
-
-    layers: explicit indices, or a rule for `num_layers` layers (default: half the teacher's, rounded up):
-    "distilbert" (the default) is DistilBERT's 0, 2, 4, 7, 9, 11 for a 12-layer teacher and one layer out of
-    two (0, 2, 4, ...) for any other depth, falling back to "uniform" for another student depth;
-    "uniform" spreads them from the first to the last layer (12 → 6 gives DistilBERT's 0, 2, 4, 7, 9, 11),
-    "even" takes one layer out of every L/n from the bottom (0, 2, 4, 6, 8, 10), "last" the top n.
-    """
-    if isinstance(layers, str):
-        n = num_layers or (num_teacher_layers + 1) // 2
-        if not 1 <= n <= num_teacher_layers:
-            raise UsageError(f"num_layers={n} is outside 1..{num_teacher_layers} (the teacher's layer count).")
-        if layers == "distilbert":
-            if n == (num_teacher_layers + 1) // 2 and num_teacher_layers != len(DISTILBERT_LAYERS) * 2:
-                return list(range(0, num_teacher_layers, 2))
-            layers = "uniform"  # gives DISTILBERT_LAYERS for 12 → 6
-        if layers == "uniform":
-            chosen = torch.linspace(0, num_teacher_layers - 1, n).round().long().tolist() if n > 1 else [0]
-        elif layers == "even":
-            step = num_teacher_layers // n
-            chosen = list(range(0, step * n, step))
-        elif layers == "last":
-            chosen = list(range(num_teacher_layers - n, num_teacher_layers))
-        else:
-            raise UsageError(f"unknown layer rule {layers!r}; use one of {LAYER_RULES} or a list of layer indices.")
-        return chosen
-    chosen = [int(i) for i in layers]
-    bad = [i for i in chosen if not 0 <= i < num_teacher_layers]
-    if bad:
-        raise UsageError(
-            f"layers {bad} are out of range for a teacher with {num_teacher_layers} layers "
-            f"(valid: 0..{num_teacher_layers - 1}); "
-            f"pass a rule such as layers='uniform' to pick them for you."
-        )
-    if not chosen or sorted(set(chosen)) != chosen:
-        raise UsageError(f"layers must be a non-empty, strictly increasing list of teacher layers, got {chosen}.")
-    return chosen
 
 
 def init_student_from_teacher(
@@ -112,6 +70,11 @@ def init_student_from_teacher(
             },
         )
     return student
+
+
+def kept_teacher_layers(student: PreTrainedModel) -> list[int] | None:
+    """The 0-based teacher layers `init_student_from_teacher` copied into `student` (from its config), or None."""
+    return (getattr(student.config, PROVENANCE_KEY, None) or {}).get("teacher_layers")
 
 
 def _gathered(teacher: PreTrainedModel) -> contextlib.AbstractContextManager:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -15,8 +16,9 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, P
 from transformers.utils import logging
 
 from . import heads
+from .config import parse_teacher_weights
 from .errors import UsageError
-from .losses import mix_teacher_logits
+from .losses import mix_teacher_logits, terms_needing_a_teacher
 from .teacher_cache import CACHE_COLUMNS
 
 logger = logging.get_logger(__name__)
@@ -179,12 +181,46 @@ class Teachers:
     mixed with `weights` for the logit terms (hidden-state and layer terms come from the first), or top-k logits
     cached in the batch (recipes/cache_teacher.py) standing in for L_ce's live teacher.
 
-    Each model is prepared once (`prepare_teacher`) and runs under `torch.no_grad()`.
+    Built and checked before Trainer's construction (`build`), prepared once the accelerator exists (`prepare`);
+    each model runs under `torch.no_grad()`.
     """
 
-    def __init__(self, models: list[PreTrainedModel], weights: list[float], accelerator: Accelerator) -> None:
-        self.models = [prepare_teacher(model, accelerator) for model in models]
+    def __init__(self, models: list[PreTrainedModel], weights: list[float]) -> None:
+        self.models = models
         self.weights = weights
+        self.accelerator: Accelerator | None = None
+
+    @classmethod
+    def build(
+        cls,
+        given: PreTrainedModel | str | Sequence[PreTrainedModel | str] | None,
+        student: PreTrainedModel,
+        *,
+        weights: Sequence[float] | str | None,
+        loss_weights: dict[str, float],
+        cached_soft_targets: bool = False,
+    ) -> Teachers:
+        """The teachers of a run, checked at construction: names loaded (`load_teacher`), one weight per teacher
+        (equal by default), each able to teach `student` (`check_compatible`; hidden widths only for the first,
+        whose states L_cos reads), and a teacher present when a term of `loss_weights` needs one."""
+        listed = list(given) if isinstance(given, (list, tuple)) else [given]
+        loaded = [load_teacher(t, flag="teacher_model") if isinstance(t, str) else t for t in listed]
+        mixture = parse_teacher_weights(weights) or [1.0] * len(loaded)
+        if len(mixture) != len(loaded):  # values are checked with the arguments
+            raise UsageError(f"teacher_weights {weights!r} must hold {len(loaded)} non-negative weights, not all 0.")
+        for other in loaded[1:]:
+            if other is not None:
+                check_compatible(student, other, needs_hidden=False)
+        needed = terms_needing_a_teacher(loss_weights, cached_soft_targets=cached_soft_targets)
+        if loaded[0] is None and needed:
+            raise UsageError(f"{', '.join(needed)} > 0 but no teacher_model was given; pass one or set them to 0.")
+        if loaded[0] is not None:
+            check_compatible(student, loaded[0], needs_hidden=loss_weights["cos"] > 0)
+        return cls([t for t in loaded if t is not None], mixture)
+
+    def prepare(self, accelerator: Accelerator) -> None:
+        """Freeze and place every model beside the student (`prepare_teacher`), once the accelerator exists."""
+        self.models = [prepare_teacher(model, accelerator) for model in self.models]
         self.accelerator = accelerator
 
     def __bool__(self) -> bool:
@@ -193,6 +229,11 @@ class Teachers:
     @property
     def first(self) -> Any:
         return self.models[0] if self.models else None
+
+    @property
+    def name(self) -> str | None:
+        """The first teacher's name or folder (the model card's "distilled from"), None without a teacher."""
+        return self.models[0].config.name_or_path if self.models else None
 
     @torch.no_grad()
     def signals(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -19,22 +18,23 @@ from .callbacks import (
     PushToHubCallback,
     parse_schedules,
 )
-from .collator import DataCollatorForDistillation, check_vocabulary
-from .config import DistillationArguments, loss_weights, parse_teacher_weights
+from .collator import check_vocabulary
+from .config import DistillationArguments, loss_weights
 from .cpu_memory import keep_freed_memory
-from .data import token_counts, tokenize_and_chunk
+from .data import meet_raw_text
 from .errors import UsageError
-from .layer_map import intermediate_pairs
-from .losses import (
-    COUNTS,
-    IGNORE_INDEX,
-    LOGIT_TERMS,
-    distillation_loss,
-    terms_needing_a_teacher,
+from .layer_map import plan_layers
+from .losses import COUNTS, IGNORE_INDEX, LOGIT_TERMS, distillation_loss
+from .projection import HiddenProjection
+from .run_folder import (
+    check_checkpoint,
+    readable_like_other_files,
+    refuse_source_folders,
+    run_settings,
+    save_run_settings,
 )
-from .run_folder import check_checkpoint, refuse_source_folders, run_settings, save_run_settings
-from .student import PROVENANCE_KEY
-from .teacher import Teachers, TeacherSignals, check_compatible, load_teacher
+from .student import kept_teacher_layers
+from .teacher import Teachers, TeacherSignals
 from .teacher_cache import CACHE_COLUMNS
 
 
@@ -48,9 +48,6 @@ class _Needs(NamedTuple):
     student_scores: list[int] | None  # layers whose pre-softmax scores are read, student side
     teacher_scores: list[int] | None
     causal: bool  # a causal student: full logits, next-token labels
-
-
-PROJECTION_FILE = "hidden_projection.safetensors"
 
 
 class DistillationTrainer(Trainer):
@@ -76,41 +73,32 @@ class DistillationTrainer(Trainer):
             raise TypeError(
                 f"args must be DistillationArguments, got {type(args).__name__}; build it like TrainingArguments."
             )
+        # Teachers: loaded and checked now, placed once the accelerator exists (below).
         weights = loss_weights(args)
-        listed = teacher_model if isinstance(teacher_model, (list, tuple)) else [teacher_model]
-        teachers = [load_teacher(t, flag="teacher_model") if isinstance(t, str) else t for t in listed]
-        teacher, others = teachers[0], [t for t in teachers[1:] if t is not None]
-        present = [t for t in teachers if t is not None]
-        refuse_source_folders(args.output_dir, [("the teacher", t.name_or_path) for t in present])
+        cached = set(CACHE_COLUMNS) <= set(getattr(kwargs.get("train_dataset"), "column_names", None) or [])
+        self.teachers = Teachers.build(
+            teacher_model, model, weights=args.teacher_weights, loss_weights=weights, cached_soft_targets=cached
+        )
+        self.teacher_name = self.teachers.name
+        refuse_source_folders(args.output_dir, [("the teacher", t.name_or_path) for t in self.teachers.models])
         # What a checkpoint must share with a run that resumes it (saved beside every model; see run_folder.py).
         # Recipes add what the trainer cannot see, e.g. which teacher layers the student was cut from.
-        self.run_settings = run_settings(args, present, model, kwargs.get("train_dataset"))
-        self.teacher_weights = parse_teacher_weights(args.teacher_weights) or [1.0] * len(teachers)
-        if len(self.teacher_weights) != len(teachers):  # values are checked with the arguments
-            raise UsageError(
-                f"teacher_weights {args.teacher_weights!r} must hold {len(teachers)} non-negative weights, not all 0."
-            )
-        for other in others:
-            check_compatible(model, other, needs_hidden=False)
-        tokenizers = (kwargs.get("processing_class"), getattr(kwargs.get("data_collator"), "tokenizer", None))
-        for tokenizer in {id(t): t for t in tokenizers if isinstance(t, PreTrainedTokenizerBase)}.values():
-            check_vocabulary(tokenizer, model)  # the teacher's vocabulary equals the student's (check_compatible)
-        cached = set(CACHE_COLUMNS) <= set(getattr(kwargs.get("train_dataset"), "column_names", None) or [])
-        needs_teacher = terms_needing_a_teacher(weights, cached_soft_targets=cached)
-        if teacher is None and needs_teacher:
-            raise UsageError(
-                f"{', '.join(needs_teacher)} > 0 but no teacher_model was given; pass one or set them to 0."
-            )
-        self.layer_pairs: list[tuple[int, int]] = []
-        self.hidden_projection: nn.Linear | None = None
-        if teacher is not None:
-            check_compatible(model, teacher, needs_hidden=args.alpha_cos > 0)
-            self._prepare_intermediate(model, teacher, args, weights)
-        self.teacher_name = teacher.config.name_or_path if teacher is not None else None
-        _meet_raw_text(model, args, kwargs)
+        self.run_settings = run_settings(args, self.teachers.models, model, kwargs.get("train_dataset"))
+        _check_tokenizers(model, kwargs)
+        # Layer terms: which layers pair up, the attention they read, a width projection if the widths differ.
+        teacher, source = self.teachers.first, kept_teacher_layers(model)
+        plan = plan_layers(model, teacher, args.intermediate_layers, weights, args.attention_maps, source)
+        for m in (model, teacher) if plan.eager_attention else ():
+            m.set_attn_implementation("eager")
+        self.layer_pairs = plan.pairs
+        self.hidden_projection = HiddenProjection.between(model, teacher) if plan.pairs else None
+        meet_raw_text(model, args, kwargs)
         if args.push_to_hub:  # checkpoints go up through our callback: Trainer's own push uploads pickles
-            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), _checkpoint_pusher(args)]
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), PushToHubCallback.from_arguments(args)]
         super().__init__(model=model, args=args, **kwargs)
+        if self.hidden_projection is not None:
+            self.hidden_projection.place(self.args.device, self.accelerator.num_processes, self.is_deepspeed_enabled)
+        self.teachers.prepare(self.accelerator)
         if args.cpu_keep_freed_memory and self.args.device.type == "cpu":
             keep_freed_memory()
         if hasattr(self.data_collator, "set_epoch"):
@@ -118,12 +106,6 @@ class DistillationTrainer(Trainer):
         self.schedule = LossScheduleCallback(parse_schedules(args.loss_schedules)) if args.loss_schedules else None
         if self.schedule is not None:
             self.add_callback(self.schedule)
-        self._projection_averaged_at = -1
-        if self.hidden_projection is not None:
-            self._place_projection()
-        self.teachers = Teachers(
-            [t for t in (teacher, *others) if t is not None], self.teacher_weights, self.accelerator
-        )
         self._term_sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
         self._eval_batches = 0
         self._terms_since_step = 0  # global step when the logged window began (not 0 after a resume)
@@ -145,69 +127,11 @@ class DistillationTrainer(Trainer):
             self.schedule.current.get("temperature", self.args.temperature) if self.schedule else self.args.temperature
         )
 
-    def _prepare_intermediate(
-        self,
-        student: PreTrainedModel,
-        teacher: PreTrainedModel,
-        args: DistillationArguments,
-        weights: dict[str, float],
-    ) -> None:
-        """Layer pairs, eager attention (SDPA returns no attention maps) and a width projection if needed."""
-        if not any(weights[t] > 0 for t in ("hidden_mse", "attention_mse", "pkd")):
-            return
-        s_layers = getattr(student.config, "n_layers", None) or student.config.num_hidden_layers
-        source = (getattr(student.config, PROVENANCE_KEY, None) or {}).get("teacher_layers")
-        self.layer_pairs = intermediate_pairs(
-            s_layers, teacher.config.num_hidden_layers, args.intermediate_layers, source
-        )
-        if weights["attention_mse"] > 0:
-            s_heads = getattr(student.config, "n_heads", None) or student.config.num_attention_heads
-            if s_heads != teacher.config.num_attention_heads:
-                raise UsageError(
-                    f"alpha_attention_mse compares attention maps head by head, but the student has {s_heads} heads "
-                    f"and the teacher {teacher.config.num_attention_heads}."
-                )
-            if args.attention_maps == "probabilities":
-                student.set_attn_implementation("eager")
-                teacher.set_attn_implementation("eager")
-            elif not (heads.has_attention_scores(student) and heads.has_attention_scores(teacher)):
-                raise UsageError(
-                    "attention_maps='scores' knows BERT, RoBERTa and DistilBERT layers only; "
-                    "use attention_maps='probabilities'."
-                )
-        if student.config.hidden_size != teacher.config.hidden_size:
-            # Trained with the student and saved beside it (PROJECTION_FILE), never inside its weights.
-            self.hidden_projection = nn.Linear(student.config.hidden_size, teacher.config.hidden_size)
-
-    def _place_projection(self) -> None:
-        """On the student's device, and the same on every process (DDP broadcasts only the model's weights)."""
-        if self.is_deepspeed_enabled:
-            raise UsageError(
-                "a learned hidden-size projection is not supported under DeepSpeed yet; "
-                "use DDP or a student of the teacher's width."
-            )
-        self.hidden_projection.to(self.args.device)
-        if self.accelerator.num_processes > 1:
-            for tensor in self.hidden_projection.parameters():
-                torch.distributed.broadcast(tensor.data, src=0)
-
-    def _average_projection_grads(self, *_: Any) -> None:
-        """The projection lives outside the DDP-wrapped student, so its gradients are averaged here, once per
-        update (before clipping, or at the optimizer's pre-step hook), as DDP averages the student's."""
-        if self.accelerator.num_processes == 1 or self._projection_averaged_at == self.state.global_step:
-            return
-        self._projection_averaged_at = self.state.global_step
-        for p in self.hidden_projection.parameters():
-            if p.grad is None:  # a rank without this term's gradient still takes part in the mean
-                p.grad = torch.zeros_like(p)
-            torch.distributed.all_reduce(p.grad)
-            p.grad /= self.accelerator.num_processes
-
     def _clip_grad_norm(self, model: nn.Module) -> torch.Tensor:
         """Clip the student and the projection together: one norm over everything the optimizer updates."""
         if self.hidden_projection is None:
             return super()._clip_grad_norm(model)
-        self._average_projection_grads()
+        self.hidden_projection.average_gradients(self.state.global_step)
         return self.accelerator.clip_grad_norm_(
             [*model.parameters(), *self.hidden_projection.parameters()], self.args.max_grad_norm
         )
@@ -219,14 +143,8 @@ class DistillationTrainer(Trainer):
 
     def create_optimizer(self, *args: Any, **kwargs: Any) -> torch.optim.Optimizer:
         optimizer = super().create_optimizer(*args, **kwargs)
-        if self.hidden_projection is not None and not any(
-            p is q
-            for group in optimizer.param_groups
-            for p in group["params"]
-            for q in self.hidden_projection.parameters()
-        ):
-            optimizer.add_param_group({"params": list(self.hidden_projection.parameters()), "weight_decay": 0.0})
-            optimizer.register_step_pre_hook(self._average_projection_grads)
+        if self.hidden_projection is not None:
+            self.hidden_projection.add_to(optimizer, lambda: self.state.global_step)
         return optimizer
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> TrainOutput:
@@ -250,19 +168,13 @@ class DistillationTrainer(Trainer):
         folder = Path(output_dir or self.args.output_dir)
         save_run_settings(folder, self.run_settings)
         if self.hidden_projection is not None:
-            from safetensors.torch import save_file
-
-            projection = {k: v.detach().cpu().contiguous() for k, v in self.hidden_projection.state_dict().items()}
-            save_file(projection, str(folder / PROJECTION_FILE))
-        _readable_like_other_files(folder.glob("*.safetensors"))
+            self.hidden_projection.save(folder)
+        readable_like_other_files(folder.glob("*.safetensors"))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)
-        path = Path(resume_from_checkpoint) / PROJECTION_FILE
-        if self.hidden_projection is not None and path.exists():
-            from safetensors.torch import load_file
-
-            self.hidden_projection.load_state_dict(load_file(str(path), device=str(self.args.device)))
+        if self.hidden_projection is not None:
+            self.hidden_projection.load(resume_from_checkpoint, self.args.device)
 
     # ---- the Hub: everything goes through hf_distil.hub (safetensors and JSON only, our card) ----
 
@@ -508,42 +420,8 @@ class DistillationTrainer(Trainer):
         return {f"{prefix}{n}": v for n, v in zip(names, values.tolist())}
 
 
-def _meet_raw_text(model: PreTrainedModel, args: DistillationArguments, kwargs: dict[str, Any]) -> None:
-    """Datasets with a "text" column are tokenised and chunked by the library's pipeline (as TRL's trainers
-    accept raw text), and a missing collator becomes DistilBERT's masking collator with the corpus' counts."""
-    tokenizer = kwargs.get("processing_class")
-    max_length = min(model.config.max_position_embeddings, getattr(tokenizer, "model_max_length", 10**9))
-    for key in ("train_dataset", "eval_dataset"):
-        dataset = kwargs.get(key)
-        columns = getattr(dataset, "column_names", None)
-        if columns is None or "input_ids" in columns or set(CACHE_COLUMNS) <= set(columns):
-            continue
-        if "text" not in columns:
-            raise UsageError(f"{key} has columns {columns}; give it a 'text' column or tokenised 'input_ids'.")
-        if tokenizer is None:
-            raise UsageError(f"{key} holds raw text; pass processing_class=tokenizer so the trainer can tokenise it.")
-        kwargs[key] = tokenize_and_chunk(dataset, tokenizer, max_length=max_length)
-    if kwargs.get("data_collator") is None and (kwargs.get("train_dataset") or kwargs.get("eval_dataset")) is not None:
-        if tokenizer is None:
-            raise UsageError(
-                "pass data_collator=DataCollatorForDistillation(tokenizer, ...) or processing_class=tokenizer."
-            )
-        train = kwargs.get("train_dataset")
-        counts = token_counts(train, tokenizer) if train is not None else None
-        kwargs["data_collator"] = DataCollatorForDistillation.from_arguments(tokenizer, args, token_counts=counts)
-
-
-def _checkpoint_pusher(args: DistillationArguments) -> PushToHubCallback:
-    if not args.hub_model_id:
-        raise UsageError("push_to_hub=True needs hub_model_id, e.g. --hub_model_id your-name/distilbert-mini.")
-    return PushToHubCallback(
-        args.hub_model_id, private=bool(args.hub_private_repo), token=args.hub_token, revision=args.hub_revision
-    )
-
-
-def _readable_like_other_files(paths: Any) -> None:
-    """Give files the mode that the process' umask gives any new file (0644 under the usual 022)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in paths:
-        os.chmod(path, 0o666 & ~umask)
+def _check_tokenizers(model: PreTrainedModel, kwargs: dict[str, Any]) -> None:
+    """The tokenizers given (processing_class, the collator's) fit the student's vocabulary, hence the teachers'."""
+    tokenizers = (kwargs.get("processing_class"), getattr(kwargs.get("data_collator"), "tokenizer", None))
+    for tokenizer in {id(t): t for t in tokenizers if isinstance(t, PreTrainedTokenizerBase)}.values():
+        check_vocabulary(tokenizer, model)
