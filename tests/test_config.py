@@ -95,3 +95,51 @@ def test_typed_list_and_mapping_settings_parse_from_yaml_and_flags(tmp_path):
     )
     assert args.teacher_weights == [0.6, 0.4] and args.loss_schedules == {"alpha_ce": [5.0, 1.0, "cosine"]}
     assert json.loads(args.to_json_string())["loss_schedules"] == {"alpha_ce": [5.0, 1.0, "cosine"]}
+
+
+@pytest.mark.parametrize(
+    "yaml_text, flags, student_layers, intermediate_layers",
+    [
+        ("", [], "distilbert", "tinybert"),
+        ("student_layers: [0, 2, 4]\nintermediate_layers: [[1, 2], [2, 4]]\n", [], [0, 2, 4], [[1, 2], [2, 4]]),
+        ("intermediate_layers: ['1:2', '3:6']\n", [], "distilbert", [[1, 2], [3, 6]]),
+        ("student_layers: last\nintermediate_layers: pkd_last\n", [], "last", "pkd_last"),
+        (
+            "student_layers: [0, 2]\n",
+            ["--student_layers", "1", "3", "--intermediate_layers", "2:4", "0:0"],
+            [1, 3],
+            [[2, 4], [0, 0]],
+        ),
+        ("", ["--student_layers", "even", "--intermediate_layers", "init"], "even", "init"),
+        # hf_distil 0.1's comma strings and old rule names: read, with a warning, stored in the new shapes
+        (
+            "student_layers: 0,2,4,7,9,11\n",
+            ["--intermediate_layers", "1:2,2:4"],
+            [0, 2, 4, 7, 9, 11],
+            [[1, 2], [2, 4]],
+        ),
+        ("", ["--student_layers", "0,3", "--intermediate_layers", "skip"], [0, 3], "pkd_skip"),
+    ],
+)
+def test_layer_settings_are_a_list_or_one_rule_from_yaml_and_flags(
+    tmp_path, yaml_text, flags, student_layers, intermediate_layers
+):
+    from hf_distil.config import DataArguments, ModelArguments, parse_with_config
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml_text + f"output_dir: {tmp_path / 'out'}\nreport_to: none\n")
+    model_args, _, args = parse_with_config((ModelArguments, DataArguments, DistillationArguments), flags, config)
+    assert model_args.student_layers == model_args.layers == student_layers
+    assert args.intermediate_layers == intermediate_layers
+    assert json.loads(args.to_json_string())["intermediate_layers"] == intermediate_layers
+
+
+def test_layer_settings_built_in_python_take_lists_and_pairs():
+    from hf_distil.config import ModelArguments
+
+    assert ModelArguments(student_layers=[0, 3]).layers == [0, 3]
+    assert make(intermediate_layers=[(1, 2), (2, 4)]).intermediate_layers == [[1, 2], [2, 4]]
+    with pytest.raises(ValueError, match=r"--intermediate_layers '1:2 3': layer pairs must look like"):
+        make(intermediate_layers=["1:2", "3"])
+    with pytest.raises(ValueError, match=r"--student_layers '2 1' repeats or reorders layers"):
+        ModelArguments(student_layers=[2, 1])

@@ -1,5 +1,6 @@
 import pytest
 
+from hf_distil import init_student_from_teacher
 from hf_distil.layer_map import intermediate_pairs
 
 
@@ -51,10 +52,27 @@ def test_init_pairs_each_student_layer_with_the_teacher_layer_it_was_copied_from
 
 
 def test_init_rule_reads_the_students_provenance_through_the_trainer(tmp_path, teacher):
-    from conftest import make_args
+    from conftest import make_trainer
 
-    from hf_distil import DistillationTrainer, init_student_from_teacher
+    from hf_distil import init_student_from_teacher
 
     student = init_student_from_teacher(teacher, layers=[1, 3])
-    args = make_args(tmp_path, alpha_hidden_mse=1.0, intermediate_layers="init")
-    assert DistillationTrainer(model=student, teacher_model=teacher, args=args).layer_pairs == [(0, 0), (1, 2), (2, 4)]
+    assert make_trainer(tmp_path, student, teacher, alpha_hidden_mse=1.0, intermediate_layers="init").layer_pairs == [
+        (0, 0),
+        (1, 2),
+        (2, 4),
+    ]
+
+
+def test_the_layer_plan_asks_for_eager_attention_only_to_compare_probabilities(teacher):
+    from hf_distil.layer_map import plan_layers
+
+    student = init_student_from_teacher(teacher, layers=[1, 3])
+    off = dict(hidden_mse=0.0, attention_mse=0.0, pkd=0.0)
+    assert plan_layers(student, teacher, "tinybert", off, "probabilities") == ([], False)
+    assert plan_layers(student, None, "tinybert", {**off, "pkd": 1.0}, "probabilities") == ([], False)
+    hidden = plan_layers(student, teacher, "pkd_skip", {**off, "hidden_mse": 1.0}, "probabilities")
+    assert hidden == ([(1, 2)], False)
+    maps = plan_layers(student, teacher, [[1, 2], [2, 4]], {**off, "attention_mse": 1.0}, "probabilities")
+    assert maps == ([(1, 2), (2, 4)], True)
+    assert plan_layers(student, teacher, "tinybert", {**off, "attention_mse": 1.0}, "scores").eager_attention is False
