@@ -10,7 +10,12 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
-from hf_distil import DistillationArguments, init_student_from_teacher
+from hf_distil import (
+    DataCollatorForDistillation,
+    DistillationArguments,
+    DistillationTrainer,
+    init_student_from_teacher,
+)
 
 WORDS = [
     "the",
@@ -112,6 +117,58 @@ def make_args(tmp_path, **kwargs) -> DistillationArguments:
         disable_tqdm=True,
     )
     return DistillationArguments(**{**defaults, **kwargs})
+
+
+_TRAINER_KEYWORDS = ("train_dataset", "eval_dataset", "data_collator", "processing_class", "callbacks")
+
+
+def make_trainer(tmp_path, model, teacher=None, *, tokenizer=None, args=None, **kwargs) -> DistillationTrainer:
+    """The tests' DistillationTrainer: Trainer's own keywords (datasets, collator, processing_class, callbacks)
+    go to it, any other to `make_args(tmp_path, ...)` unless `args` is given; `tokenizer` brings DistilBERT's
+    masking collator (seed 0) when no collator is given."""
+    given = {key: kwargs.pop(key) for key in _TRAINER_KEYWORDS if key in kwargs}
+    if tokenizer is not None:
+        given.setdefault("data_collator", DataCollatorForDistillation(tokenizer))
+    args = args if args is not None else make_args(tmp_path, **kwargs)
+    return DistillationTrainer(model=model, teacher_model=teacher, args=args, **given)
+
+
+@pytest.fixture
+def tiny_trainer(request, tmp_path):
+    """`make_trainer` for the usual pair: the `student` fixture taught by `teacher` on `dataset`, with the masking
+    collator of `tokenizer`; each comes from its fixture only when not given (model=, teacher=, ...)."""
+
+    def build(**kwargs) -> DistillationTrainer:
+        for key, fixture in (("model", "student"), ("teacher", "teacher"), ("train_dataset", "dataset")):
+            if key not in kwargs:
+                kwargs[key] = request.getfixturevalue(fixture)
+        if "data_collator" not in kwargs:
+            kwargs.setdefault("tokenizer", request.getfixturevalue("tokenizer"))
+        return make_trainer(tmp_path, kwargs.pop("model"), kwargs.pop("teacher"), **kwargs)
+
+    return build
+
+
+def one_sgd_step(tmp_path, model, teacher, data, collator, batch: int, accumulation: int, **settings) -> dict:
+    """One plain SGD update (lr 1, no clipping, constant schedule) over `batch` × `accumulation` sequences of
+    `data`; returns its log. Exact accumulation shows as equal logs and weights for 8 × 1 and 4 × 2."""
+    trainer = make_trainer(
+        tmp_path,
+        model,
+        teacher,
+        train_dataset=data,
+        data_collator=collator,
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        optim="sgd",
+        learning_rate=1.0,
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+        **settings,
+    )
+    trainer.train()
+    return next(h for h in trainer.state.log_history if "loss" in h)
 
 
 @pytest.fixture

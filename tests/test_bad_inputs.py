@@ -15,12 +15,12 @@ from pathlib import Path
 
 import datasets
 import pytest
-from conftest import WORDS, make_args, save_tiny_teacher, tiny_tokenizer
+from conftest import WORDS, make_args, make_trainer, save_tiny_teacher, tiny_tokenizer
 from transformers import AutoTokenizer, BertTokenizerFast
 from transformers.testing_utils import CaptureLogger
 from transformers.utils import logging
 
-from hf_distil import DataCollatorForDistillation, DistillationTrainer
+from hf_distil import DataCollatorForDistillation
 from hf_distil.config import DataArguments, ModelArguments, check_deepspeed_config, parse_teacher_weights
 from hf_distil.data import fit_max_seq_length, prepare_corpus
 from hf_distil.errors import UsageError
@@ -345,21 +345,9 @@ def test_trainer_refuses_a_tokenizer_larger_than_the_student(tmp_path, teacher, 
     bigger.add_tokens(["zebra", "yak"])
     message = r"tokenizer has 58 tokens but the student's vocabulary is 56; .*resize_token_embeddings\(58\)"
     with pytest.raises(UsageError, match=message):
-        DistillationTrainer(
-            model=student,
-            teacher_model=teacher,
-            args=make_args(tmp_path),
-            train_dataset=dataset,
-            data_collator=DataCollatorForDistillation(bigger),
-        )
+        make_trainer(tmp_path, student, teacher, train_dataset=dataset, tokenizer=bigger)
     with pytest.raises(UsageError, match="tokenizer has 58 tokens"):
-        DistillationTrainer(
-            model=student,
-            teacher_model=teacher,
-            args=make_args(tmp_path),
-            train_dataset=dataset,
-            processing_class=bigger,
-        )
+        make_trainer(tmp_path, student, teacher, train_dataset=dataset, processing_class=bigger)
     assert not (tmp_path / "out").exists()
 
 

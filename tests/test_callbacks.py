@@ -6,10 +6,10 @@ import copy
 
 import pytest
 import torch
-from conftest import make_args
+from conftest import make_trainer
 from transformers import TrainerCallback
 
-from hf_distil import DataCollatorForDistillation, DistillationTrainer
+from hf_distil import DistillationTrainer
 from hf_distil.callbacks import (
     NonFiniteLossGuard,
     PushToHubCallback,
@@ -21,14 +21,16 @@ pytestmark = pytest.mark.slow  # each test is a Trainer run of 2-20 steps
 
 
 def build(tmp_path, teacher, student, tokenizer, dataset, callbacks, **kwargs) -> DistillationTrainer:
-    return DistillationTrainer(
-        model=student,
-        teacher_model=teacher,
-        args=make_args(tmp_path, **kwargs),
+    held_out = dataset.select(range(16))
+    return make_trainer(
+        tmp_path,
+        student,
+        teacher,
         train_dataset=dataset,
-        eval_dataset=dataset.select(range(16)),
-        data_collator=DataCollatorForDistillation(tokenizer),
+        eval_dataset=held_out,
+        tokenizer=tokenizer,
         callbacks=callbacks,
+        **kwargs,
     )
 
 

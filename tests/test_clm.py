@@ -9,11 +9,11 @@ import copy
 import datasets
 import pytest
 import torch
-from conftest import make_args
+from conftest import make_trainer, one_sgd_step
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from hf_distil import DataCollatorForDistillation, DistillationTrainer
+from hf_distil import DataCollatorForDistillation
 
 CLM_ONLY = dict(alpha_clm=1.0, alpha_mlm=0.0, alpha_ce=0.0, alpha_cos=0.0)
 
@@ -53,7 +53,7 @@ def test_compute_loss_is_next_token_cross_entropy(tmp_path, tokenizer, causal_da
     collator = DataCollatorForDistillation(tokenizer, mlm=False)
     batch = collator([causal_data[i] for i in range(8)])
     assert (batch["attention_mask"] == 0).any()  # padding to ignore
-    trainer = DistillationTrainer(model=student, args=make_args(tmp_path, **CLM_ONLY), data_collator=collator)
+    trainer = make_trainer(tmp_path, student, data_collator=collator, **CLM_ONLY)
     loss, out = trainer.compute_loss(student, dict(batch), return_outputs=True)
     assert set(out["terms"]) == {"clm"}
     with torch.no_grad():
@@ -67,8 +67,16 @@ def test_training_logs_loss_clm_from_the_first_batch_and_lowers_it(tmp_path, tok
     student = tiny_gpt2(tokenizer)
     initial = copy.deepcopy(student).eval()
     collator = DataCollatorForDistillation(tokenizer, mlm=False)
-    args = make_args(tmp_path, max_steps=8, learning_rate=1e-2, train_sampling_strategy="sequential", **CLM_ONLY)
-    trainer = DistillationTrainer(model=student, args=args, train_dataset=causal_data, data_collator=collator)
+    trainer = make_trainer(
+        tmp_path,
+        student,
+        train_dataset=causal_data,
+        data_collator=collator,
+        max_steps=8,
+        learning_rate=1e-2,
+        train_sampling_strategy="sequential",
+        **CLM_ONLY,
+    )
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logs) == 8 and all({k for k in h if k.startswith("loss_")} == {"loss_clm"} for h in logs)
@@ -77,27 +85,6 @@ def test_training_logs_loss_clm_from_the_first_batch_and_lowers_it(tmp_path, tok
         first = next_token_ce(initial, collator([causal_data[i] for i in range(8)]))
     assert logs[0]["loss_clm"] == pytest.approx(first.item(), rel=1e-5)
     assert logs[-1]["loss_clm"] < 0.9 * logs[0]["loss_clm"]  # 4.02 -> 3.39 in 8 steps
-
-
-def one_sgd_step(tmp_path, student, teacher, data, collator, batch: int, accumulation: int) -> dict:
-    weights = CLM_ONLY if teacher is None else {**CLM_ONLY, "alpha_ce": 5.0}
-    args = make_args(
-        tmp_path,
-        per_device_train_batch_size=batch,
-        gradient_accumulation_steps=accumulation,
-        max_steps=1,
-        optim="sgd",
-        learning_rate=1.0,
-        lr_scheduler_type="constant",
-        max_grad_norm=0.0,
-        train_sampling_strategy="sequential",
-        **weights,
-    )
-    trainer = DistillationTrainer(
-        model=student, teacher_model=teacher, args=args, train_dataset=data, data_collator=collator
-    )
-    trainer.train()
-    return next(h for h in trainer.state.log_history if "loss" in h)
 
 
 @pytest.mark.parametrize("accepts_loss_kwargs, with_teacher", [(True, False), (False, False), (True, True)])
@@ -112,8 +99,10 @@ def test_accumulation_2x4_equals_one_batch_of_8(tmp_path, tokenizer, causal_data
     base.accepts_loss_kwargs = accepts_loss_kwargs  # what Trainer reads to decide whether to rescale
     big, acc = copy.deepcopy(base), copy.deepcopy(base)
     teacher = tiny_gpt2(tokenizer, layers=4) if with_teacher else None
-    big_log = one_sgd_step(tmp_path / "a", big, teacher, data, collator, batch=8, accumulation=1)
-    acc_log = one_sgd_step(tmp_path / "b", acc, teacher, data, collator, batch=4, accumulation=2)
+    weights = {**CLM_ONLY, "alpha_ce": 5.0} if with_teacher else CLM_ONLY
+    step = dict(train_sampling_strategy="sequential", **weights)
+    big_log = one_sgd_step(tmp_path / "a", big, teacher, data, collator, batch=8, accumulation=1, **step)
+    acc_log = one_sgd_step(tmp_path / "b", acc, teacher, data, collator, batch=4, accumulation=2, **step)
     assert {k for k in big_log if k.startswith("loss_")} == ({"loss_clm", "loss_ce"} if with_teacher else {"loss_clm"})
     for key in ("loss", "loss_clm", "loss_ce")[: 3 if with_teacher else 2]:
         assert acc_log[key] == pytest.approx(big_log[key], rel=1e-5), key
@@ -131,8 +120,9 @@ def test_causal_student_distilled_from_a_causal_teacher(tmp_path, tokenizer, cau
     teacher, student = tiny_gpt2(tokenizer, layers=4).eval(), tiny_gpt2(tokenizer).eval()
     collator = DataCollatorForDistillation(tokenizer, mlm=False)
     batch = collator([causal_data[i] for i in range(8)])
-    args = make_args(tmp_path, alpha_clm=1.0, alpha_mlm=0.0, alpha_ce=5.0, alpha_cos=0.0)
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, data_collator=collator)
+    trainer = make_trainer(
+        tmp_path, student, teacher, data_collator=collator, alpha_clm=1.0, alpha_mlm=0.0, alpha_ce=5.0, alpha_cos=0.0
+    )
     _, out = trainer.compute_loss(student, dict(batch), return_outputs=True)
     real = batch["attention_mask"].bool()
     with torch.no_grad():  # both models score the next token at each real position: the rows align unshifted

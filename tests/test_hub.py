@@ -7,10 +7,9 @@ import logging
 
 import pytest
 import yaml
-from conftest import make_args
 from huggingface_hub import ModelCard
 
-from hf_distil import DataCollatorForDistillation, DistillationTrainer, push_to_hub
+from hf_distil import DistillationTrainer, push_to_hub
 from hf_distil.hub import render_model_card
 
 TOKEN = "hf_testsecret0123456789"
@@ -18,15 +17,8 @@ pytestmark = pytest.mark.slow  # each test trains a student first (the `trained`
 
 
 @pytest.fixture
-def trained(tmp_path, teacher, student, tokenizer, dataset) -> DistillationTrainer:
-    trainer = DistillationTrainer(
-        model=student,
-        teacher_model=teacher,
-        args=make_args(tmp_path, max_steps=6, hub_token=TOKEN),
-        train_dataset=dataset,
-        data_collator=DataCollatorForDistillation(tokenizer),
-        processing_class=tokenizer,
-    )
+def trained(tmp_path, teacher, student, tokenizer, dataset, tiny_trainer) -> DistillationTrainer:
+    trainer = tiny_trainer(processing_class=tokenizer, max_steps=6, hub_token=TOKEN)
     trainer.train()
     return trainer
 
@@ -122,24 +114,16 @@ def test_trainer_push_to_hub_publishes_exactly_what_hf_distil_push_to_hub_does(t
 
 
 def test_push_to_hub_argument_pushes_each_checkpoint_without_pickles(
-    tmp_path, teacher, student, tokenizer, dataset, hub
+    tmp_path, teacher, student, tokenizer, dataset, hub, tiny_trainer
 ):
-    args = make_args(
-        tmp_path,
+    trainer = tiny_trainer(
+        processing_class=tokenizer,
         max_steps=4,
         save_strategy="steps",
         save_steps=2,
         push_to_hub=True,
         hub_model_id="alice/ckpts",
         hub_token=TOKEN,
-    )
-    trainer = DistillationTrainer(
-        model=student,
-        teacher_model=teacher,
-        args=args,
-        train_dataset=dataset,
-        data_collator=DataCollatorForDistillation(tokenizer),
-        processing_class=tokenizer,
     )
     assert hub.requests == []  # constructing the trainer does not reach the Hub
     trainer.train()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import WORDS, make_args, save_tiny_teacher, tiny_bert_config, tiny_tokenizer
+from conftest import WORDS, make_trainer, save_tiny_teacher, tiny_bert_config, tiny_tokenizer
 from safetensors.torch import load_file, save_file
 from transformers import (
     AutoModelForSequenceClassification,
@@ -25,7 +25,7 @@ from transformers import (
     TrainerCallback,
 )
 
-from hf_distil import DataCollatorForDistillation, DistillationTrainer, init_student_from_teacher
+from hf_distil import DistillationTrainer, init_student_from_teacher
 from hf_distil.callbacks import NonFiniteLossGuard
 from hf_distil.errors import UsageError
 from hf_distil.run_folder import RUN_SETTINGS_FILE, check_checkpoint
@@ -114,9 +114,8 @@ def test_trainer_refuses_the_teacher_folder_as_output_dir(tmp_path, dataset):
     before = digests(folder)
     teacher = BertForMaskedLM.from_pretrained(folder)
     student = init_student_from_teacher(teacher, layers=[0, 3])
-    args = make_args(tmp_path, output_dir=str(folder))
     with pytest.raises(UsageError, match=r"output_dir .*teacher is the folder of the teacher"):
-        DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=dataset)
+        make_trainer(tmp_path, student, teacher, train_dataset=dataset, output_dir=str(folder))
     assert digests(folder) == before
 
 
@@ -161,13 +160,16 @@ def test_a_finished_folder_is_not_resumed_with_other_settings_and_overwrite_star
 
 def test_resume_through_the_api_checks_the_settings_and_the_data(tmp_path, teacher, student, tokenizer, dataset):
     def trainer(train_dataset, **settings) -> DistillationTrainer:
-        args = make_args(tmp_path, max_steps=2, save_strategy="steps", save_steps=2, **settings)
-        return DistillationTrainer(
-            model=copy.deepcopy(student),
-            teacher_model=teacher,
-            args=args,
+        return make_trainer(
+            tmp_path,
+            copy.deepcopy(student),
+            teacher,
             train_dataset=train_dataset,
-            data_collator=DataCollatorForDistillation(tokenizer),
+            tokenizer=tokenizer,
+            max_steps=2,
+            save_strategy="steps",
+            save_steps=2,
+            **settings,
         )
 
     trainer(dataset).train()
@@ -250,18 +252,11 @@ def largest_weight(checkpoint: Path) -> float:
     return max(float(t.abs().max()) for t in load_file(str(checkpoint / "model.safetensors")).values())
 
 
-def test_nan_losses_are_logged_as_nan_not_as_zero(tmp_path, teacher, student, tokenizer, dataset):
+def test_nan_losses_are_logged_as_nan_not_as_zero(tmp_path, teacher, student, tokenizer, dataset, tiny_trainer):
     with torch.no_grad():
         teacher.cls.predictions.decoder.weight[0, 0] = float("nan")  # every teacher logit, hence L_ce, is NaN
     guard = NonFiniteLossGuard(max_in_a_row=2)
-    trainer = DistillationTrainer(
-        model=student,
-        teacher_model=teacher,
-        args=make_args(tmp_path, max_steps=6),
-        train_dataset=dataset,
-        data_collator=DataCollatorForDistillation(tokenizer),
-        callbacks=[guard],
-    )
+    trainer = tiny_trainer(callbacks=[guard], max_steps=6)
     result = trainer.train()
     steps = [h for h in trainer.state.log_history if "loss" in h]
     assert guard.stopped and [h["step"] for h in steps] == [1, 2]
@@ -283,18 +278,10 @@ class BreakWeightsAt(TrainerCallback):
 
 
 def test_an_update_that_breaks_the_weights_stops_at_once_and_saves_nothing_more(
-    tmp_path, teacher, student, tokenizer, dataset
+    tmp_path, teacher, student, tokenizer, dataset, tiny_trainer
 ):
     guard = NonFiniteLossGuard()
-    args = make_args(tmp_path, max_steps=6, save_strategy="steps", save_steps=1)
-    trainer = DistillationTrainer(
-        model=student,
-        teacher_model=teacher,
-        args=args,
-        train_dataset=dataset,
-        data_collator=DataCollatorForDistillation(tokenizer),
-        callbacks=[BreakWeightsAt(3), guard],
-    )
+    trainer = tiny_trainer(callbacks=[BreakWeightsAt(3), guard], max_steps=6, save_strategy="steps", save_steps=1)
     trainer.train()
     out = tmp_path / "out"
     assert guard.stopped and trainer.state.global_step == 3

@@ -3,7 +3,6 @@ import math
 import pytest
 from conftest import make_args
 
-from hf_distil import DataCollatorForDistillation, DistillationTrainer
 from hf_distil.callbacks import Schedule, parse_schedules
 
 
@@ -24,19 +23,12 @@ def test_bad_schedules_fail_at_construction(tmp_path, text):
 
 
 @pytest.mark.slow
-def test_schedules_move_the_values_and_are_logged(tmp_path, teacher, student, tokenizer, dataset):
+def test_schedules_move_the_values_and_are_logged(tmp_path, teacher, student, tokenizer, dataset, tiny_trainer):
     assert parse_schedules("temperature=4:1:cosine,alpha_mlm=0:2") == {
         "temperature": Schedule(4, 1, "cosine"),
         "alpha_mlm": Schedule(0, 2, "linear"),
     }
-    args = make_args(tmp_path, max_steps=4, loss_schedules="temperature=4:1,alpha_mlm=0:2")
-    trainer = DistillationTrainer(
-        model=student,
-        teacher_model=teacher,
-        args=args,
-        train_dataset=dataset,
-        data_collator=DataCollatorForDistillation(tokenizer),
-    )
+    trainer = tiny_trainer(max_steps=4, loss_schedules="temperature=4:1,alpha_mlm=0:2")
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert [h["schedule_temperature"] for h in logs] == pytest.approx([4.0, 3.25, 2.5, 1.75])
@@ -48,15 +40,14 @@ def test_schedules_move_the_values_and_are_logged(tmp_path, teacher, student, to
         )
 
 
-def test_schedules_leave_the_arguments_as_the_user_set_them(tmp_path, teacher, student, tokenizer, dataset):
-    args = make_args(tmp_path, max_steps=3, loss_schedules="temperature=4:1,alpha_mlm=0:2")
-    trainer = DistillationTrainer(
-        model=student,
-        teacher_model=teacher,
-        args=args,
-        train_dataset=dataset,
-        data_collator=DataCollatorForDistillation(tokenizer),
-    )
+def test_schedules_leave_the_arguments_as_the_user_set_them(
+    tmp_path, teacher, student, tokenizer, dataset, tiny_trainer
+):
+    schedules = "temperature=4:1,alpha_mlm=0:2"
+    trainer = tiny_trainer(max_steps=3, loss_schedules=schedules)
     trainer.train()
-    assert (args.temperature, args.alpha_mlm) == (2.0, 2.0)  # what training_args.json and the card record
+    assert (trainer.args.temperature, trainer.args.alpha_mlm) == (
+        2.0,
+        2.0,
+    )  # what training_args.json and the card record
     assert trainer.temperature == pytest.approx(2.0) and trainer.weights["mlm"] == pytest.approx(4 / 3)  # step 3 of 3

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_args
+from conftest import make_trainer
 
-from hf_distil import DataCollatorForDistillation, DistillationTrainer
+from hf_distil import DataCollatorForDistillation
 from hf_distil.losses import soft_target_kl, topk_soft_target_kl
 from hf_distil.teacher_cache import (
     CachedSignalsCollator,
@@ -41,9 +41,13 @@ def test_training_from_the_cache_reproduces_the_online_topk_loss(
     )
     assert len(cache) == 32 and all(len(v) == k for row in cache["teacher_topk_ids"] for v in row)
     assert bytes_per_token(cache) == pytest.approx(k * 6 * (0.15 if restrict else 1.0), rel=0.1 if restrict else 1e-9)
-    args = make_args(tmp_path, alpha_cos=0.0, restrict_ce_to_mask=restrict)
-    trainer = DistillationTrainer(
-        model=student, args=args, train_dataset=cache, data_collator=CachedSignalsCollator(tokenizer)
+    trainer = make_trainer(
+        tmp_path,
+        student,
+        train_dataset=cache,
+        data_collator=CachedSignalsCollator(tokenizer),
+        alpha_cos=0.0,
+        restrict_ce_to_mask=restrict,
     )
     batch = CachedSignalsCollator(tokenizer)([cache[i] for i in range(8)])
     student.eval()
@@ -63,11 +67,8 @@ def test_a_cache_built_for_other_rows_is_refused(tmp_path, teacher, student, tok
     cache = build_teacher_cache(
         teacher, dataset.select(range(8)), DataCollatorForDistillation(tokenizer), top_k=4, restrict_to_mask=True
     )
-    trainer = DistillationTrainer(
-        model=student,
-        args=make_args(tmp_path, alpha_cos=0.0),
-        train_dataset=cache,
-        data_collator=CachedSignalsCollator(tokenizer),
+    trainer = make_trainer(
+        tmp_path, student, train_dataset=cache, data_collator=CachedSignalsCollator(tokenizer), alpha_cos=0.0
     )
     with pytest.raises(ValueError, match="build the cache with the same restrict_ce_to_mask"):
         trainer.compute_loss(student, dict(CachedSignalsCollator(tokenizer)([cache[i] for i in range(8)])))

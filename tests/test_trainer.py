@@ -7,7 +7,7 @@ import copy
 import datasets
 import pytest
 import torch
-from conftest import make_args, tiny_bert_config
+from conftest import make_trainer, one_sgd_step, tiny_bert_config
 from safetensors.torch import load_file
 from torch import nn
 from transformers import DistilBertConfig, DistilBertForMaskedLM
@@ -15,7 +15,6 @@ from transformers import DistilBertConfig, DistilBertForMaskedLM
 from hf_distil import (
     DataCollatorForDistillation,
     DistillationArguments,
-    DistillationTrainer,
     heads,
     init_student_from_teacher,
 )
@@ -54,9 +53,8 @@ def reference_step(student, teacher, batch, T=2.0, restrict=False, alphas=(5.0, 
 
 @pytest.mark.parametrize("restrict", [False, True])
 def test_compute_loss_matches_the_reference_formulas(tmp_path, teacher, student, tokenizer, dataset, restrict):
-    args = make_args(tmp_path, restrict_ce_to_mask=restrict, alpha_mse=0.5)
-    trainer = DistillationTrainer(
-        model=student, teacher_model=teacher, args=args, data_collator=DataCollatorForDistillation(tokenizer, seed=0)
+    trainer = make_trainer(
+        tmp_path, student, teacher, tokenizer=tokenizer, restrict_ce_to_mask=restrict, alpha_mse=0.5
     )
     batch = DataCollatorForDistillation(tokenizer, seed=0)([dataset[i] for i in range(8)])
     batch.pop("token_type_ids", None)
@@ -104,26 +102,6 @@ def stack(features):
     return {k: torch.tensor([f[k] for f in features]) for k in features[0]}
 
 
-def one_sgd_step(tmp_path, teacher, student, data, batch, accumulation, **extra):
-    args = make_args(
-        tmp_path,
-        per_device_train_batch_size=batch,
-        gradient_accumulation_steps=accumulation,
-        max_steps=1,
-        optim="sgd",
-        learning_rate=1.0,
-        lr_scheduler_type="constant",
-        max_grad_norm=0.0,
-        **extra,
-    )
-    trainer = DistillationTrainer(
-        model=student, teacher_model=teacher, args=args, train_dataset=data, data_collator=stack
-    )
-    trainer.train()
-    logged = next(h for h in trainer.state.log_history if "loss" in h)
-    return logged, student
-
-
 INTERMEDIATE = {"alpha_hidden_mse": 1.0, "alpha_attention_mse": 3.0, "alpha_pkd": 0.5}
 
 
@@ -131,8 +109,9 @@ INTERMEDIATE = {"alpha_hidden_mse": 1.0, "alpha_attention_mse": 3.0, "alpha_pkd"
 def test_accumulation_equals_one_large_batch(tmp_path, teacher, tokenizer, texts, extra):
     data = premasked(tokenizer, texts)
     base = init_student_from_teacher(teacher, layers=[0, 3])
-    big_log, big = one_sgd_step(tmp_path / "a", teacher, copy.deepcopy(base), data, batch=8, accumulation=1, **extra)
-    acc_log, acc = one_sgd_step(tmp_path / "b", teacher, copy.deepcopy(base), data, batch=4, accumulation=2, **extra)
+    big, acc = copy.deepcopy(base), copy.deepcopy(base)
+    big_log = one_sgd_step(tmp_path / "a", big, teacher, data, stack, batch=8, accumulation=1, **extra)
+    acc_log = one_sgd_step(tmp_path / "b", acc, teacher, data, stack, batch=4, accumulation=2, **extra)
     keys = ["loss", "loss_ce", "loss_mlm", "loss_cos"] + [f"loss_{k.removeprefix('alpha_')}" for k in extra]
     for key in keys:
         assert acc_log[key] == pytest.approx(big_log[key], rel=1e-5, abs=1e-9), key
@@ -144,7 +123,9 @@ def test_accumulation_equals_one_large_batch(tmp_path, teacher, tokenizer, texts
 
 
 @pytest.mark.slow
-def test_training_lowers_the_loss_and_leaves_the_teacher_untouched(tmp_path, teacher, tokenizer, dataset):
+def test_training_lowers_the_loss_and_leaves_the_teacher_untouched(
+    tmp_path, teacher, tokenizer, dataset, tiny_trainer
+):
     config = DistilBertConfig(
         vocab_size=len(tokenizer),
         dim=32,
@@ -160,13 +141,8 @@ def test_training_lowers_the_loss_and_leaves_the_teacher_untouched(tmp_path, tea
         teacher.cls.predictions.transform.LayerNorm.weight.mul_(50)
     before_teacher = copy.deepcopy(teacher.state_dict())
     before_student = copy.deepcopy(student.state_dict())
-    args = make_args(tmp_path, max_steps=40, learning_rate=3e-3, logging_steps=5, save_strategy="steps", save_steps=40)
-    trainer = DistillationTrainer(
-        model=student,
-        teacher_model=teacher,
-        args=args,
-        train_dataset=dataset,
-        data_collator=DataCollatorForDistillation(tokenizer, seed=0),
+    trainer = tiny_trainer(
+        model=student, max_steps=40, learning_rate=3e-3, logging_steps=5, save_strategy="steps", save_steps=40
     )
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
@@ -189,13 +165,7 @@ def test_teacher_receives_token_types_the_student_does_not_take(tmp_path, teache
         lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"]
     )
     data = data.map(lambda ex: {"token_type_ids": [1] * len(ex["input_ids"])})
-    trainer = DistillationTrainer(
-        model=student,
-        teacher_model=teacher,
-        args=make_args(tmp_path),
-        train_dataset=data,
-        data_collator=DataCollatorForDistillation(tokenizer, seed=0),
-    )
+    trainer = make_trainer(tmp_path, student, teacher, train_dataset=data, tokenizer=tokenizer)
     batch = next(iter(trainer.get_train_dataloader()))
     assert "token_type_ids" in batch and (batch["token_type_ids"][batch["attention_mask"].bool()] == 1).all()
     student.train()
@@ -205,13 +175,7 @@ def test_teacher_receives_token_types_the_student_does_not_take(tmp_path, teache
 
 
 def test_evaluate_reports_each_term(tmp_path, teacher, student, tokenizer, dataset):
-    trainer = DistillationTrainer(
-        model=student,
-        teacher_model=teacher,
-        args=make_args(tmp_path),
-        eval_dataset=dataset,
-        data_collator=DataCollatorForDistillation(tokenizer, seed=0),
-    )
+    trainer = make_trainer(tmp_path, student, teacher, eval_dataset=dataset, tokenizer=tokenizer)
     metrics = trainer.evaluate()
     assert {"eval_loss", "eval_loss_ce", "eval_loss_mlm", "eval_loss_cos"} <= set(metrics)
     assert metrics["eval_loss"] == pytest.approx(
@@ -220,12 +184,7 @@ def test_evaluate_reports_each_term(tmp_path, teacher, student, tokenizer, datas
 
 
 def test_loss_is_fp32_under_bf16_autocast(tmp_path, teacher, student, tokenizer, dataset):
-    trainer = DistillationTrainer(
-        model=student,
-        teacher_model=teacher,
-        args=make_args(tmp_path, bf16=True),
-        data_collator=DataCollatorForDistillation(tokenizer, seed=0),
-    )
+    trainer = make_trainer(tmp_path, student, teacher, tokenizer=tokenizer, bf16=True)
     batch = DataCollatorForDistillation(tokenizer, seed=0)([dataset[i] for i in range(8)])
     with trainer.compute_loss_context_manager():
         loss = trainer.compute_loss(student, dict(batch))
@@ -233,9 +192,8 @@ def test_loss_is_fp32_under_bf16_autocast(tmp_path, teacher, student, tokenizer,
 
 
 def test_mlm_only_baseline_needs_no_teacher(tmp_path, student, tokenizer, dataset):
-    args = make_args(tmp_path, alpha_ce=0.0, alpha_cos=0.0, max_steps=2)
-    trainer = DistillationTrainer(
-        model=student, args=args, train_dataset=dataset, data_collator=DataCollatorForDistillation(tokenizer, seed=0)
+    trainer = make_trainer(
+        tmp_path, student, train_dataset=dataset, tokenizer=tokenizer, alpha_ce=0.0, alpha_cos=0.0, max_steps=2
     )
     trainer.train()
     assert [k for k in trainer.state.log_history[0] if k.startswith("loss_")] == ["loss_mlm"]
@@ -258,7 +216,7 @@ def test_incompatible_teachers_fail_at_construction(tmp_path, tokenizer, student
         "none": None,
     }[change]
     with pytest.raises(ValueError, match=message) as info:
-        DistillationTrainer(model=student, teacher_model=teacher, args=make_args(tmp_path, **kwargs))
+        make_trainer(tmp_path, student, teacher, **kwargs)
     assert "\n" not in str(info.value)
 
 
@@ -266,14 +224,12 @@ def test_intermediate_terms_vanish_for_an_identity_student_and_match_by_hand(tmp
     batch = DataCollatorForDistillation(tokenizer, seed=0)([dataset[i] for i in range(8)])
     batch.pop("token_type_ids", None)
     identity = init_student_from_teacher(teacher, layers=[0, 1, 2, 3]).eval()
-    trainer = DistillationTrainer(model=identity, teacher_model=teacher, args=make_args(tmp_path, **INTERMEDIATE))
+    trainer = make_trainer(tmp_path, identity, teacher, **INTERMEDIATE)
     _, out = trainer.compute_loss(identity, dict(batch), return_outputs=True)
     for name in ("hidden_mse", "attention_mse", "pkd"):
         assert out["terms"][name].item() == pytest.approx(0.0, abs=1e-6), name
     half = init_student_from_teacher(teacher, layers=[1, 3]).eval()
-    trainer = DistillationTrainer(
-        model=half, teacher_model=teacher, args=make_args(tmp_path, intermediate_layers="uniform", **INTERMEDIATE)
-    )
+    trainer = make_trainer(tmp_path, half, teacher, intermediate_layers="uniform", **INTERMEDIATE)
     assert trainer.layer_pairs == [(0, 0), (1, 2), (2, 4)]
     _, out = trainer.compute_loss(half, dict(batch), return_outputs=True)
     with torch.no_grad():
@@ -305,13 +261,12 @@ def test_intermediate_terms_vanish_for_an_identity_student_and_match_by_hand(tmp
     assert out["terms"]["pkd"].item() == pytest.approx(by_hand.item(), rel=1e-5)
 
 
-def test_narrower_student_learns_a_projection_saved_beside_it(tmp_path, teacher, tokenizer, dataset):
+def test_narrower_student_learns_a_projection_saved_beside_it(tmp_path, teacher, tokenizer, dataset, tiny_trainer):
     config = DistilBertConfig(
         vocab_size=len(tokenizer), dim=16, n_layers=2, n_heads=4, hidden_dim=32, max_position_embeddings=64
     )
     student = DistilBertForMaskedLM(config)
-    args = make_args(
-        tmp_path,
+    settings = dict(
         alpha_cos=0.0,
         alpha_hidden_mse=1.0,
         alpha_pkd=1.0,
@@ -320,13 +275,7 @@ def test_narrower_student_learns_a_projection_saved_beside_it(tmp_path, teacher,
         save_strategy="steps",
         save_steps=3,
     )
-    trainer = DistillationTrainer(
-        model=student,
-        teacher_model=teacher,
-        args=args,
-        train_dataset=dataset,
-        data_collator=DataCollatorForDistillation(tokenizer),
-    )
+    trainer = tiny_trainer(model=student, **settings)
     before = trainer.hidden_projection.weight.detach().clone()
     trainer.train()
     assert trainer.hidden_projection.weight.shape == (32, 16) and not torch.equal(
@@ -336,13 +285,7 @@ def test_narrower_student_learns_a_projection_saved_beside_it(tmp_path, teacher,
     assert (checkpoint / "hidden_projection.safetensors").exists()
     assert not any("projection" in k and "vocab" not in k for k in load_file(str(checkpoint / "model.safetensors")))
     assert {"loss_hidden_mse", "loss_pkd"} <= set(trainer.state.log_history[0])
-    resumed = DistillationTrainer(
-        model=student,
-        teacher_model=teacher,
-        args=args,
-        train_dataset=dataset,
-        data_collator=DataCollatorForDistillation(tokenizer),
-    )
+    resumed = tiny_trainer(model=student, **settings)
     resumed._load_from_checkpoint(str(checkpoint))
     assert torch.equal(
         resumed.hidden_projection.weight, trainer.hidden_projection.weight.cpu()
@@ -354,11 +297,7 @@ def test_attention_loss_needs_equal_head_counts(tmp_path, teacher, tokenizer):
         vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64
     )
     with pytest.raises(ValueError, match="the student has 2 heads and the teacher 4"):
-        DistillationTrainer(
-            model=DistilBertForMaskedLM(config),
-            teacher_model=teacher,
-            args=make_args(tmp_path, alpha_attention_mse=1.0),
-        )
+        make_trainer(tmp_path, DistilBertForMaskedLM(config), teacher, alpha_attention_mse=1.0)
 
 
 def test_several_teachers_mix_their_soft_targets(tmp_path, teacher, student, tokenizer, dataset):
@@ -373,9 +312,7 @@ def test_several_teachers_mix_their_soft_targets(tmp_path, teacher, student, tok
     student.eval()
 
     def terms(teachers, weights=""):
-        trainer = DistillationTrainer(
-            model=student, teacher_model=teachers, args=make_args(tmp_path, teacher_weights=weights)
-        )
+        trainer = make_trainer(tmp_path, student, teachers, teacher_weights=weights)
         return trainer.compute_loss(student, dict(batch), return_outputs=True)[1]["terms"]
 
     single = terms(teacher)
@@ -429,9 +366,7 @@ def test_attention_mse_on_scores_matches_by_hand_and_keeps_sdpa(tmp_path, teache
             layer.attention.self.query.weight.mul_(20)
             layer.attention.self.key.weight.mul_(20)
     half = init_student_from_teacher(teacher, layers=[1, 3])
-    trainer = DistillationTrainer(
-        model=half, teacher_model=teacher, args=make_args(tmp_path, alpha_attention_mse=1.0, attention_maps="scores")
-    )
+    trainer = make_trainer(tmp_path, half, teacher, alpha_attention_mse=1.0, attention_maps="scores")
     assert half.config._attn_implementation != "eager" and teacher.config._attn_implementation != "eager"
     _, out = trainer.compute_loss(half, dict(batch), return_outputs=True)
     out["terms"]["attention_mse"].backward()
@@ -457,25 +392,20 @@ def test_attention_maps_setting_is_checked():
 
 
 @pytest.mark.slow
-def test_logged_terms_of_a_resumed_run_equal_the_uninterrupted_run(tmp_path, teacher, tokenizer, dataset):
+def test_logged_terms_of_a_resumed_run_equal_the_uninterrupted_run(
+    tmp_path, teacher, tokenizer, dataset, tiny_trainer
+):
     """The first log after a resume averages over the steps since the resume, not since step 0."""
 
     def run(out: str, resume: str | None = None) -> dict[int, dict]:
-        args = make_args(
-            tmp_path,
+        student = init_student_from_teacher(teacher, layers=[0, 3])
+        trainer = tiny_trainer(
+            model=student,
             output_dir=str(tmp_path / out),
             max_steps=6,
             save_strategy="steps",
             save_steps=3,
             train_sampling_strategy="sequential",
-        )
-        student = init_student_from_teacher(teacher, layers=[0, 3])
-        trainer = DistillationTrainer(
-            model=student,
-            teacher_model=teacher,
-            args=args,
-            train_dataset=dataset,
-            data_collator=DataCollatorForDistillation(tokenizer),
         )
         trainer.train(resume_from_checkpoint=resume)
         return {h["step"]: h for h in trainer.state.log_history if "loss_ce" in h}
