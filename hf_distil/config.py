@@ -199,6 +199,14 @@ class DistillationArguments(TrainingArguments):
         elif not self.deepspeed and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in ("1", "true"):
             check_deepspeed_config(os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none"), "deepspeed_config_file")
         super().__post_init__()
+        # Accelerate turns only accelerator processes into FSDP ones: processes on CPUs stay MULTI_CPU and drop the
+        # FSDP plugin (accelerate/state.py), so the run would be DDP while the launch config says FSDP.
+        fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+        if fsdp and self.device.type == "cpu" and self.distributed_state.distributed_type == "MULTI_CPU":
+            raise UsageError(
+                "the launch config asks for FSDP, which Accelerate runs on GPUs only (on CPU processes it would "
+                "silently train with DDP); launch with ds_configs/cpu_2proc.yaml here, ds_configs/fsdp2.yaml on GPUs."
+            )
         validate_distillation_settings(self)
         # Fail now, in one line naming the flag, not at step 1.
         self.loss_schedules = _schedules_as_mapping(self.loss_schedules)

@@ -64,8 +64,9 @@ class _Tally:
 
 
 def is_partitioned(model: nn.Module) -> bool:
-    """True under DeepSpeed ZeRO-3, where each process holds only a shard of every weight (`ds_id` marks them)."""
-    return any(hasattr(p, "ds_id") for p in model.parameters())
+    """True under DeepSpeed ZeRO-3 (`ds_id` marks its weights) or FSDP2, where each process holds only a shard of
+    every weight."""
+    return heads.is_fully_sharded(model) or any(hasattr(p, "ds_id") for p in model.parameters())
 
 
 @torch.no_grad()
@@ -148,21 +149,29 @@ def _row_logits(model: nn.Module, batch: dict[str, torch.Tensor], rows: torch.Te
 
 
 def whole_model(model: PreTrainedModel) -> PreTrainedModel:
-    """`model` itself, or under ZeRO-3 a plain copy holding every weight, built from the gathered shards.
+    """`model` itself, or under ZeRO-3 or FSDP2 a plain copy holding every weight, built from the gathered shards.
 
-    Timing and parameter counts need the whole model in one process; a ZeRO-3 model holds shards whose
-    forward gathers from every process. Under ZeRO-3 every process must call this (the gather is collective).
+    Timing and parameter counts need the whole model in one process; a sharded model holds shards whose
+    forward gathers from every process. Then every process must call this (the gather is collective).
     """
     model = getattr(model, "module", model)
     if not is_partitioned(model):
         return model
-    import deepspeed
+    model_class = type(model)
+    if heads.is_fully_sharded(model):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        from torch.distributed.fsdp import FSDPModule
 
-    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
-        state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+        model_class = next(c for c in model_class.__mro__ if not issubclass(c, FSDPModule))  # fully_shard's base
+    else:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+            state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
     # A direct constructor call: from_config would partition the copy again (transformers' zero.Init).
     weight = next(t for t in state.values() if t.is_floating_point())
-    whole = type(model)(model.config).to(device=weight.device, dtype=weight.dtype)
+    whole = model_class(model.config).to(device=weight.device, dtype=weight.dtype)
     whole.load_state_dict(state)
     return whole.eval()
 

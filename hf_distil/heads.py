@@ -47,7 +47,20 @@ def model_inputs(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> dict[s
     }
 
 
+def is_fully_sharded(model: nn.Module) -> bool:
+    """True for a model sharded by FSDP2's `fully_shard` (which turns its class into an `FSDPModule`)."""
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(getattr(model, "module", model), FSDPModule)
+
+
 def can_split(model: nn.Module) -> bool:
+    if is_fully_sharded(model):
+        # The hooks on the top module gather the weights it holds itself (embeddings, LM head): its own forward
+        # must run, or the encoder meets them still sharded.
+        return False
     split = _SPLITS.get(getattr(getattr(model, "config", None), "model_type", None))
     return split is not None and hasattr(model, split[0]) and type(model).__name__.endswith("ForMaskedLM")
 

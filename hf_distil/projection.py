@@ -36,11 +36,11 @@ class HiddenProjection(nn.Linear):
         s_width, t_width = student.config.hidden_size, teacher.config.hidden_size
         return cls(s_width, t_width) if s_width != t_width else None
 
-    def place(self, device: torch.device, num_processes: int, deepspeed: bool) -> None:
+    def place(self, device: torch.device, num_processes: int, sharded: bool) -> None:
         """On the student's device, and the same on every process (DDP broadcasts only the model's weights)."""
-        if deepspeed:
+        if sharded:
             raise UsageError(
-                "a learned hidden-size projection is not supported under DeepSpeed yet; "
+                "a learned hidden-size projection is not supported under DeepSpeed or FSDP yet; "
                 "use DDP or a student of the teacher's width."
             )
         self.to(device)

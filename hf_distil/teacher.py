@@ -12,6 +12,7 @@ from accelerate import Accelerator
 from huggingface_hub import constants, try_to_load_from_cache
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
+from torch import nn
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
@@ -134,6 +135,8 @@ def prepare_teacher(teacher: PreTrainedModel, accelerator: Accelerator) -> PreTr
     teacher.requires_grad_(False)
     if accelerator.state.deepspeed_plugin is not None:
         return _deepspeed_inference_engine(teacher, accelerator.state.deepspeed_plugin.deepspeed_config)
+    if accelerator.is_fsdp2:
+        return _fsdp2_sharded_teacher(teacher, accelerator)
     return accelerator.prepare_model(teacher, evaluation_mode=True)
 
 
@@ -164,6 +167,35 @@ def _deepspeed_inference_engine(teacher: PreTrainedModel, training_config: dict)
     engine, *_ = deepspeed.initialize(model=teacher, config=config)
     engine.eval()
     return engine
+
+
+def _fsdp2_sharded_teacher(teacher: PreTrainedModel, accelerator: Accelerator) -> PreTrainedModel:
+    """Under FSDP2 the teacher is sharded like the student (`fully_shard`, in place): each block of its layer
+    stacks is one unit, the rest (embeddings, LM head) goes with the top module, and every unit drops its
+    gathered weights after its forward. So a process holds its shards plus, during a forward, one block and
+    the top module's weights: never the whole teacher. No optimizer, no gradients: it never trains.
+
+    TRL's `prepare_fsdp` shards the top module alone, with the student's `reshard_after_forward`: the whole
+    teacher is gathered for every forward, and with False (SHARD_GRAD_OP) it stays whole after the first,
+    since only a backward, which a teacher never runs, would reshard it. Accelerate's `fsdp2_prepare_model`
+    keeps the head and top units gathered after forward for the same backward; its layer classes come from
+    the student's config (or `_no_split_modules`, None for BERT), so the teacher finds its own blocks here.
+    """
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    plugin = accelerator.state.fsdp_plugin
+    mesh = getattr(accelerator, "torch_device_mesh", None)
+    options = {
+        "mesh": mesh[tuple(accelerator.parallelism_config.fsdp_dim_names)] if mesh is not None else None,
+        "reshard_after_forward": True,
+        "mp_policy": plugin.mixed_precision_policy or MixedPrecisionPolicy(),  # the student's compute dtype
+        "offload_policy": plugin.cpu_offload,
+    }
+    blocks = [block for stack in teacher.modules() if isinstance(stack, nn.ModuleList) for block in stack]
+    for block in reversed(blocks):  # inner units before the ones that hold them
+        fully_shard(block, **options)
+    fully_shard(teacher, **options)
+    return teacher
 
 
 class TeacherSignals(NamedTuple):

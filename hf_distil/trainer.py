@@ -97,7 +97,11 @@ class DistillationTrainer(Trainer):
             kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), PushToHubCallback.from_arguments(args)]
         super().__init__(model=model, args=args, **kwargs)
         if self.hidden_projection is not None:
-            self.hidden_projection.place(self.args.device, self.accelerator.num_processes, self.is_deepspeed_enabled)
+            self.hidden_projection.place(
+                self.args.device,
+                self.accelerator.num_processes,
+                sharded=self.is_deepspeed_enabled or self.is_fsdp_enabled,
+            )
         self.teachers.prepare(self.accelerator)
         if args.cpu_keep_freed_memory and self.args.device.type == "cpu":
             keep_freed_memory()
@@ -159,12 +163,17 @@ class DistillationTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Trainer's save, plus: the run's settings (run_folder.py) and the width projection beside the student;
         no Hub token inside training_args.bin (a pickle of the arguments in every checkpoint); safetensors files
-        readable like the others (safetensors writes them 0600 whatever the umask)."""
+        readable like the others (safetensors writes them 0600 whatever the umask); a gathered state dict (FSDP,
+        ZeRO-3) without the copies of tied weights, as one process saves it."""
+        if state_dict is not None:
+            state_dict = _without_tied_copies(state_dict, self.accelerator.unwrap_model(self.model))
         token, self.args.hub_token = self.args.hub_token, None
         try:
             super()._save(output_dir, state_dict)
         finally:
             self.args.hub_token = token
+        if not self.args.should_save:  # under FSDP every process gets here (the weights were gathered from all)
+            return
         folder = Path(output_dir or self.args.output_dir)
         save_run_settings(folder, self.run_settings)
         if self.hidden_projection is not None:
@@ -425,3 +434,10 @@ def _check_tokenizers(model: PreTrainedModel, kwargs: dict[str, Any]) -> None:
     tokenizers = (kwargs.get("processing_class"), getattr(kwargs.get("data_collator"), "tokenizer", None))
     for tokenizer in {id(t): t for t in tokenizers if isinstance(t, PreTrainedTokenizerBase)}.values():
         check_vocabulary(tokenizer, model)
+
+
+def _without_tied_copies(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """FSDP2 gathers each weight by its name, so a tied one (the MLM decoder and the word embeddings) arrives as
+    two tensors, which save_pretrained (it finds ties by shared storage) would write twice. Keep the source."""
+    tied = getattr(model, "all_tied_weights_keys", None) or {}
+    return {k: v for k, v in state_dict.items() if not (k in tied and tied[k] in state_dict)}

@@ -223,7 +223,7 @@ def describe_hardware() -> str:
 def replica_checksums(trainer: DistillationTrainer) -> list[float]:
     """Sum of the student's weights on every process: replicas that drifted apart show at once.
 
-    (Under ZeRO-3 each process holds shards, so the sums differ by design.)
+    (Under ZeRO-3 and FSDP each process holds shards, so the sums differ by design.)
     """
     student = trainer.accelerator.unwrap_model(trainer.model)
     local = torch.tensor([sum(float(p.detach().double().sum()) for p in student.parameters())], dtype=torch.float64)
