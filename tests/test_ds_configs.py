@@ -61,3 +61,14 @@ def test_accelerate_yaml_loads(path):
 def test_cpu_config_starts_two_processes():
     config = load_config_from_file(str(CONFIGS / "cpu_2proc.yaml"))
     assert config.num_processes == 2 and config.use_cpu and config.distributed_type == "MULTI_GPU"
+
+
+def test_fsdp2_config_wraps_the_default_students_blocks_and_saves_a_whole_model(student):
+    """The layer class it names exists in the recipe's default (DistilBERT) student, and the saved student is one
+    full state dict (Trainer.save_model writes nothing under SHARDED_STATE_DICT)."""
+    from accelerate.utils.dataclasses import get_module_class_from_name
+
+    fsdp = load_config_from_file(str(CONFIGS / "fsdp2.yaml")).fsdp_config
+    assert fsdp["fsdp_version"] == 2 and fsdp["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+    layer = get_module_class_from_name(student, fsdp["fsdp_transformer_layer_cls_to_wrap"])
+    assert layer is not None and sum(isinstance(m, layer) for m in student.modules()) == student.config.n_layers
