@@ -155,6 +155,24 @@ def test_recipe_names_accelerates_deepspeed_config_file(assets, tmp_path):
 
 
 @pytest.mark.slow  # the recipe as a subprocess
+def test_recipe_refuses_fsdp_on_cpu_processes(assets, tmp_path):
+    """What `accelerate launch --config_file ds_configs/fsdp2.yaml` sets for a process on a machine without GPUs
+    (here one process, world of 1): Accelerate would drop FSDP and train with DDP, without a word."""
+    env = {
+        "ACCELERATE_USE_FSDP": "true",
+        "FSDP_VERSION": "2",
+        **{"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29517"},
+    }
+    done = run_recipe(assets, tmp_path, "--train_file", str(assets / "train.txt"), "--use_cpu", env=env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: the launch config asks for FSDP, which Accelerate runs on GPUs only (on CPU processes it would "
+        "silently train with DDP); launch with ds_configs/cpu_2proc.yaml here, ds_configs/fsdp2.yaml on GPUs."
+    )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow  # the recipe as a subprocess
 def test_recipe_clamps_max_seq_length_and_reads_a_grown_file_anew(assets, tmp_path):
     """Item 10: sequences longer than the 64 positions failed at step 1; item 3: the cache was keyed by path."""
     corpus = tmp_path / "corpus.txt"

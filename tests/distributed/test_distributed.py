@@ -1,6 +1,7 @@
-"""Real multi-process runs on CPU (gloo): DDP, DeepSpeed ZeRO-2 and ZeRO-3 each equal one process.
+"""Real multi-process runs on CPU (gloo): DDP, DeepSpeed ZeRO-2 and ZeRO-3, FSDP2 each equal one process.
 
 The first DeepSpeed run compiles its communication op (~1.5 min), cached under TORCH_EXTENSIONS_DIR.
+FSDP2 runs through fsdp_on_cpu.py: Accelerate picks FSDP only on GPUs (see there).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,11 +22,19 @@ SCRIPT = Path(__file__).with_name("tiny_run.py")
 pytestmark = pytest.mark.distributed
 
 
+def launcher(config: Path | None) -> list[str]:
+    """The command that starts a script: python for one process, else `accelerate launch` with `config`
+    (through fsdp_on_cpu.py for an FSDP config)."""
+    if config is None:
+        return [sys.executable]
+    accelerate = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file", str(config)]
+    fsdp = yaml.safe_load(config.read_text())["distributed_type"] == "FSDP"
+    return [*accelerate, *([str(Path(__file__).with_name("fsdp_on_cpu.py"))] if fsdp else [])]
+
+
 def launch(out: Path, config: Path | None, *script_args: str) -> None:
     out.mkdir(parents=True)
-    accelerate = Path(sys.executable).with_name("accelerate")
-    launcher = [sys.executable] if config is None else [str(accelerate), "launch", "--config_file", str(config)]
-    cmd = [*launcher, str(SCRIPT), str(out), *script_args]
+    cmd = [*launcher(config), str(SCRIPT), str(out), *script_args]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -45,6 +55,16 @@ def deepspeed_cpu_config(tmp_path: Path, stage: int) -> Path:
         "num_machines: 1\nnum_processes: 2\nmachine_rank: 0\nrdzv_backend: static\nsame_network: true\nuse_cpu: true\n"
     )
     return config
+
+
+def fsdp2_cpu_config(tmp_path: Path, reshard_after_forward: bool = True) -> Path:
+    """ds_configs/fsdp2.yaml on two CPU processes, in fp32 (bf16 autocast is slower than fp32 on these CPUs)."""
+    config = yaml.safe_load((ROOT / "ds_configs" / "fsdp2.yaml").read_text())
+    config.update(num_processes=2, use_cpu=True, mixed_precision="no")
+    config["fsdp_config"]["fsdp_reshard_after_forward"] = reshard_after_forward
+    path = tmp_path / "fsdp2_cpu.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +94,7 @@ def test_ddp_two_processes_equal_one(single, tmp_path):
     assert_same_run(single, tmp_path / "ddp")
     r0, r1 = ranks(tmp_path / "ddp")
     assert r0["checksum"] == r1["checksum"]  # identical replicas after the update
-    assert r0["teacher_local_numel"] == r0["teacher_numel"]  # each rank holds the whole teacher
+    assert r0["teacher_local_numel"] == r0["teacher_peak_local_numel"] == r0["teacher_numel"]  # the whole teacher
 
 
 def test_zero2_two_processes_equal_one(single, tmp_path):
@@ -92,6 +112,25 @@ def test_zero3_two_processes_equal_one_with_a_sharded_teacher(single, tmp_path):
         assert report["teacher_numel"] > 0 and report["teacher_local_numel"] == 0  # never whole on a rank
 
 
+@pytest.mark.parametrize("reshard_after_forward", [True, False], ids=["full_shard", "shard_grad_op"])
+def test_fsdp2_two_processes_equal_one_with_a_sharded_teacher(reshard_after_forward, single, tmp_path):
+    """The teacher is sharded whatever the student's reshard_after_forward: with False, a teacher sharded as
+    one unit with the student's setting (TRL's prepare_fsdp) would stay whole after its first forward."""
+    launch(tmp_path / "fsdp2", fsdp2_cpu_config(tmp_path, reshard_after_forward))
+    assert_same_run(single, tmp_path / "fsdp2")
+    r0, r1 = ranks(tmp_path / "fsdp2")
+    assert r0["checksum"] != r1["checksum"]  # each rank holds other shards of the student
+    # The teacher too: each rank holds a share of it (about half), together exactly one teacher; during a
+    # forward, its shards plus one layer and the embeddings and head, never the whole of it (here 0.66 of it:
+    # the tiny teacher's embeddings and head are a large part). It is neither trained nor in the optimizer.
+    numel = r0["teacher_numel"]
+    assert numel == r1["teacher_numel"] == r0["teacher_local_numel"] + r1["teacher_local_numel"]
+    for report in (r0, r1):
+        assert 0.4 < report["teacher_local_numel"] / numel < 0.6
+        assert report["teacher_local_numel"] < report["teacher_peak_local_numel"] < 0.8 * numel
+        assert not report["teacher_trained"]
+
+
 def test_ddp_trains_the_width_projection_like_one_process(tmp_path):
     """A half-width student: the projection outside the DDP model gets the same averaged update on both ranks."""
     launch(tmp_path / "one", None, "narrow")
@@ -102,3 +141,12 @@ def test_ddp_trains_the_width_projection_like_one_process(tmp_path):
     assert "loss_hidden_mse" in logged and float(logged["grad_norm"]) > 0.5  # the update was clipped
     r0, r1 = ranks(tmp_path / "ddp")
     assert r0["checksum"] == r1["checksum"]
+
+
+def test_fsdp2_refuses_the_width_projection_in_one_line(tmp_path):
+    """The projection lives outside the sharded student; under FSDP2 it is refused at construction."""
+    cmd = [*launcher(fsdp2_cpu_config(tmp_path)), str(SCRIPT), str(tmp_path / "out"), "narrow"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    assert "UsageError: a learned hidden-size projection is not supported under DeepSpeed or FSDP yet" in done.stderr

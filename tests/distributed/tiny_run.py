@@ -3,8 +3,8 @@
     python tests/distributed/tiny_run.py OUT [narrow]             # one process, batch 8 (narrow: a half-width student)
     accelerate launch --config_file ds_configs/cpu_2proc.yaml tests/distributed/tiny_run.py OUT   # 2 × 4
 
-Every rank writes a checksum of its student weights and the size of its teacher; rank 0 also
-writes the weights and the log.
+Every rank writes a checksum of its student weights and the size of its teacher (after training, and the most
+it held at once during a forward); rank 0 also writes the weights and the log.
 """
 
 from __future__ import annotations
@@ -103,6 +103,16 @@ def main(out: Path, narrow: bool) -> None:
     trainer = DistillationTrainer(
         model=student, teacher_model=teacher, args=args, train_dataset=fixed_batch(), data_collator=stack
     )
+    teacher_module = trainer.accelerator.unwrap_model(trainer.teacher)
+    peak = [0]  # the most teacher weights this rank held at once, measured as each teacher layer starts
+
+    def measure(*_: object) -> None:
+        peak[0] = max(peak[0], sum(_local(p).numel() for p in teacher_module.parameters()))
+
+    for layers in teacher_module.modules():
+        if isinstance(layers, nn.ModuleList):
+            for block in layers:
+                block.register_forward_pre_hook(measure)  # after the sharding engine's own hooks: layer gathered
     trainer.train()
     weights = trainer.accelerator.get_state_dict(trainer.model_wrapped)
     rank = trainer.args.process_index
@@ -112,18 +122,26 @@ def main(out: Path, narrow: bool) -> None:
         save_file({k: v.detach().clone() for k, v in weights.items()}, str(out / "student.safetensors"))
         (out / "log.json").write_text(json.dumps(trainer.state.log_history))
     local = trainer.accelerator.unwrap_model(trainer.model)
+    teacher_params = list(teacher_module.parameters())
+    optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     report = {
         "checksum": sum(
-            float(p.detach().double().sum())
+            float(_local(p).detach().double().sum())
             for p in [*local.parameters(), *(trainer.hidden_projection or nn.Linear(1, 1)).parameters()]
         ),
-        # Under ZeRO-3 a rank holds only shards: the local tensors of a partitioned model are empty.
-        "teacher_local_numel": sum(p.numel() for p in trainer.accelerator.unwrap_model(trainer.teacher).parameters()),
-        "teacher_numel": sum(
-            getattr(p, "ds_numel", p.numel()) for p in trainer.accelerator.unwrap_model(trainer.teacher).parameters()
-        ),
+        # Under ZeRO-3 a rank holds only shards: the local tensors of a partitioned model are empty; under FSDP2
+        # each parameter is a DTensor whose local tensor is this rank's shard.
+        "teacher_local_numel": sum(_local(p).numel() for p in teacher_params),
+        "teacher_numel": sum(getattr(p, "ds_numel", p.numel()) for p in teacher_params),
+        "teacher_peak_local_numel": peak[0],
+        "teacher_trained": any(p.requires_grad or p.grad is not None or id(p) in optimized for p in teacher_params),
     }
     (out / f"rank-{rank}.json").write_text(json.dumps(report))
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a tensor: the shard of an FSDP2 DTensor, the tensor itself otherwise."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Each launch config runs the recipe end to end, evaluation included, with the numbers of one process.
 
-Two CPU processes (gloo) under DDP, DeepSpeed ZeRO-2 and ZeRO-3. Under ZeRO-3 each process holds only
-shards of the teacher and the student, so the held-out evaluation (at each evaluation step and at the end)
-needs every process; it must still give one process's numbers. The DeepSpeed JSON is the recipe's own
-minus its optimizer and scheduler (as in tests/distributed: DeepSpeed's AdamW would compile a CPU op).
+Two CPU processes (gloo) under DDP, DeepSpeed ZeRO-2 and ZeRO-3, and FSDP2. Under ZeRO-3 and FSDP2 each process
+holds only shards of the teacher and the student, so the held-out evaluation (at each evaluation step and at the
+end) needs every process; it must still give one process's numbers. The DeepSpeed JSON is the recipe's own
+minus its optimizer and scheduler (as in tests/distributed: DeepSpeed's AdamW would compile a CPU op); FSDP2 is
+ds_configs/fsdp2.yaml on two CPU processes, run through tests/distributed/fsdp_on_cpu.py.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import WORDS, save_tiny_teacher
-from distributed.test_distributed import deepspeed_cpu_config  # tests/ is on sys.path (conftest.py)
+from distributed.test_distributed import deepspeed_cpu_config, fsdp2_cpu_config, launcher  # tests/ on sys.path
+from safetensors.torch import load_file
 from test_distil_bert import RECIPE, ROOT
+from transformers import AutoModelForMaskedLM
 
 pytestmark = [pytest.mark.recipe, pytest.mark.distributed]
 # Same updates in one and two processes: 16 sequences per update (GA 2 × 8, or 2 × 8), the same random
@@ -58,8 +62,7 @@ def assets(tmp_path_factory) -> Path:
 def run(assets: Path, out: Path, config: Path | None, *flags: str) -> Path:
     data = ["--teacher", str(assets / "teacher"), "--train_file", str(assets / "train.txt")]
     data += ["--data_cache_dir", str(assets / "cache"), "--output_dir", str(out)]
-    accelerate = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file", str(config)]
-    cmd = [*([sys.executable] if config is None else accelerate), str(RECIPE), *data, *FLAGS, *flags]
+    cmd = [*launcher(config), str(RECIPE), *data, *FLAGS, *flags]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -118,3 +121,31 @@ def test_zero3_evaluates_a_teacher_that_training_does_not_use(assets, one_proces
     """With L_ce and L_cos off the trainer leaves the teacher alone; under ZeRO-3 it is sharded all the same."""
     two = run(assets, tmp_path / "out", deepspeed_cpu_config(tmp_path, 3), *MLM_ONLY)
     assert_same_evaluation(one_process(*MLM_ONLY), two)
+
+
+def test_fsdp2_evaluates_saves_and_resumes_like_one_process(assets, one_process, tmp_path):
+    """FSDP2: one process's evaluations, the whole student saved as one model that loads, and a run resumed
+    from its step-2 checkpoint ends on the same weights as the uninterrupted run."""
+    config = fsdp2_cpu_config(tmp_path)
+    checkpoints = ("--save_strategy", "steps", "--save_steps", "2")
+    full = run(assets, tmp_path / "full", config, *checkpoints)
+    assert_same_evaluation(one_process(), full)
+    assert not [p.name for p in full.iterdir() if p.name.startswith(("pytorch_model", "model.safetensors.index"))]
+    saved, alone = load_file(str(full / "model.safetensors")), load_file(str(one_process() / "model.safetensors"))
+    assert set(saved) == set(alone)
+    for name in saved:
+        torch.testing.assert_close(saved[name], alone[name], rtol=0, atol=1e-5, msg=name)
+    loaded = AutoModelForMaskedLM.from_pretrained(full).state_dict()  # a plain model, every weight in place
+    assert all(torch.equal(loaded[name], saved[name]) for name in saved)
+
+    crashed = tmp_path / "crashed"
+    shutil.copytree(full, crashed)
+    shutil.rmtree(crashed / "checkpoint-4")  # as if the run had died after step 2's checkpoint
+    (crashed / "model.safetensors").unlink()
+    kept = (crashed / "checkpoint-2" / "optimizer.bin").stat().st_mtime_ns
+    run(assets, crashed, config, *checkpoints)
+    assert (crashed / "checkpoint-2" / "optimizer.bin").stat().st_mtime_ns == kept  # resumed, not trained afresh
+    resumed = load_file(str(crashed / "model.safetensors"))
+    for name in saved:
+        assert torch.equal(resumed[name], saved[name]), name
+    assert agreement_at_evaluations(crashed)[3:] == agreement_at_evaluations(full)[3:]  # the step-4 evaluation
