@@ -196,17 +196,11 @@ class DistillationArguments(TrainingArguments):
         # `accelerate launch` DeepSpeedPlugin reads ACCELERATE_DEEPSPEED_CONFIG_FILE) and fails without naming it.
         if isinstance(self.deepspeed, str):
             check_deepspeed_config(self.deepspeed, "--deepspeed")
-        elif not self.deepspeed and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in ("1", "true"):
+        elif not self.deepspeed and _env_flag("ACCELERATE_USE_DEEPSPEED"):
             check_deepspeed_config(os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none"), "deepspeed_config_file")
         super().__post_init__()
-        # Accelerate turns only accelerator processes into FSDP ones: processes on CPUs stay MULTI_CPU and drop the
-        # FSDP plugin (accelerate/state.py), so the run would be DDP while the launch config says FSDP.
-        fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
-        if fsdp and self.device.type == "cpu" and self.distributed_state.distributed_type == "MULTI_CPU":
-            raise UsageError(
-                "the launch config asks for FSDP, which Accelerate runs on GPUs only (on CPU processes it would "
-                "silently train with DDP); launch with ds_configs/cpu_2proc.yaml here, ds_configs/fsdp2.yaml on GPUs."
-            )
+        if _env_flag("ACCELERATE_USE_FSDP"):
+            check_fsdp_launch(self)
         validate_distillation_settings(self)
         # Fail now, in one line naming the flag, not at step 1.
         self.loss_schedules = _schedules_as_mapping(self.loss_schedules)
@@ -256,6 +250,26 @@ def parse_teacher_weights(weights: list[float] | str | None) -> list[float]:
     if not all(0 <= w < float("inf") for w in weights) or sum(weights) == 0:
         raise UsageError(f"--teacher_weights {shown!r}: weights must be finite, >= 0 and not all 0; {form}.")
     return weights
+
+
+def check_fsdp_launch(args: TrainingArguments) -> None:
+    """What an FSDP launch config (`accelerate launch` sets FSDP_* variables) asks that the run cannot do."""
+    if _env_flag("FSDP_CPU_RAM_EFFICIENT_LOADING"):
+        raise UsageError(
+            "fsdp_cpu_ram_efficient_loading: true has transformers load models on the first process only (the "
+            "others get empty weights), but each process shards its teacher from its own copy; set it to false."
+        )
+    # Accelerate turns only accelerator processes into FSDP ones: processes on CPUs stay MULTI_CPU and drop the
+    # FSDP plugin (accelerate/state.py), so the run would be DDP while the launch config says FSDP.
+    if args.device.type == "cpu" and args.distributed_state.distributed_type == "MULTI_CPU":
+        raise UsageError(
+            "the launch config asks for FSDP, which Accelerate runs on GPUs only (on CPU processes it would "
+            "silently train with DDP); launch with ds_configs/cpu_2proc.yaml here, ds_configs/fsdp2.yaml on GPUs."
+        )
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "false").lower() in ("1", "true", "yes")
 
 
 def check_deepspeed_config(value: str, flag: str) -> None:

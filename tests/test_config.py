@@ -5,6 +5,7 @@ import pytest
 from transformers import HfArgumentParser, TrainingArguments
 
 from hf_distil import DistillationArguments
+from hf_distil.errors import UsageError
 
 
 def make(**kwargs) -> DistillationArguments:
@@ -143,3 +144,13 @@ def test_layer_settings_built_in_python_take_lists_and_pairs():
         make(intermediate_layers=["1:2", "3"])
     with pytest.raises(ValueError, match=r"--student_layers '2 1' repeats or reorders layers"):
         ModelArguments(student_layers=[2, 1])
+
+
+def test_an_fsdp_launch_that_loads_weights_on_one_process_only_is_refused(monkeypatch):
+    """What `accelerate launch` sets for `fsdp_cpu_ram_efficient_loading: true` (TRL's example FSDP2 config)."""
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "true")
+    with pytest.raises(UsageError, match=r"^fsdp_cpu_ram_efficient_loading: true has transformers load models on"):
+        make(use_cpu=True)
+    monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "false")
+    assert make(use_cpu=True).use_cpu  # one process without a launcher: nothing to refuse
