@@ -117,9 +117,11 @@ def test_two_processes_evaluate_like_one(launch, assets, one_process, tmp_path):
     assert_same_evaluation(one_process(), run(assets, tmp_path / "out", config))
 
 
-def test_zero3_evaluates_a_teacher_that_training_does_not_use(assets, one_process, tmp_path):
-    """With L_ce and L_cos off the trainer leaves the teacher alone; under ZeRO-3 it is sharded all the same."""
-    two = run(assets, tmp_path / "out", deepspeed_cpu_config(tmp_path, 3), *MLM_ONLY)
+@pytest.mark.parametrize("launch", ["zero3", "fsdp2"])
+def test_sharded_launch_evaluates_a_teacher_that_training_does_not_use(launch, assets, one_process, tmp_path):
+    """With L_ce and L_cos off the trainer leaves the teacher alone; under ZeRO-3 or FSDP2 still sharded."""
+    config = deepspeed_cpu_config(tmp_path, 3) if launch == "zero3" else fsdp2_cpu_config(tmp_path)
+    two = run(assets, tmp_path / "out", config, *MLM_ONLY)
     assert_same_evaluation(one_process(*MLM_ONLY), two)
 
 
