@@ -38,7 +38,8 @@ def loss_weights(args: TrainingArguments, scheduled: dict[str, float] | None = N
 class DistillationArguments(TrainingArguments):
     """TrainingArguments plus the distillation settings of DistilBERT (Sanh et al. 2019).
 
-    > Parameters that control the loss: `temperature`, `alpha_*`, `intermediate_layers`, `restrict_ce_to_mask`.
+    > Parameters that control the loss: `temperature`, `alpha_*`, `intermediate_layers`, `relation_*`,
+      `restrict_ce_to_mask`.
     > Parameters that control dynamic masking: `mlm_probability`, `mask_replace_prob`,
       `random_replace_prob`, `mlm_smoothing`, `whole_word_masking`.
 
@@ -104,6 +105,28 @@ class DistillationArguments(TrainingArguments):
     alpha_pkd: float = field(
         default=0.0,
         metadata={"help": "Weight of BERT-PKD's loss: MSE of L2-normalised [CLS] states of the mapped layers."},
+    )
+    alpha_relation: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of MiniLMv2's self-attention relation loss: KL(teacher ‖ student) of the query-query, "
+            "key-key and value-value relations of relation_teacher_layer and the student's last layer, averaged "
+            "over the three, the relation heads and the real tokens (widths and head counts may differ)."
+        },
+    )
+    relation_heads: int | None = field(
+        default=None,
+        metadata={
+            "help": "Relation heads A_r of alpha_relation: Q, K and V are split anew into A_r heads of hidden/A_r "
+            "units on each side, so A_r must divide both hidden sizes; default the teacher's attention heads."
+        },
+    )
+    relation_teacher_layer: int = field(
+        default=-1,
+        metadata={
+            "help": "Teacher layer whose relations alpha_relation distils, 1-based; negative counts from the end "
+            "(-1, the default, is the last; MiniLMv2 takes an upper-middle layer of large teachers, e.g. -4)."
+        },
     )
     intermediate_layers: list[list[int]] | str | None = field(
         default="tinybert",
@@ -446,6 +469,13 @@ def validate_distillation_settings(args: DistillationArguments) -> None:
     check_masking_settings(
         args.mlm_probability, args.mask_replace_prob, args.random_replace_prob, args.mlm_smoothing, mlm=masked
     )
+    if args.relation_heads is not None and args.relation_heads < 1:
+        raise UsageError(f"relation_heads must be >= 1, got {args.relation_heads}; omit it for the teacher's heads.")
+    if args.relation_teacher_layer == 0:
+        raise UsageError(
+            "relation_teacher_layer 0 is the embedding output, which has no attention; pass a layer from 1, "
+            "or -1 for the last."
+        )
     if args.attention_maps not in ("probabilities", "scores"):
         raise UsageError(f"attention_maps must be 'probabilities' or 'scores', got {args.attention_maps!r}.")
 

@@ -72,6 +72,7 @@ class LMOutputs(NamedTuple):
     hidden_states: tuple[torch.Tensor, ...] | None  # embeddings + every layer, when asked for
     attentions: tuple[torch.Tensor, ...] | None  # (B, heads, L, L) per layer, when asked for
     scores: dict[int, torch.Tensor] | None = None  # (B, heads, L, L) pre-softmax, for the layers asked for (1-based)
+    qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # one layer's Q, K, V, each (B, L, H)
 
     @property
     def attention_by_layer(self) -> dict[int, torch.Tensor]:
@@ -87,6 +88,7 @@ def hidden_and_row_logits(
     all_hidden_states: bool = False,
     attentions: bool = False,
     score_layers: list[int] | None = None,
+    qkv_layer: int | None = None,
 ) -> LMOutputs:
     """Run `model`, with the LM head only at `rows` (B, L) bool when `split`.
 
@@ -94,12 +96,18 @@ def hidden_and_row_logits(
     split=False runs the model's own forward and selects rows from its full logits (needed when the model
     is wrapped by DDP or DeepSpeed, whose gradient hooks expect their own forward call).
     all_hidden_states / attentions also return every layer's output / attention probabilities;
-    score_layers, the pre-softmax attention scores of those layers (see `capture_attention_scores`).
+    score_layers, the pre-softmax attention scores of those layers (see `capture_attention_scores`);
+    qkv_layer, that layer's query, key and value projections (1-based, see `capture_projections`).
     """
-    if score_layers:
-        with capture_attention_scores(model, score_layers) as scores:
+    if score_layers or qkv_layer:
+        layers = sorted({*(score_layers or ()), *([qkv_layer] if qkv_layer else ())})
+        with capture_projections(model, layers) as projections:
             outputs = hidden_and_row_logits(model, inputs, rows, split, all_hidden_states, attentions)
-        return outputs._replace(scores=scores())
+        kept, heads = projections(), attention_heads(model)
+        return outputs._replace(
+            scores={i: attention_scores(*kept[i][:2], heads) for i in score_layers} if score_layers else None,
+            qkv=kept[qkv_layer] if qkv_layer else None,
+        )
     extra = {"output_hidden_states": True} if all_hidden_states else {}
     if attentions:
         extra["output_attentions"] = True
@@ -120,16 +128,59 @@ def hidden_and_row_logits(
     )
 
 
-# model_type → (layer list under the base model, query projection, key projection) inside a layer.
-_QUERY_KEY: dict[str, tuple[str, str, str]] = {
-    "bert": ("encoder.layer", "attention.self.query", "attention.self.key"),
-    "roberta": ("encoder.layer", "attention.self.query", "attention.self.key"),
-    "distilbert": ("transformer.layer", "attention.q_lin", "attention.k_lin"),
+# model_type → (layer list under the base model, (query, key, value) projections inside a layer).
+_PROJECTIONS: dict[str, tuple[str, tuple[str, str, str]]] = {
+    "bert": ("encoder.layer", ("attention.self.query", "attention.self.key", "attention.self.value")),
+    "roberta": ("encoder.layer", ("attention.self.query", "attention.self.key", "attention.self.value")),
+    "distilbert": ("transformer.layer", ("attention.q_lin", "attention.k_lin", "attention.v_lin")),
 }
 
 
 def has_attention_scores(model: nn.Module) -> bool:
-    return getattr(getattr(getattr(model, "module", model), "config", None), "model_type", None) in _QUERY_KEY
+    """Whether the hooks below know where the model's query, key and value projections are (BERT, RoBERTa,
+    DistilBERT)."""
+    return getattr(getattr(getattr(model, "module", model), "config", None), "model_type", None) in _PROJECTIONS
+
+
+def attention_heads(model: nn.Module) -> int:
+    config = getattr(model, "module", model).config
+    return getattr(config, "n_heads", None) or config.num_attention_heads
+
+
+@contextlib.contextmanager
+def capture_projections(
+    model: nn.Module, layers: list[int]
+) -> Iterator[Callable[[], dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]]:
+    """Within the block, a forward of `model` keeps the outputs of the query, key and value projections of
+    `layers` (1-based); the yielded function returns {layer: (Q, K, V)}, each (B, L, heads × head size).
+
+    Forward hooks read them from the model's own pass: no recomputation, whatever the attention
+    implementation (eager, SDPA), and gradients flow through the same graph as the layer's.
+    """
+    inner = getattr(model, "module", model)
+    layer_list, names = _PROJECTIONS[inner.config.model_type]
+    blocks = inner.base_model.get_submodule(layer_list)
+    kept: dict[tuple[int, int], torch.Tensor] = {}
+    handles = [
+        blocks[i - 1]
+        .get_submodule(name)
+        .register_forward_hook(lambda _m, _a, out, at=(i, which): kept.__setitem__(at, out))
+        for i in layers
+        for which, name in enumerate(names)
+    ]
+    try:
+        yield lambda: {i: (kept[(i, 0)], kept[(i, 1)], kept[(i, 2)]) for i in layers}
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def attention_scores(query: torch.Tensor, key: torch.Tensor, heads: int) -> torch.Tensor:
+    """Pre-softmax scores QKᵀ/√d, (B, heads, L, L), from projections (B, L, heads × d); padding not masked."""
+    batch, length, width = query.shape
+    q = query.view(batch, length, heads, width // heads).transpose(1, 2)
+    k = key.view(batch, length, heads, width // heads).transpose(1, 2)
+    return q @ k.transpose(-1, -2) * (width // heads) ** -0.5
 
 
 @contextlib.contextmanager
@@ -137,35 +188,9 @@ def capture_attention_scores(model: nn.Module, layers: list[int]) -> Iterator[Ca
     """Within the block, a forward of `model` keeps the query and key projections of `layers` (1-based);
     the yielded function turns them into pre-softmax scores QKᵀ/√d, (B, heads, L, L), padding not masked.
 
-    No attention implementation returns scores (eager returns probabilities, SDPA nothing). Forward hooks
-    on the query and key projections read them from the model's own pass: no recomputation, and the
-    gradients flow through the same graph as the layer's.
+    No attention implementation returns scores (eager returns probabilities, SDPA nothing): they are
+    rebuilt from the projections that `capture_projections` reads from the model's own pass.
     """
-    inner = getattr(model, "module", model)
-    layer_list, query, key = _QUERY_KEY[inner.config.model_type]
-    blocks = inner.base_model.get_submodule(layer_list)
-    heads = getattr(inner.config, "n_heads", None) or inner.config.num_attention_heads
-    kept: dict[tuple[int, int], torch.Tensor] = {}
-    handles = [
-        blocks[i - 1]
-        .get_submodule(name)
-        .register_forward_hook(lambda _m, _a, out, at=(i, which): kept.__setitem__(at, out))
-        for i in layers
-        for which, name in enumerate((query, key))
-    ]
-
-    def scores() -> dict[int, torch.Tensor]:
-        result = {}
-        for i in layers:
-            q, k = kept[(i, 0)], kept[(i, 1)]
-            batch, length, width = q.shape
-            q = q.view(batch, length, heads, width // heads).transpose(1, 2)
-            k = k.view(batch, length, heads, width // heads).transpose(1, 2)
-            result[i] = q @ k.transpose(-1, -2) * (width // heads) ** -0.5
-        return result
-
-    try:
-        yield scores
-    finally:
-        for handle in handles:
-            handle.remove()
+    heads = attention_heads(model)
+    with capture_projections(model, layers) as projections:
+        yield lambda: {i: attention_scores(q, k, heads) for i, (q, k, _) in projections().items()}

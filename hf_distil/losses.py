@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .fused_losses import IGNORE_INDEX, _upcast, logit_terms
+from .relation import relation_kl
 
 
 class LossTerm(NamedTuple):
@@ -46,6 +47,7 @@ LOSS_TERMS = (
     LossTerm("hidden_mse", True, "tokens", "hidden-state MSE (TinyBERT)"),
     LossTerm("attention_mse", True, "pairs", "attention MSE (TinyBERT)"),
     LossTerm("pkd", True, "sequences", "[CLS] patient distillation (BERT-PKD)"),
+    LossTerm("relation", True, "tokens", "self-attention relations (MiniLMv2)"),
 )
 # Denominators over the accumulated batch: masked (labelled) tokens, non-pad tokens, rows of the logit terms,
 # real (query, key) pairs, sequences.
@@ -270,6 +272,7 @@ def distillation_loss(
     layers: Mapping[str, object] | None = None,
     causal_logits: torch.Tensor | None = None,
     causal_labels: torch.Tensor | None = None,
+    relation: Mapping[str, object] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted sum of the terms whose weight is > 0; returns (total, {term name: unweighted value}).
 
@@ -279,6 +282,7 @@ def distillation_loss(
     teacher_logits for "ce". layers: the keyword arguments of `layer_terms` but weights and counts.
     causal_logits (B, L, V) / causal_labels (B, L): what "clm" reads when the logit terms read selected rows
     (a causal student distilled from a teacher); default student_logits / labels.
+    relation: {"student_qkv", "teacher_qkv", "heads"}, the arguments of `relation.relation_kl` for "relation".
     """
     counts = num_items or {}
     terms: dict[str, torch.Tensor] = {}
@@ -303,6 +307,10 @@ def distillation_loss(
     if weights.get("clm", 0) > 0:
         logits = student_logits if causal_logits is None else causal_logits
         terms["clm"] = clm_loss(logits, labels if causal_labels is None else causal_labels, counts.get("mlm"))
+    if weights.get("relation", 0) > 0:
+        terms["relation"] = relation_kl(
+            relation["student_qkv"], relation["teacher_qkv"], attention_mask, relation["heads"], counts.get("tokens")
+        )
     if layers:
         terms.update(layer_terms(weights, attention_mask=attention_mask, num_items=counts, **layers))
     total = sum(weights[name] * value for name, value in terms.items())

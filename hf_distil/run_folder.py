@@ -38,6 +38,8 @@ LOSS_SETTINGS = (
     "restrict_ce_to_mask",
     "intermediate_layers",
     "attention_maps",
+    "relation_heads",
+    "relation_teacher_layer",
     "teacher_weights",
     "loss_schedules",
     "mlm_probability",

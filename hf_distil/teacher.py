@@ -206,6 +206,7 @@ class TeacherSignals(NamedTuple):
     topk: tuple[torch.Tensor, torch.Tensor] | None  # cached (ids, values), (N, k), in place of row_logits
     states: tuple[torch.Tensor, ...] | None  # embeddings + every layer of the first teacher
     attention: dict[int, torch.Tensor] | None  # {layer (1-based): maps or pre-softmax scores}
+    qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # one layer's Q, K, V (relation term)
 
 
 class Teachers:
@@ -278,11 +279,12 @@ class Teachers:
         states: bool = False,
         maps: bool = False,
         score_layers: list[int] | None = None,
+        qkv_layer: int | None = None,
         temperature: float = 1.0,
         cache: dict[str, torch.Tensor] | None = None,
     ) -> TeacherSignals:
         """Run the teacher(s) for what is asked: `logits` at `rows` (B, L) bool, the last `hidden` state, every
-        layer's `states`, attention `maps` or the pre-softmax scores of `score_layers`."""
+        layer's `states`, attention `maps`, the pre-softmax scores of `score_layers` or `qkv_layer`'s Q, K, V."""
         topk = None
         if cache:
             ids, values = cache[CACHE_COLUMNS[0]], cache[CACHE_COLUMNS[1]]
@@ -293,14 +295,14 @@ class Teachers:
                 )
             topk = (ids, values)
         live_logits = logits and topk is None
-        if not self.models or not (live_logits or hidden or states or maps or score_layers):
+        if not self.models or not (live_logits or hidden or states or maps or score_layers or qkv_layer):
             return TeacherSignals(None, None, topk, None, None)
-        first = self._run(self.first, inputs, rows, states, maps, score_layers)
+        first = self._run(self.first, inputs, rows, states, maps, score_layers, qkv_layer)
         row_logits = first.row_logits if live_logits else None
         if live_logits and len(self.models) > 1:
             others = [self._run(model, inputs, rows).row_logits for model in self.models[1:]]
             row_logits = mix_teacher_logits([row_logits, *others], self.weights, temperature)
-        return TeacherSignals(first.hidden, row_logits, topk, first.hidden_states, first.attention_by_layer)
+        return TeacherSignals(first.hidden, row_logits, topk, first.hidden_states, first.attention_by_layer, first.qkv)
 
     def _run(self, model: Any, inputs: dict[str, torch.Tensor], rows: torch.Tensor, *options: Any) -> heads.LMOutputs:
         split = heads.can_split(self.accelerator.unwrap_model(model))

@@ -26,6 +26,7 @@ from .errors import UsageError
 from .layer_map import plan_layers
 from .losses import COUNTS, IGNORE_INDEX, LOGIT_TERMS, distillation_loss
 from .projection import HiddenProjection
+from .relation import RelationPlan, plan_relation
 from .run_folder import (
     check_checkpoint,
     readable_like_other_files,
@@ -47,6 +48,8 @@ class _Needs(NamedTuple):
     maps: bool  # attention probabilities (eager attention)
     student_scores: list[int] | None  # layers whose pre-softmax scores are read, student side
     teacher_scores: list[int] | None
+    student_qkv: int | None  # the layer whose Q, K, V the relation term reads, student side
+    teacher_qkv: int | None
     causal: bool  # a causal student: full logits, next-token labels
 
 
@@ -92,6 +95,9 @@ class DistillationTrainer(Trainer):
             m.set_attn_implementation("eager")
         self.layer_pairs = plan.pairs
         self.hidden_projection = HiddenProjection.between(model, teacher) if plan.pairs else None
+        self.relation: RelationPlan | None = None
+        if teacher is not None and (weights["relation"] > 0 or "alpha_relation" in args.loss_schedules):
+            self.relation = plan_relation(model, teacher, args.relation_heads, args.relation_teacher_layer)
         meet_raw_text(model, args, kwargs)
         if args.push_to_hub:  # checkpoints go up through our callback: Trainer's own push uploads pickles
             kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), PushToHubCallback.from_arguments(args)]
@@ -311,7 +317,14 @@ class DistillationTrainer(Trainer):
         rows = self._selected_rows(labels, mask)
         needs = self._needs()
         student = heads.hidden_and_row_logits(
-            model, inputs, rows, self._splits(model, needs.causal), needs.states, needs.maps, needs.student_scores
+            model,
+            inputs,
+            rows,
+            self._splits(model, needs.causal),
+            needs.states,
+            needs.maps,
+            needs.student_scores,
+            needs.student_qkv,
         )
         teacher = self.teachers.signals(
             inputs,
@@ -321,6 +334,7 @@ class DistillationTrainer(Trainer):
             states=needs.states,
             maps=needs.maps,
             score_layers=needs.teacher_scores,
+            qkv_layer=needs.teacher_qkv,
             temperature=self.temperature,
             cache=cache,
         )
@@ -339,6 +353,7 @@ class DistillationTrainer(Trainer):
                 temperature=self.temperature,
                 num_items=num_items_in_batch,
                 layers=self._layer_inputs(student, teacher),
+                relation=self._relation_inputs(student, teacher),
             )
         if num_items_in_batch is not None and self._gathers_counts:
             # Terms are shares of the global batch; DDP averages gradients over processes, so undo that mean.
@@ -352,6 +367,7 @@ class DistillationTrainer(Trainer):
         weights = self.weights
         attention, scores = weights["attention_mse"] > 0, self.args.attention_maps == "scores"
         pairs = self._attention_pairs if attention and scores else []
+        relation = self.relation if weights["relation"] > 0 else None
         return _Needs(
             logits=any(weights[t] > 0 for t in LOGIT_TERMS),
             hidden=weights["cos"] > 0,
@@ -359,6 +375,8 @@ class DistillationTrainer(Trainer):
             maps=attention and not scores,
             student_scores=[i for i, _ in pairs] or None,
             teacher_scores=[j for _, j in pairs] or None,
+            student_qkv=relation.student_layer if relation else None,
+            teacher_qkv=relation.teacher_layer if relation else None,
             causal=weights["clm"] > 0,
         )
 
@@ -379,6 +397,12 @@ class DistillationTrainer(Trainer):
             "student_attention": student.attention_by_layer,
             "teacher_attention": teacher.attention,
         }
+
+    def _relation_inputs(self, student: heads.LMOutputs, teacher: TeacherSignals) -> dict[str, Any] | None:
+        """The relation term's part of the loss (relation.relation_kl), when it is on this step."""
+        if student.qkv is None:
+            return None
+        return {"student_qkv": student.qkv, "teacher_qkv": teacher.qkv, "heads": self.relation.heads}
 
     def prediction_step(
         self,

@@ -8,7 +8,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast, DistilBertConfig, DistilBertForMaskedLM
 
 from hf_distil import (
     DataCollatorForDistillation,
@@ -76,6 +76,24 @@ def tiny_bert_config(vocab_size: int, layers: int = 4, hidden: int = 32, dropout
         hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=dropout,
     )
+
+
+def tiny_distilbert(vocab_size: int, dim: int = 16, heads: int = 2, layers: int = 2) -> DistilBertForMaskedLM:
+    """A randomly initialised DistilBERT student, narrower than the tiny teacher by default."""
+    config = DistilBertConfig(
+        vocab_size=vocab_size, dim=dim, n_layers=layers, n_heads=heads, hidden_dim=2 * dim, max_position_embeddings=64
+    )
+    return DistilBertForMaskedLM(config)
+
+
+def sharpen_attention(teacher: BertForMaskedLM, factor: float = 20.0) -> BertForMaskedLM:
+    """Scale every layer's Q/K/V projections: at random initialisation attention and relations are near-uniform,
+    which leaves the attention terms nothing to teach."""
+    with torch.no_grad():
+        for layer in teacher.bert.encoder.layer:
+            for linear in (layer.attention.self.query, layer.attention.self.key, layer.attention.self.value):
+                linear.weight.mul_(factor)
+    return teacher
 
 
 def save_tiny_teacher(folder, dropout: float = 0.0):

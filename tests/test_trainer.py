@@ -7,7 +7,7 @@ import copy
 import datasets
 import pytest
 import torch
-from conftest import make_trainer, one_sgd_step, tiny_bert_config
+from conftest import make_trainer, one_sgd_step, sharpen_attention, tiny_bert_config
 from safetensors.torch import load_file
 from torch import nn
 from transformers import DistilBertConfig, DistilBertForMaskedLM
@@ -102,6 +102,15 @@ def stack(features):
     return {k: torch.tensor([f[k] for f in features]) for k in features[0]}
 
 
+def assert_same_update(big: nn.Module, acc: nn.Module, base: nn.Module) -> None:
+    """Both students took the same step from `base`, and a real one."""
+    moved = 0.0
+    for (name, p_big), p_acc, p0 in zip(big.named_parameters(), acc.parameters(), base.parameters()):
+        torch.testing.assert_close(p_acc, p_big, rtol=1e-4, atol=1e-6, msg=name)
+        moved = max(moved, (p_big - p0).abs().max().item())
+    assert moved > 1e-3  # the step really changed the weights
+
+
 INTERMEDIATE = {"alpha_hidden_mse": 1.0, "alpha_attention_mse": 3.0, "alpha_pkd": 0.5}
 
 
@@ -115,11 +124,26 @@ def test_accumulation_equals_one_large_batch(tmp_path, teacher, tokenizer, texts
     keys = ["loss", "loss_ce", "loss_mlm", "loss_cos"] + [f"loss_{k.removeprefix('alpha_')}" for k in extra]
     for key in keys:
         assert acc_log[key] == pytest.approx(big_log[key], rel=1e-5, abs=1e-9), key
-    moved = 0.0
-    for (name, p_big), p_acc, p0 in zip(big.named_parameters(), acc.parameters(), base.parameters()):
-        torch.testing.assert_close(p_acc, p_big, rtol=1e-4, atol=1e-6, msg=name)
-        moved = max(moved, (p_big - p0).abs().max().item())
-    assert moved > 1e-3  # the step really changed the weights
+    assert_same_update(big, acc, base)
+
+
+@pytest.mark.parametrize("triple", [False, True], ids=["relation_alone", "relation_and_triple"])
+def test_relation_term_accumulates_like_one_large_batch(tmp_path, teacher, tokenizer, texts, triple):
+    """GA 2 × 4 = GA 1 × 8 for MiniLMv2's term: averaged over the real queries of the whole accumulated batch."""
+    data = premasked(tokenizer, texts)
+    base = init_student_from_teacher(sharpen_attention(teacher), layers=[0, 3])
+    with torch.no_grad():  # a student whose relations differ from those of the teacher's last layer
+        base.distilbert.transformer.layer[1].attention.q_lin.weight.mul_(0.1)
+    weights = {"alpha_relation": 2.0, "relation_heads": 8} | (
+        {} if triple else {"alpha_ce": 0, "alpha_mlm": 0, "alpha_cos": 0}
+    )
+    big, acc = copy.deepcopy(base), copy.deepcopy(base)
+    big_log = one_sgd_step(tmp_path / "a", big, teacher, data, stack, batch=8, accumulation=1, **weights)
+    acc_log = one_sgd_step(tmp_path / "b", acc, teacher, data, stack, batch=4, accumulation=2, **weights)
+    assert big_log["loss_relation"] > 1e-2
+    for key in [k for k in big_log if k.startswith("loss")]:
+        assert acc_log[key] == pytest.approx(big_log[key], rel=1e-5), key
+    assert_same_update(big, acc, base)
 
 
 @pytest.mark.slow
