@@ -170,18 +170,28 @@ def test_ablation_runs_every_variant(assets, tmp_path):
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     table = json.loads((tmp_path / "abl" / "ablation.json").read_text())
-    assert list(table) == ["triple loss", "no L_cos", "no L_mlm", "L_ce alone", "random init"]
-    alphas = {
-        "triple loss": (2.0, 1.0),
-        "no L_cos": (2.0, 0.0),
-        "no L_mlm": (0.0, 1.0),
-        "L_ce alone": (0.0, 0.0),
-        "random init": (2.0, 1.0),
+    assert list(table) == [
+        "triple loss",
+        "no L_cos",
+        "no L_mlm",
+        "L_ce alone",
+        "random init",
+        "with L_relation",
+        "L_relation alone",
+    ]
+    alphas = {  # (alpha_ce, alpha_mlm, alpha_cos, alpha_relation)
+        "triple loss": (5.0, 2.0, 1.0, 0.0),
+        "no L_cos": (5.0, 2.0, 0.0, 0.0),
+        "no L_mlm": (5.0, 0.0, 1.0, 0.0),
+        "L_ce alone": (5.0, 0.0, 0.0, 0.0),
+        "random init": (5.0, 2.0, 1.0, 0.0),
+        "with L_relation": (5.0, 2.0, 1.0, 5.0),
+        "L_relation alone": (0.0, 0.0, 0.0, 1.0),
     }
     for name, row in table.items():  # each variant ran with its own flags, and the table reads its own results
         folder = tmp_path / "abl" / name.replace(" ", "_")
         settings = json.loads((folder / "training_args.json").read_text())
-        assert (settings["alpha_mlm"], settings["alpha_cos"]) == alphas[name], name
+        assert tuple(settings[f"alpha_{k}"] for k in ("ce", "mlm", "cos", "relation")) == alphas[name], name
         assert json.loads((folder / "distillation_settings.json").read_text())["random_init_student"] is (
             name == "random init"
         )
