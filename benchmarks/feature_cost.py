@@ -36,6 +36,7 @@ VARIANTS = {
     "attention_mse": {"alpha_attention_mse": 1.0},
     "attention_mse_scores": {"alpha_attention_mse": 1.0, "attention_maps": "scores"},
     "pkd": {"alpha_pkd": 1.0, "intermediate_layers": "pkd_skip"},
+    "relation": {"alpha_relation": 1.0},
     "two_teachers": {},
     "loss_schedules": {"loss_schedules": "temperature=4:1:cosine"},
     "triple_loss_no_cos": {"alpha_cos": 0.0},

@@ -78,6 +78,7 @@ def test_feature_cost_reports_a_ratio_per_feature():
         "attention_mse",
         "attention_mse_scores",
         "pkd",
+        "relation",
         "two_teachers",
         "loss_schedules",
         "cached_teacher",
