@@ -110,6 +110,11 @@ RECIPE_CASES = {
         ["--train_file", "{a}/train.txt", "--deepspeed", "{a}/bad_ds.json"],
         ["--deepspeed {a}/bad_ds.json is not valid JSON", "line 1 column 35"],
     ),
+    # relation heads that do not divide both widths (MiniLMv2's term), found when the trainer is built
+    "relation_heads": (
+        ["--train_file", "{a}/train.txt", "--alpha_relation", "1", "--relation_heads", "5"],
+        ["relation_heads 5 must divide both hidden sizes, student 32 and teacher 32; pick a divisor of 32"],
+    ),
     # item 13: malformed list flags, named with their value and the expected form
     "teacher_weights": (
         ["--train_file", "{a}/train.txt", "--teacher_weights", "a,b"],
@@ -132,7 +137,7 @@ def test_recipe_refuses_in_one_line_and_leaves_the_disk_alone(assets, tmp_path, 
     assert last.startswith("error: ") and all(e.format(a=assets) in last for e in expected), last
     assert "Traceback" not in done.stderr
     assert snapshot(out) == before
-    if case != "tokenizer_bigger_than_student":  # the only case found after the corpus is (rightly) cached
+    if case not in ("tokenizer_bigger_than_student", "relation_heads"):  # found once the corpus is cached
         assert not cache.exists() or not any(cache.iterdir())
 
 
