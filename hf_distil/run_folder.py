@@ -8,6 +8,7 @@ finished model, and a folder holding someone else's model (the teacher's, above 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ from transformers import PreTrainedModel, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from transformers.utils import logging
 
-from .config import LOSS_WEIGHTS
+from .config import LOSS_WEIGHTS, DistillationArguments
 from .errors import UsageError
 from .student import PROVENANCE_KEY
 
@@ -64,6 +65,11 @@ def run_settings(
         "student_config": _config_digest(student),
         "train_data": _data_digest(train_dataset),
     }
+
+
+def _loss_defaults() -> dict:
+    fields = {f.name: f for f in dataclasses.fields(DistillationArguments)}
+    return _as_json({name: fields[name].default for name in LOSS_SETTINGS if name in fields})
 
 
 def save_run_settings(folder: str | Path, settings: dict) -> None:
@@ -144,6 +150,9 @@ def check_checkpoint(checkpoint: str | Path, settings: dict) -> None:
 
 def _refuse_other_settings(what: str, recorded: dict, settings: dict) -> None:
     settings = _as_json(settings)  # as it would read back from the file (tuples become lists, ...)
+    # A setting newer than the recorded file (e.g. alpha_relation) matches while this run leaves it at its default:
+    # the older run trained as the default does.
+    recorded = {**{k: v for k, v in _loss_defaults().items() if k not in recorded}, **recorded}
     changed = [k for k in sorted(set(recorded) | set(settings)) if recorded.get(k) != settings.get(k)]
     if changed:
         shown = ", ".join(f"{k} {_short(recorded.get(k))} → {_short(settings.get(k))}" for k in changed[:6])

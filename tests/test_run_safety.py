@@ -179,6 +179,20 @@ def test_resume_through_the_api_checks_the_settings_and_the_data(tmp_path, teach
     with pytest.raises(UsageError, match=r"other settings \(train_data "):
         trainer(dataset.select(range(32))).train(resume_from_checkpoint=True)
     trainer(dataset).train(resume_from_checkpoint=True)  # the same settings and data resume
+    # A checkpoint from before the relation settings existed resumes while they stay at their defaults.
+    settings_file = Path(checkpoint, RUN_SETTINGS_FILE)
+    recorded = json.loads(settings_file.read_text())
+    assert (recorded["alpha_relation"], recorded["relation_heads"], recorded["relation_teacher_layer"]) == (
+        0.0,
+        None,
+        -1,
+    )
+    for key in ("alpha_relation", "relation_heads", "relation_teacher_layer"):
+        del recorded[key]
+    settings_file.write_text(json.dumps(recorded))
+    trainer(dataset).train(resume_from_checkpoint=checkpoint)
+    with pytest.raises(UsageError, match=r"other settings \(alpha_relation 0.0 → 1.0\)"):
+        trainer(dataset, alpha_relation=1.0).train(resume_from_checkpoint=checkpoint)
 
 
 # ---- 4, 8. teachers that cannot teach, and teachers that cannot be found ----
