@@ -143,6 +143,7 @@ def has_attention_scores(model: nn.Module) -> bool:
 
 
 def attention_heads(model: nn.Module) -> int:
+    """The model's attention heads (DistilBERT's config calls them n_heads), through DDP/DeepSpeed wrappers."""
     config = getattr(model, "module", model).config
     return getattr(config, "n_heads", None) or config.num_attention_heads
 

@@ -19,7 +19,7 @@ from . import heads as model_heads
 from .errors import UsageError
 from .fused_losses import _upcast
 
-RELATIONS = ("query", "key", "value")  # QQ, KK, VV (MiniLMv2, eq. 6–8)
+RELATIONS = ("query", "key", "value")  # the QQ, KK and VV relations
 
 
 def relation_log_probs(x: torch.Tensor, heads: int, real: torch.Tensor) -> torch.Tensor:
