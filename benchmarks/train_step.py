@@ -35,8 +35,17 @@ from hf_distil.heads import hidden_and_row_logits
 from hf_distil.losses import mlm_loss
 
 
-def models_and_batch(tiny: bool, batch_size: int, length: int):
-    if tiny:
+def models_and_batch(tiny: bool, batch_size: int, length: int, bert_base: bool = False):
+    """(teacher, student, masked batch): tiny models, the shipped teacher, or (bert_base) BERT-base's shape with
+    random weights and bert-base-uncased's tokenizer; the student keeps one teacher layer out of two."""
+    if bert_base:
+        from transformers import AutoTokenizer
+
+        from hf_distil.teachers.minilm import packaged_encoder_path
+
+        tokenizer = AutoTokenizer.from_pretrained(packaged_encoder_path())  # bert-base-uncased's 30,522 words
+        teacher = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer)))  # 12 layers of 768
+    elif tiny:
         specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
         tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(specials + [f"w{i}" for i in range(995)])})
         teacher = BertForMaskedLM(
@@ -54,6 +63,18 @@ def models_and_batch(tiny: bool, batch_size: int, length: int):
     ids[:, 0], ids[:, -1] = tokenizer.cls_token_id, tokenizer.sep_token_id
     features = [{"input_ids": row.tolist()} for row in ids]
     return teacher.eval(), student.train(), DataCollatorForDistillation(tokenizer, seed=0)(features)
+
+
+def machine(benchmark: str, device: str, cli: argparse.Namespace) -> dict:
+    """The first fields of a benchmark's JSON line: what ran, on what, at which batch."""
+    return {
+        "benchmark": benchmark,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": device,
+        "batch": [cli.batch_size, cli.length],
+        "tiny": cli.tiny,
+    }
 
 
 def timed(fn) -> tuple[float, float | None]:
@@ -84,12 +105,7 @@ def main() -> None:
     batch = {k: v.to(device) for k, v in batch.items()}
     shuffle = random.Random(0).shuffle
     report = {
-        "benchmark": "train_step",
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "device": device,
-        "batch": [cli.batch_size, cli.length],
-        "tiny": cli.tiny,
+        **machine("train_step", device, cli),
         "keep_freed_memory": device == "cpu" and not cli.no_keep_freed_memory,
     }
     with tempfile.TemporaryDirectory() as out:

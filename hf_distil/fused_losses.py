@@ -27,16 +27,38 @@ def _upcast(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
+def _slices(rows: int, width: int, budget: int) -> list[slice]:
+    """Consecutive row ranges of at most `budget` elements each (at least one row)."""
+    step = max(1, budget // max(width, 1))
+    return [slice(a, a + step) for a in range(0, rows, step)]
+
+
 def _row_slices(x: torch.Tensor) -> list[slice]:
     budget = _CPU_CHUNK_ELEMENTS if x.device.type == "cpu" else _ACCELERATOR_CHUNK_ELEMENTS
-    step = max(1, budget // max(x.shape[-1], 1))
-    return [slice(a, a + step) for a in range(0, x.shape[0], step)]
+    return _slices(x.shape[0], x.shape[-1], budget)
 
 
 def _log_normaliser(x: torch.Tensor) -> torch.Tensor:
     """(rows, 2): each row's max m and log Σ exp(x − m). Kept apart so that confident rows lose no precision."""
     m = x.amax(-1, keepdim=True)
     return torch.cat([m, (x - m).exp_().sum(-1, keepdim=True).log_()], dim=-1)
+
+
+def kl_and_gradient(xs: torch.Tensor, xt: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ KL(softmax(xt) ‖ softmax(xs)), its gradient (q − p)/T with respect to the unsoftened student logits).
+
+    xs, xt: (rows, V) fresh fp32 tensors of logits already divided by T; both are overwritten.
+    """
+    xs.sub_(xs.amax(-1, keepdim=True))
+    xt.sub_(xt.amax(-1, keepdim=True))
+    q, p = xs.exp(), xt.exp()
+    zs, zt = q.sum(-1, keepdim=True), p.sum(-1, keepdim=True)
+    q.div_(zs)
+    p.div_(zt)
+    # Σ p (log p − log q), log p − log q = (xt − xs) − (log zt − log zs) taken per element: for
+    # close distributions a per-row Σ p (xt − xs) − (log zt − log zs) would cancel to rounding noise.
+    kl = xt.sub_(xs).sub_(zt.log_().sub_(zs.log_())).mul_(p).sum()
+    return kl, q.sub_(p).div_(temperature)
 
 
 def _softmax(x: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
@@ -62,18 +84,10 @@ class _LogitTerms(torch.autograd.Function):
             # The KL's gradient (q − p)/T is written here, where q and p are at hand: the backward only scales it.
             kl_grad = torch.empty_like(student, dtype=dtype)
             for rows in _row_slices(student):
-                xs = _upcast(student[rows]).div(temperature)
-                xt = _upcast(teacher[rows]).div(temperature)
-                xs.sub_(xs.amax(-1, keepdim=True))
-                xt.sub_(xt.amax(-1, keepdim=True))
-                q, p = xs.exp(), xt.exp()
-                zs, zt = q.sum(-1, keepdim=True), p.sum(-1, keepdim=True)
-                q.div_(zs)
-                p.div_(zt)
-                # Σ p (log p − log q), log p − log q = (xt − xs) − (log zt − log zs) taken per element: for
-                # close distributions a per-row Σ p (xt − xs) − (log zt − log zs) would cancel to rounding noise.
-                kl += xt.sub_(xs).sub_(zt.log_().sub_(zs.log_())).mul_(p).sum()
-                kl_grad[rows] = q.sub_(p).div_(temperature)
+                part, kl_grad[rows] = kl_and_gradient(
+                    _upcast(student[rows]).div(temperature), _upcast(teacher[rows]).div(temperature), temperature
+                )
+                kl += part
         ce = student.new_zeros((), dtype=dtype)
         if labels is not None:
             ce_stats = student.new_zeros(student.shape[0], 2, dtype=dtype)

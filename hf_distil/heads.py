@@ -14,17 +14,25 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from transformers.activations import gelu
 
+from .fused_linear import LinearLogits
 
-def _distilbert_head(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    return lambda h: model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
-
-
-# model_type → (encoder attribute, head builder). Models not listed fall back to a full forward.
-_SPLITS: dict[str, tuple[str, Callable[[nn.Module], Callable[[torch.Tensor], torch.Tensor]]]] = {
-    "bert": ("bert", lambda m: m.cls),
-    "distilbert": ("distilbert", _distilbert_head),
-    "roberta": ("roberta", lambda m: m.lm_head),
+# model_type → (encoder attribute, the head's transform up to its vocabulary projection, that projection).
+# The head is projection(transform(hidden)), as in the model's own forward. Models not listed fall back to a
+# full forward.
+_SPLITS: dict[str, tuple[str, Callable[[nn.Module], Callable[[torch.Tensor], torch.Tensor]], Callable]] = {
+    "bert": ("bert", lambda m: m.cls.predictions.transform, lambda m: m.cls.predictions.decoder),
+    "distilbert": (
+        "distilbert",
+        lambda m: lambda h: m.vocab_layer_norm(m.activation(m.vocab_transform(h))),
+        lambda m: m.vocab_projector,
+    ),
+    "roberta": (
+        "roberta",
+        lambda m: lambda h: m.lm_head.layer_norm(gelu(m.lm_head.dense(h))),
+        lambda m: m.lm_head.decoder,
+    ),
 }
 
 
@@ -67,7 +75,7 @@ def can_split(model: nn.Module) -> bool:
 
 class LMOutputs(NamedTuple):
     hidden: torch.Tensor  # (B, L, H) last hidden state
-    row_logits: torch.Tensor  # (N, V) logits at the chosen rows
+    row_logits: torch.Tensor | LinearLogits  # (N, V) logits at the chosen rows, or their projection left undone
     full_logits: torch.Tensor | None  # (B, L, V) when the model's own forward ran, else None
     hidden_states: tuple[torch.Tensor, ...] | None  # embeddings + every layer, when asked for
     attentions: tuple[torch.Tensor, ...] | None  # (B, heads, L, L) per layer, when asked for
@@ -89,6 +97,7 @@ def hidden_and_row_logits(
     attentions: bool = False,
     score_layers: list[int] | None = None,
     qkv_layer: int | None = None,
+    defer_projection: bool = False,
 ) -> LMOutputs:
     """Run `model`, with the LM head only at `rows` (B, L) bool when `split`.
 
@@ -98,11 +107,15 @@ def hidden_and_row_logits(
     all_hidden_states / attentions also return every layer's output / attention probabilities;
     score_layers, the pre-softmax attention scores of those layers (see `capture_attention_scores`);
     qkv_layer, that layer's query, key and value projections (1-based, see `capture_projections`).
+    defer_projection (with split): row_logits is a `LinearLogits`, the head's transform applied and its
+    vocabulary projection left to a loss that runs it chunk by chunk (fused_linear.py).
     """
     if score_layers or qkv_layer:
         layers = sorted({*(score_layers or ()), *([qkv_layer] if qkv_layer else ())})
         with capture_projections(model, layers) as projections:
-            outputs = hidden_and_row_logits(model, inputs, rows, split, all_hidden_states, attentions)
+            outputs = hidden_and_row_logits(
+                model, inputs, rows, split, all_hidden_states, attentions, defer_projection=defer_projection
+            )
         kept, heads = projections(), attention_heads(model)
         return outputs._replace(
             scores={i: attention_scores(*kept[i][:2], heads) for i in score_layers} if score_layers else None,
@@ -113,11 +126,13 @@ def hidden_and_row_logits(
         extra["output_attentions"] = True
     if split:
         inner = model.module if hasattr(model, "module") else model
-        encoder_name, head = _SPLITS[inner.config.model_type]
+        encoder_name, transform, projection = _SPLITS[inner.config.model_type]
         encoder = getattr(inner, encoder_name)
         out = encoder(**model_inputs(encoder, inputs), return_dict=True, **extra)
         hidden = out.last_hidden_state
-        return LMOutputs(hidden, head(inner)(hidden[rows]), None, out.hidden_states, out.attentions)
+        features, decoder = transform(inner)(hidden[rows]), projection(inner)
+        row_logits = LinearLogits(features, decoder.weight, decoder.bias) if defer_projection else decoder(features)
+        return LMOutputs(hidden, row_logits, None, out.hidden_states, out.attentions)
     out = model(**model_inputs(model, inputs), return_dict=True, **{**extra, "output_hidden_states": True})
     return LMOutputs(
         out.hidden_states[-1],

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from .fused_linear import LinearLogits, linear_logit_terms
 from .fused_losses import IGNORE_INDEX, _upcast, logit_terms
 from .relation import relation_kl
 
@@ -259,8 +260,8 @@ def layer_terms(
 
 def distillation_loss(
     *,
-    student_logits: torch.Tensor | None,
-    teacher_logits: torch.Tensor | None,
+    student_logits: torch.Tensor | LinearLogits | None,
+    teacher_logits: torch.Tensor | LinearLogits | None,
     labels: torch.Tensor | None,
     student_hidden: torch.Tensor | None = None,
     teacher_hidden: torch.Tensor | None = None,
@@ -283,8 +284,52 @@ def distillation_loss(
     causal_logits (B, L, V) / causal_labels (B, L): what "clm" reads when the logit terms read selected rows
     (a causal student distilled from a teacher); default student_logits / labels.
     relation: {"student_qkv", "teacher_qkv", "heads"}, the arguments of `relation.relation_kl` for "relation".
+    Logits given as `LinearLogits` (the head's last linear layer left undone) are projected chunk by chunk
+    inside L_ce and L_mlm (fused_linear.py); their values in `terms` are then for the logs only, the gradient
+    flows through the total. Where that path cannot serve (L_mse, or a teacher given as (N, V) logits, e.g.
+    several teachers mixed), the logits are materialised and the (N, V) path runs.
     """
     counts = num_items or {}
+    use_ce = weights.get("ce", 0) > 0
+    teacher = (teacher_logits if teacher_topk is None else teacher_topk) if use_ce else None
+    fused_total = None  # L_ce + L_mlm, weighted, when the projection runs inside them
+    if isinstance(student_logits, LinearLogits) and not isinstance(teacher, torch.Tensor):
+        fused_total, terms = _linear_ce_mlm(student_logits, teacher, labels, weights, temperature, counts)
+    else:
+        student_logits, teacher_logits = _whole(student_logits), _whole(teacher_logits)
+        terms = _ce_mlm(student_logits, teacher_logits, teacher_topk, labels, weights, temperature, counts)
+    if weights.get("mse", 0) > 0:
+        terms["mse"] = logit_mse(_whole(student_logits), _whole(teacher_logits), counts.get("rows"))
+    if weights.get("cos", 0) > 0:
+        terms["cos"] = hidden_cosine(student_hidden, teacher_hidden, attention_mask, counts.get("tokens"))
+    if weights.get("clm", 0) > 0:
+        logits = student_logits if causal_logits is None else causal_logits
+        terms["clm"] = clm_loss(logits, labels if causal_labels is None else causal_labels, counts.get("mlm"))
+    if weights.get("relation", 0) > 0:
+        terms["relation"] = relation_kl(
+            relation["student_qkv"], relation["teacher_qkv"], attention_mask, relation["heads"], counts.get("tokens")
+        )
+    if layers:
+        terms.update(layer_terms(weights, attention_mask=attention_mask, num_items=counts, **layers))
+    weighted = (weights[n] * v for n, v in terms.items() if fused_total is None or n not in ("ce", "mlm"))
+    total = sum(weighted, 0 if fused_total is None else fused_total)
+    return total, {name: terms[name] for term in LOSS_TERMS if (name := term.name) in terms}
+
+
+def _whole(logits: torch.Tensor | LinearLogits | None) -> torch.Tensor | None:
+    return logits.logits() if isinstance(logits, LinearLogits) else logits
+
+
+def _ce_mlm(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    teacher_topk: tuple[torch.Tensor, torch.Tensor] | None,
+    labels: torch.Tensor | None,
+    weights: Mapping[str, float],
+    temperature: float,
+    counts: Mapping[str, int | torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """L_ce and L_mlm from (N, V) logits, those whose weight is > 0."""
     terms: dict[str, torch.Tensor] = {}
     use_ce, use_mlm = weights.get("ce", 0) > 0, weights.get("mlm", 0) > 0
     live_ce = use_ce and teacher_topk is None
@@ -300,18 +345,34 @@ def distillation_loss(
         terms["ce"] = topk_soft_target_kl(
             student_logits, teacher_topk[1], teacher_topk[0], temperature, counts.get("rows")
         )
-    if weights.get("mse", 0) > 0:
-        terms["mse"] = logit_mse(student_logits, teacher_logits, counts.get("rows"))
-    if weights.get("cos", 0) > 0:
-        terms["cos"] = hidden_cosine(student_hidden, teacher_hidden, attention_mask, counts.get("tokens"))
-    if weights.get("clm", 0) > 0:
-        logits = student_logits if causal_logits is None else causal_logits
-        terms["clm"] = clm_loss(logits, labels if causal_labels is None else causal_labels, counts.get("mlm"))
-    if weights.get("relation", 0) > 0:
-        terms["relation"] = relation_kl(
-            relation["student_qkv"], relation["teacher_qkv"], attention_mask, relation["heads"], counts.get("tokens")
-        )
-    if layers:
-        terms.update(layer_terms(weights, attention_mask=attention_mask, num_items=counts, **layers))
-    total = sum(weights[name] * value for name, value in terms.items())
-    return total, {name: terms[name] for term in LOSS_TERMS if (name := term.name) in terms}
+    return terms
+
+
+def _linear_ce_mlm(
+    student: LinearLogits,
+    teacher: LinearLogits | tuple[torch.Tensor, torch.Tensor] | None,
+    labels: torch.Tensor | None,
+    weights: Mapping[str, float],
+    temperature: float,
+    counts: Mapping[str, int | torch.Tensor],
+) -> tuple[torch.Tensor | float, dict[str, torch.Tensor]]:
+    """(weighted L_ce + L_mlm, their values) with the vocabulary projection inside the loss (fused_linear.py).
+
+    teacher: LinearLogits, or the cached top-k (ids, values); None when L_ce is off. The values are for the
+    logs: the gradient flows through the weighted total only.
+    """
+    use_mlm = weights.get("mlm", 0) > 0
+    if teacher is None and not use_mlm:
+        return 0, {}
+    rows = student.features.shape[0]
+    ce_scale = weights.get("ce", 0) * temperature**2 / _denominator(rows, counts.get("rows"))
+    mlm_scale = (
+        weights.get("mlm", 0) / _denominator(labels.ne(IGNORE_INDEX).sum(), counts.get("mlm")) if use_mlm else 0
+    )
+    total, kl, ce = linear_logit_terms(student, teacher, labels if use_mlm else None, temperature, ce_scale, mlm_scale)
+    terms = {}
+    if teacher is not None:
+        terms["ce"] = _ce_normalised(kl, rows, temperature, counts.get("rows"))
+    if use_mlm:
+        terms["mlm"] = _mlm_normalised(ce, labels, counts.get("mlm"))
+    return total, terms

@@ -202,7 +202,7 @@ class TeacherSignals(NamedTuple):
     """What the loss reads from the teacher side for one batch (None where no active term needs it)."""
 
     hidden: torch.Tensor | None  # (B, L, H) the first teacher's last hidden state
-    row_logits: torch.Tensor | None  # (N, V) at the selected rows; several teachers: their weighted mixture
+    row_logits: torch.Tensor | heads.LinearLogits | None  # (N, V) at the selected rows; several: their mixture
     topk: tuple[torch.Tensor, torch.Tensor] | None  # cached (ids, values), (N, k), in place of row_logits
     states: tuple[torch.Tensor, ...] | None  # embeddings + every layer of the first teacher
     attention: dict[int, torch.Tensor] | None  # {layer (1-based): maps or pre-softmax scores}
@@ -282,9 +282,12 @@ class Teachers:
         qkv_layer: int | None = None,
         temperature: float = 1.0,
         cache: dict[str, torch.Tensor] | None = None,
+        defer_projection: bool = False,
     ) -> TeacherSignals:
         """Run the teacher(s) for what is asked: `logits` at `rows` (B, L) bool, the last `hidden` state, every
-        layer's `states`, attention `maps`, the pre-softmax scores of `score_layers` or `qkv_layer`'s Q, K, V."""
+        layer's `states`, attention `maps`, the pre-softmax scores of `score_layers` or `qkv_layer`'s Q, K, V.
+        defer_projection: logits as `LinearLogits` for a loss that projects them chunk by chunk (one teacher; a
+        mixture needs logits)."""
         topk = None
         if cache:
             ids, values = cache[CACHE_COLUMNS[0]], cache[CACHE_COLUMNS[1]]
@@ -297,7 +300,8 @@ class Teachers:
         live_logits = logits and topk is None
         if not self.models or not (live_logits or hidden or states or maps or score_layers or qkv_layer):
             return TeacherSignals(None, None, topk, None, None)
-        first = self._run(self.first, inputs, rows, states, maps, score_layers, qkv_layer)
+        defer = defer_projection and len(self.models) == 1
+        first = self._run(self.first, inputs, rows, states, maps, score_layers, qkv_layer, defer)
         row_logits = first.row_logits if live_logits else None
         if live_logits and len(self.models) > 1:
             others = [self._run(model, inputs, rows).row_logits for model in self.models[1:]]

@@ -63,6 +63,9 @@ class DistillationTrainer(Trainer):
     """
 
     loss_is_scaled_for_ga = True  # each term is divided by its count over the accumulated batch
+    # L_ce and L_mlm run the student's and the teacher's vocabulary projection inside the loss, chunk by chunk
+    # (fused_linear.py), where the student's head can be split; False materialises the rows' logits instead.
+    projection_in_loss = True
     _tag_names = ["distillation", "distilbert", "hf_distil"]
 
     def __init__(
@@ -316,15 +319,18 @@ class DistillationTrainer(Trainer):
         mask = inputs.setdefault("attention_mask", torch.ones_like(labels))
         rows = self._selected_rows(labels, mask)
         needs = self._needs()
+        split = self._splits(model, needs.causal)
+        defer = split and self.projection_in_loss and self.weights["mse"] == 0  # L_mse reads whole logits
         student = heads.hidden_and_row_logits(
             model,
             inputs,
             rows,
-            self._splits(model, needs.causal),
+            split,
             needs.states,
             needs.maps,
             needs.student_scores,
             needs.student_qkv,
+            defer,
         )
         teacher = self.teachers.signals(
             inputs,
@@ -337,6 +343,7 @@ class DistillationTrainer(Trainer):
             qkv_layer=needs.teacher_qkv,
             temperature=self.temperature,
             cache=cache,
+            defer_projection=defer,
         )
         with torch.autocast(device_type=labels.device.type, enabled=False):  # the loss maths in fp32
             total, terms = distillation_loss(

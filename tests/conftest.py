@@ -8,6 +8,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast, DistilBertConfig, DistilBertForMaskedLM
 
 from hf_distil import (
@@ -210,3 +211,19 @@ def hub(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
     yield state
     server.shutdown()
+
+
+class TallestOfWidth(TorchDispatchMode):
+    """Within the block, records the most rows of any 2-D tensor `width` columns wide that an op returns
+    (e.g. the largest block of vocabulary-wide logits a loss ever holds)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.width, self.rows = width, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.dim() == 2 and t.shape[1] == self.width:
+                self.rows = max(self.rows, t.shape[0])
+        return out

@@ -86,3 +86,18 @@ def test_feature_cost_reports_a_ratio_per_feature():
     assert report["step_ratio"]["pkd"] == pytest.approx(
         report["seconds"]["pkd"] / report["seconds"]["triple_loss"], rel=0.01
     )
+
+
+def test_peak_memory_reports_each_phase_from_a_fresh_process():
+    report = bench("peak_memory.py", "--steps", "1")
+    assert report["benchmark"] == "peak_memory" and report["device"] in ("cpu", "cuda")
+    assert set(report["peak_mib"]) == {"mlm", "distil", "distil_logits"}
+    assert all(len(seconds) == 1 for seconds in report["step_seconds"].values())
+    peak, baseline = report["peak_mib"], report["baseline_mib"]
+    assert all(peak[p] > 0 for p in peak)
+    if report["device"] == "cpu":  # a resident set: the imports, then the models and a step on top
+        assert all(peak[p] > baseline[p] > 100 for p in peak)
+    assert report["distil_over_mlm"] == pytest.approx(peak["distil"] / peak["mlm"], rel=0.01)
+    assert report["net_distil_over_mlm"] == pytest.approx(
+        (peak["distil"] - baseline["distil"]) / (peak["mlm"] - baseline["mlm"]), rel=0.01
+    )

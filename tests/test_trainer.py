@@ -7,7 +7,7 @@ import copy
 import datasets
 import pytest
 import torch
-from conftest import make_trainer, one_sgd_step, sharpen_attention, tiny_bert_config
+from conftest import TallestOfWidth, make_args, make_trainer, one_sgd_step, sharpen_attention, tiny_bert_config
 from safetensors.torch import load_file
 from torch import nn
 from transformers import DistilBertConfig, DistilBertForMaskedLM
@@ -15,6 +15,8 @@ from transformers import DistilBertConfig, DistilBertForMaskedLM
 from hf_distil import (
     DataCollatorForDistillation,
     DistillationArguments,
+    DistillationTrainer,
+    fused_linear,
     heads,
     init_student_from_teacher,
 )
@@ -76,6 +78,66 @@ def test_row_projection_equals_full_logits_then_selection(teacher, student, toke
     assert rows_split.shape == (int(rows.sum()), len(tokenizer)) and full.shape[:2] == rows.shape
     torch.testing.assert_close(rows_split, rows_full, rtol=0, atol=1e-5)
     torch.testing.assert_close(h_split, h_full, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_kind", ["bert", "distilbert", "roberta"])
+def test_deferred_projection_gives_the_heads_logits(teacher, student, tokenizer, dataset, model_kind):
+    """The head split into its transform and its vocabulary projection (for the loss to run) is the whole head."""
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    roberta = RobertaForMaskedLM(
+        RobertaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=80,
+        )
+    )
+    model = {"bert": teacher, "distilbert": student.eval(), "roberta": roberta.eval()}[model_kind]
+    batch = DataCollatorForDistillation(tokenizer, seed=0)([dataset[i] for i in range(8)])
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    rows = batch["attention_mask"].bool()
+    with torch.no_grad():
+        deferred = hidden_and_row_logits(model, inputs, rows, split=True, defer_projection=True).row_logits
+        full = hidden_and_row_logits(model, inputs, rows, split=False).row_logits
+    assert isinstance(deferred, heads.LinearLogits) and deferred.features.shape == (int(rows.sum()), 32)
+    torch.testing.assert_close(deferred.logits(), full, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("restrict", [False, True])
+def test_projection_in_the_loss_gives_the_losses_and_gradients_of_materialised_logits(
+    tmp_path, monkeypatch, teacher, student, tokenizer, dataset, restrict
+):
+    """The step never holds the rows' logits, and gives what they give: terms, total, every gradient."""
+    monkeypatch.setattr(fused_linear, "_CPU_BLOCK_ELEMENTS", 4 * len(tokenizer))
+    with torch.no_grad():  # a random teacher's outputs are nearly uniform: sharpen them so that L_ce is far from 0
+        teacher.cls.predictions.transform.LayerNorm.weight.mul_(50)
+    batch = DataCollatorForDistillation(tokenizer, seed=0)([dataset[i] for i in range(48)])
+    selected = int((batch["labels"] != -100).sum() if restrict else batch["attention_mask"].sum())
+    student.train()
+    results, tallest = [], []
+    for in_loss in (True, False):
+        trainer = DistillationTrainer(
+            model=student, teacher_model=teacher, args=make_args(tmp_path, restrict_ce_to_mask=restrict)
+        )
+        trainer.projection_in_loss = in_loss
+        with TallestOfWidth(len(tokenizer)) as seen:
+            loss, out = trainer.compute_loss(student, dict(batch), return_outputs=True)
+            loss.backward()
+        tallest.append(seen.rows)
+        grads = {name: p.grad.clone() for name, p in student.named_parameters()}
+        student.zero_grad(set_to_none=True)
+        results.append((loss.item(), {k: v.item() for k, v in out["terms"].items()}, grads))
+    # the transposed (H × V) projection is the tallest vocabulary-wide block left; the rows' logits are gone
+    assert tallest == [student.config.dim, selected] and selected > student.config.dim
+    (loss, terms, grads), (expected, expected_terms, expected_grads) = results
+    assert loss == pytest.approx(expected, rel=1e-6)
+    assert terms == pytest.approx(expected_terms, rel=1e-6) and set(terms) == {"ce", "mlm", "cos"}
+    assert "vocab_projector.bias" in grads and grads["vocab_projector.bias"].abs().sum() > 0
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], rtol=1e-5, atol=1e-7, msg=name)
 
 
 def premasked(tokenizer, texts, n=8, length=24):
