@@ -207,4 +207,5 @@ def linear_logit_terms(
         teacher = tuple(x.detach() for x in teacher)
     tracked = (student.features, student.weight, student.bias)
     needs_grad = tuple(torch.is_grad_enabled() and x is not None and x.requires_grad for x in tracked)
-    return _LinearLogitTerms.apply(*tracked, teacher, labels, temperature, kl_weight, mlm_weight, needs_grad)
+    with torch.autocast(student.features.device.type, enabled=False):  # fp32 products inside an autocast region too
+        return _LinearLogitTerms.apply(*tracked, teacher, labels, temperature, kl_weight, mlm_weight, needs_grad)

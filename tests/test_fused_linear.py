@@ -131,6 +131,13 @@ def test_low_precision_inputs_are_computed_in_fp32_and_get_gradients_in_their_dt
         torch.testing.assert_close(a.grad, b.grad.to(dtype), rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_products_stay_in_fp32_under_autocast():
+    student, teacher, labels = head(0), head(2), labels_for()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        total = linear_logit_terms(student, teacher, labels, T, 0.7, 0.3)[0]
+    assert total.item() == pytest.approx(reference(student, teacher.logits(), labels, 0.7, 0.3).item(), rel=1e-6)
+
+
 def test_empty_selection_gives_zero_and_zero_gradients():
     student = tracked(head(0, rows=0))
     total, kl, ce = linear_logit_terms(student, head(2, rows=0), torch.zeros(0, dtype=torch.long), T)
