@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py            # shipped teacher (MiniLM, 6 layers) -> 3-layer student, batch 32 x 128
     python benchmarks/train_step.py --tiny     # tiny models built in code (CI)
+    python benchmarks/train_step.py --bert_base --logits_step   # BERT-base's shape; and the step before fused_linear
 
 Parts, each timed alone: the teacher's forward (no grad) and the student's forward + backward on its own
 MLM loss. The step: DistillationTrainer.compute_loss + backward with DistilBERT's triple loss. Phases
@@ -9,12 +10,14 @@ run in a new random order in each repeat and medians are compared, so machine no
 hit all alike. Target:
 step / (teacher + student) <= 1.05. Peak memory is measured on CUDA only (CPU: null). On a CPU the
 Trainer keeps freed memory in the process (hf_distil/cpu_memory.py) for every phase alike;
---no_keep_freed_memory measures glibc's default instead.
+--no_keep_freed_memory measures glibc's default instead. --logits_step adds the same step with the rows'
+logits materialised (DistillationTrainer.projection_in_loss = False: the path before fused_linear.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import statistics
@@ -92,20 +95,27 @@ def timed(fn) -> tuple[float, float | None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--bert_base", action="store_true", help="BERT-base's shape (random weights) -> 6 layers")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch_size", type=int, default=None, help="default 32 (--tiny: 8)")
     parser.add_argument("--length", type=int, default=None, help="default 128 (--tiny: 32)")
     parser.add_argument("--no_keep_freed_memory", action="store_true", help="leave glibc's allocator as it is (CPU)")
+    parser.add_argument(
+        "--logits_step",
+        action="store_true",
+        help="also time the step with the rows' logits materialised (projection_in_loss=False), side by side",
+    )
     cli = parser.parse_args()
     cli.batch_size = cli.batch_size or (8 if cli.tiny else 32)
     cli.length = cli.length or (32 if cli.tiny else 128)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    teacher, student, batch = models_and_batch(cli.tiny, cli.batch_size, cli.length)
+    teacher, student, batch = models_and_batch(cli.tiny, cli.batch_size, cli.length, cli.bert_base)
     teacher, student = teacher.to(device), student.to(device)
     batch = {k: v.to(device) for k, v in batch.items()}
     shuffle = random.Random(0).shuffle
     report = {
         **machine("train_step", device, cli),
+        "bert_base": cli.bert_base,
         "keep_freed_memory": device == "cpu" and not cli.no_keep_freed_memory,
     }
     with tempfile.TemporaryDirectory() as out:
@@ -129,7 +139,8 @@ def main() -> None:
                 mlm_loss(logits, batch["labels"][rows]).backward()
                 student.zero_grad(set_to_none=True)
 
-            def step(trainer=trainer):
+            def step(trainer=trainer, in_loss=True):
+                trainer.projection_in_loss = in_loss
                 trainer.compute_loss(student, dict(batch)).backward()
                 student.zero_grad(set_to_none=True)
 
@@ -138,6 +149,8 @@ def main() -> None:
                 "student_forward_backward": student_part,
                 "distillation_step": step,
             }
+            if cli.logits_step:
+                phases["distillation_step_logits"] = functools.partial(step, in_loss=False)
             for fn in phases.values():  # warm-up
                 fn()
             times = {name: [] for name in phases}
@@ -151,13 +164,14 @@ def main() -> None:
                     memory[name] = peak
             median = {name: statistics.median(values) for name, values in times.items()}
             key = "restrict_ce_to_mask" if restrict else "all_tokens"
+            parts = median["teacher_forward"] + median["student_forward_backward"]
             report[key] = {
                 "seconds": {k: round(v, 6) for k, v in median.items()},
                 "peak_mib": memory if device == "cuda" else None,
-                "step_over_parts": round(
-                    median["distillation_step"] / (median["teacher_forward"] + median["student_forward_backward"]), 3
-                ),
+                "step_over_parts": round(median["distillation_step"] / parts, 3),
             }
+            if cli.logits_step:
+                report[key]["logits_step_over_parts"] = round(median["distillation_step_logits"] / parts, 3)
     report["restrict_speedup"] = round(
         report["all_tokens"]["seconds"]["distillation_step"]
         / report["restrict_ce_to_mask"]["seconds"]["distillation_step"],

@@ -2,7 +2,9 @@
 
 The vocabulary projection is the largest matrix product of a small student (H × 30522 per token).
 Running it only where a loss reads it (non-pad rows, or the masked rows with `restrict_ce_to_mask`)
-gives the same numbers as full logits followed by selection, in less time and memory.
+gives the same numbers as full logits followed by selection, in less time and memory. With
+`defer_projection` the projection is left to the loss, which runs it a block of rows at a time
+(fused_linear.py), so that the rows' logits never exist whole.
 """
 
 from __future__ import annotations
