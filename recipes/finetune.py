@@ -23,7 +23,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import datasets
 import evaluate
 import numpy as np
 from transformers import (
@@ -31,7 +30,6 @@ from transformers import (
     AutoModelForSequenceClassification,
     DataCollatorWithPadding,
     HfArgumentParser,
-    PreTrainedTokenizerBase,
     Trainer,
     set_seed,
 )
@@ -44,26 +42,11 @@ from hf_distil.task_distillation import (
     TaskDistillationArguments,
     TaskDistillationTrainer,
 )
+from hf_distil.tasks import MAIN_METRIC, TASKS, encode_pairs, load_task, resolve_model
 from hf_distil.teacher import load_teacher, load_tokenizer
 
 logger = logging.get_logger("finetune")
 
-# task -> (Hub dataset, config, text columns, number of labels, evaluation split)
-TASKS = {
-    "cola": ("nyu-mll/glue", "cola", ("sentence", None), 2, "validation"),
-    "sst2": ("nyu-mll/glue", "sst2", ("sentence", None), 2, "validation"),
-    "mrpc": ("nyu-mll/glue", "mrpc", ("sentence1", "sentence2"), 2, "validation"),
-    "qqp": ("nyu-mll/glue", "qqp", ("question1", "question2"), 2, "validation"),
-    "stsb": ("nyu-mll/glue", "stsb", ("sentence1", "sentence2"), 1, "validation"),
-    "mnli": ("nyu-mll/glue", "mnli", ("premise", "hypothesis"), 3, "validation_matched"),
-    "qnli": ("nyu-mll/glue", "qnli", ("question", "sentence"), 2, "validation"),
-    "rte": ("nyu-mll/glue", "rte", ("sentence1", "sentence2"), 2, "validation"),
-    "wnli": ("nyu-mll/glue", "wnli", ("sentence1", "sentence2"), 2, "validation"),
-    "imdb": ("stanfordnlp/imdb", None, ("text", None), 2, "test"),
-    "squad": ("rajpurkar/squad", None, ("question", "context"), 2, "validation"),
-    "polarity": (None, None, ("sentence", None), 2, "validation"),
-}
-MAIN_METRIC = {"cola": "matthews_correlation", "stsb": "pearson", "mrpc": "f1", "qqp": "f1", "squad": "f1"}
 RESULTS = Path("outputs/finetune_results.json")
 
 
@@ -94,55 +77,6 @@ class TaskArguments:
             raise UsageError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}.")
 
 
-def polarity_demo() -> datasets.DatasetDict:
-    """gensim's 200 labelled sentences (100 negative, 100 positive); every fifth is held out."""
-    import gensim
-
-    path = Path(gensim.__file__).parent / "test" / "test_data" / "pang_lee_polarity.cor"
-    text = path.read_bytes().decode("cp1252", errors="replace")  # the 2005 corpus is Windows-1252, not UTF-8
-    rows = [line.split(" ", 1) for line in text.splitlines() if line.strip()]
-    data = {"sentence": [text.strip() for _, text in rows], "label": [int(tag == "__label__pos") for tag, _ in rows]}
-    full = datasets.Dataset.from_dict(data)
-    return datasets.DatasetDict(
-        {
-            "train": full.filter(lambda _, i: i % 5 != 0, with_indices=True),
-            "validation": full.filter(lambda _, i: i % 5 == 0, with_indices=True),
-        }
-    )
-
-
-def load_task(task: TaskArguments) -> tuple[datasets.Dataset, datasets.Dataset]:
-    hub_id, config, _, _, eval_split = TASKS[task.task]
-    if task.train_file:
-        files = {"train": task.train_file, "validation": task.validation_file or task.train_file}
-        raw = datasets.load_dataset("csv" if task.train_file.endswith(".csv") else "json", data_files=files)
-        return raw["train"], raw["validation"]
-    raw = polarity_demo() if hub_id is None else datasets.load_dataset(hub_id, config)
-    return raw["train"], raw[eval_split]
-
-
-def resolve_model(name: str, output_dir: str) -> str:
-    """A folder to load from; the shipped teacher is written out once (it has no folder of its own)."""
-    if name != "default-teacher":
-        return name
-    from hf_distil.teachers import load_default_teacher
-
-    folder = Path("outputs/default_teacher")
-    if not (folder / "config.json").exists():
-        model, tokenizer = load_default_teacher()
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
-def encode_pairs(
-    batch: dict, tokenizer: PreTrainedTokenizerBase, columns: tuple[str, str | None], max_length: int
-) -> dict:
-    first, second = columns
-    texts = (batch[first],) if second is None else (batch[first], batch[second])
-    return tokenizer(*texts, truncation=True, max_length=max_length)
-
-
 def main() -> None:
     task, args = HfArgumentParser((TaskArguments, TaskDistillationArguments)).parse_args_into_dataclasses(sys.argv[1:])
     logging.set_verbosity(args.get_process_log_level())
@@ -150,12 +84,12 @@ def main() -> None:
 
     # Data: the task's two text columns and its label.
     _, _, (first, second), num_labels, _ = TASKS[task.task]
-    train, held_out = load_task(task)
+    train, held_out = load_task(task.task, task.train_file, task.validation_file)
     if task.max_train_samples:
         train = train.select(range(min(task.max_train_samples, len(train))))
 
     # Model and tokenizer; the teacher, when given, must already know the task.
-    path = resolve_model(task.model, args.output_dir)
+    path = resolve_model(task.model)
     tokenizer = load_tokenizer(path, "--model")  # also says in one line when the folder is missing
     qa = task.task == "squad"
     model_class = AutoModelForQuestionAnswering if qa else AutoModelForSequenceClassification
