@@ -1,5 +1,6 @@
 """hf_distil: DistilBERT-style distillation of BERT-family encoders on the Hugging Face stack."""
 
+from .bilstm import BiLSTMConfig, BiLSTMForSequenceClassification, bilstm_from_teacher
 from .collator import DataCollatorForDistillation
 from .config import DistillationArguments
 from .data import token_counts
@@ -10,11 +11,14 @@ from .student import init_student_from_teacher
 from .trainer import DistillationTrainer
 
 __all__ = [
+    "BiLSTMConfig",
+    "BiLSTMForSequenceClassification",
     "DataCollatorForDistillation",
     "DistillationArguments",
     "DistillationTrainer",
     "RunFailed",
     "UsageError",
+    "bilstm_from_teacher",
     "export_student",
     "init_student_from_teacher",
     "push_to_hub",

@@ -193,10 +193,7 @@ def relative_speed(
         the paper's Table 3 setting (its tasks put a small head on the encoder; for small encoders the
         vocabulary projection at every token dominates the whole model's time);
       passes: passes timed per model. Seconds are medians over passes; speedup > 1 means the student is faster.
-    The four are timed in turn within each pass, so machine noise hits all alike, in eval mode and under
-    inference_mode: no autograd even for weights that require grad (a student fresh from training).
-    Passes repeat until each model has run `min_seconds` in all, at least `repeats` and at most
-    `max_repeats` times (the cap keeps tiny test models, whose passes take milliseconds, fast).
+    The four are timed in turn within each pass (`time_models`).
     """
     models = {
         "teacher": teacher,
@@ -204,6 +201,34 @@ def relative_speed(
         "encoder_teacher": teacher.base_model,
         "encoder_student": student.base_model,
     }
+    seconds, passes = time_models(models, batches, repeats, min_seconds, max_repeats)
+    return {
+        "teacher_seconds": seconds["teacher"],
+        "student_seconds": seconds["student"],
+        "speedup": seconds["teacher"] / seconds["student"],
+        "encoder_teacher_seconds": seconds["encoder_teacher"],
+        "encoder_student_seconds": seconds["encoder_student"],
+        "encoder_speedup": seconds["encoder_teacher"] / seconds["encoder_student"],
+        "passes": passes,
+    }
+
+
+@torch.inference_mode()
+def time_models(
+    models: dict[str, nn.Module],
+    batches: Sequence[dict[str, torch.Tensor]],
+    repeats: int = 3,
+    min_seconds: float = 0.0,
+    max_repeats: int | None = None,
+) -> tuple[dict[str, float], int]:
+    """({name: median seconds per pass over `batches`}, passes timed per model).
+
+    The models are timed in turn within each pass, so machine noise hits all alike, in eval mode and under
+    inference_mode: no autograd even for weights that require grad (a student fresh from training). Each model gets
+    the inputs its forward takes (`heads.model_inputs`). Passes repeat until each model has run `min_seconds` in
+    all, at least `repeats` and at most `max_repeats` times (the cap keeps tiny test models, whose passes take
+    milliseconds, fast).
+    """
     modes = {name: model.training for name, model in models.items()}
     times: dict[str, list[float]] = {name: [] for name in models}
     for model in models.values():
@@ -211,7 +236,7 @@ def relative_speed(
         model(**heads.model_inputs(model, batches[0]))  # warm-up: first-call allocations are not the model's speed
 
     def more() -> bool:
-        passes = len(times["teacher"])
+        passes = len(next(iter(times.values())))
         short = min(sum(t) for t in times.values()) < min_seconds
         return passes < repeats or (short and (max_repeats is None or passes < max_repeats))
 
@@ -225,16 +250,7 @@ def relative_speed(
             times[name].append(time.perf_counter() - start)
     for name, model in models.items():
         model.train(modes[name])
-    seconds = {name: statistics.median(t) for name, t in times.items()}
-    return {
-        "teacher_seconds": seconds["teacher"],
-        "student_seconds": seconds["student"],
-        "speedup": seconds["teacher"] / seconds["student"],
-        "encoder_teacher_seconds": seconds["encoder_teacher"],
-        "encoder_student_seconds": seconds["encoder_student"],
-        "encoder_speedup": seconds["encoder_teacher"] / seconds["encoder_student"],
-        "passes": len(times["teacher"]),
-    }
+    return {name: statistics.median(t) for name, t in times.items()}, len(next(iter(times.values())))
 
 
 def describe_speedup(ratio: float, than: str = "the teacher") -> str:
