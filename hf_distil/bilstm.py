@@ -28,6 +28,7 @@ from .errors import UsageError
 from .student import PROVENANCE_KEY
 
 POOLING = ("max", "last")
+RESULTS_FILE = "results.json"  # what recipes/distil_bilstm.py measured, beside the model: read by its model card
 
 
 class BiLSTMConfig(PretrainedConfig):

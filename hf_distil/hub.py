@@ -23,6 +23,7 @@ from .student import PROVENANCE_KEY
 logger = logging.get_logger(__name__)
 
 TEMPLATE = "distilled_model.md"
+BILSTM_TEMPLATE = "bilstm_student.md"
 # What reaches the Hub: weights as safetensors, configs, tokenizer, card, plot, metrics, arguments, and the ONNX
 # export of recipes/export.py (onnx/model.onnx, onnx/model_quantized.onnx; its export_report.json is a *.json).
 UPLOAD_PATTERNS = ["*.safetensors", "*.json", "*.txt", "*.md", "*.png", "*.model", "onnx/*.onnx"]
@@ -154,6 +155,15 @@ def onnx_files(folder: Path) -> dict[str, Any] | None:
     }
 
 
+def _teacher_link(teacher: str | None, base_model: str | None) -> str:
+    """The teacher as the card names it: its name, and the Hub model it is (or is built on) as a link."""
+    if teacher and base_model and base_model != teacher:
+        return f"`{teacher}` (built on [{base_model}](https://huggingface.co/{base_model}))"
+    if base_model:
+        return f"[{base_model}](https://huggingface.co/{base_model})"
+    return f"`{teacher}`" if teacher else "its teacher"
+
+
 def render_model_card(
     folder: str | Path,
     repo_id: str | None = None,
@@ -171,10 +181,13 @@ def render_model_card(
     that none of them holds is left out of the card, never printed as "?" or "nan". An ONNX export beside the
     weights (onnx/*.onnx, from recipes/export.py) adds a section on ONNX Runtime and transformers.js.
     """
+    from .bilstm import BiLSTMConfig
     from .teachers import BASE_MODELS
 
     folder = Path(folder)
     config = _read_json(folder / "config.json")
+    if config.get("model_type") == BiLSTMConfig.model_type:
+        return render_bilstm_card(folder, repo_id=repo_id, teacher=teacher, license=license)
     args = _read_json(folder / ARGS_FILE)
     state = _read_json(folder / "trainer_state.json")
     report = RunReport.load(folder)
@@ -288,12 +301,7 @@ def render_model_card(
         eval_results=eval_results or None,
     )
     objective = " + ".join(name.split(" (")[0] for name in weights) if weights else "distillation losses"
-    if teacher and base_model and base_model != teacher:
-        teacher_link = f"`{teacher}` (built on [{base_model}](https://huggingface.co/{base_model}))"
-    elif base_model:
-        teacher_link = f"[{base_model}](https://huggingface.co/{base_model})"
-    else:
-        teacher_link = f"`{teacher}`" if teacher else "its teacher"
+    teacher_link = _teacher_link(teacher, base_model)
     return ModelCard.from_template(
         card_data,
         template_str=importlib.resources.files("hf_distil.model_cards").joinpath(TEMPLATE).read_text(),
@@ -310,6 +318,84 @@ def render_model_card(
         recipe=[(k, v) for k, v in recipe if v is not None],
         plot=plot,
         onnx=onnx,
+    )
+
+
+def render_bilstm_card(
+    folder: str | Path, repo_id: str | None = None, teacher: str | None = None, license: str = "apache-2.0"
+) -> ModelCard:
+    """The card of a BiLSTM student (`hf_distil.bilstm`): what it is, from config.json, and what
+    recipes/distil_bilstm.py measured, from results.json beside it (scores over seeds, size, CPU time)."""
+    from .bilstm import RESULTS_FILE
+    from .teachers import BASE_MODELS
+
+    folder = Path(folder)
+    config = _read_json(folder / "config.json")
+    results = _read_json(folder / RESULTS_FILE)
+    provenance = config.get(PROVENANCE_KEY, {})
+    teacher = teacher or results.get("teacher") or provenance.get("teacher")
+    repo_id = repo_id or folder.name
+    base_model = BASE_MODELS.get(teacher) or (teacher and _hub_id(teacher))
+    teacher_link = _teacher_link(teacher, base_model)
+    rows = results.get("rows", {})
+    score_rows = [(r["label"], f"{r['mean']:.2f} ± {r['sd']:.2f}") for r in rows.values()]
+    params = results.get("params", {})
+    speed = results.get("speed", {})
+    size_rows = _rows(
+        [
+            ("parameters", _millions(provenance.get("teacher_parameters")), _millions(_saved_parameters(folder))),
+            (
+                "parameters outside the word embeddings",
+                _millions(params.get("teacher_non_embedding")),
+                _millions(params.get("bilstm_non_embedding")),
+            ),
+            *(
+                (
+                    f"CPU time per example, batch {size} ({speed['threads']} threads)",
+                    f"{speed[f'batch_{size}']['teacher_ms']:.2f} ms",
+                    f"{speed[f'batch_{size}']['bilstm_ms']:.2f} ms "
+                    f"({describe_speedup(speed[f'batch_{size}']['speedup'])})",
+                )
+                for size in (1, 32)
+                if f"batch_{size}" in speed
+            ),
+        ]
+    )
+    kept = rows.get(results.get("kept"), {})
+    settings = results.get("settings", {})
+    objective = (
+        "the KL to the teacher's softened outputs"
+        if settings.get("kd_loss") == "kl"
+        else "the squared error to the teacher's logits"
+    )
+    if settings.get("alpha_task", 1) > 0:
+        objective += " plus cross-entropy on the gold labels"
+    card_data = ModelCardData(
+        base_model=base_model,
+        tags=["distillation", "bilstm", "text-classification", "hf_distil"],
+        license=license,
+        pipeline_tag="text-classification",
+        model_name=repo_id,
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_str=importlib.resources.files("hf_distil.model_cards").joinpath(BILSTM_TEMPLATE).read_text(),
+        model_name=repo_id,
+        repo_id=repo_id,
+        teacher_link=teacher_link,
+        hidden_size=config.get("hidden_size"),
+        classifier_size=config.get("classifier_size"),
+        pooling="max-pooled states" if config.get("pooling") == "max" else "final states of both directions",
+        pair_encoder=config.get("pair_encoder"),
+        objective=objective,
+        transfer=f"{kept['examples']} examples ({kept['label'].split('distilled')[-1].strip() or 'no augmentation'})"
+        if kept.get("examples")
+        else None,
+        task=results.get("task"),
+        metric=results.get("metric"),
+        seeds=len(results.get("seeds", [])),
+        score_rows=score_rows,
+        size_rows=size_rows,
     )
 
 

@@ -125,3 +125,34 @@ def test_labels_give_the_usual_classification_loss(bert_teacher, tokenizer):
 def test_unknown_pooling_is_refused():
     with pytest.raises(UsageError, match="pooling must be one of max, last"):
         BiLSTMConfig(pooling="mean")
+
+
+@pytest.mark.parametrize("pair_encoder", [False, True])
+def test_onnx_export_matches_pytorch_and_passes_the_int8_gate(bert_teacher, tokenizer, tmp_path, pair_encoder):
+    """recipes/export.py on a BiLSTM folder: packed sequences become ONNX LSTMs with sequence lengths, so padded
+    batches give PyTorch's numbers; a single-text model's graph drops token_type_ids and is fed without them."""
+    import numpy as np
+
+    from hf_distil.export import FP32_FILE, INT8_FILE, export_student, held_out_sentences, session
+
+    model = student(bert_teacher, pair_encoder=pair_encoder)
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    report = export_student(
+        tmp_path / "m",
+        tmp_path / "out",
+        schemes=["dynamic"],
+        min_agreement=0.5,
+        num_sentences=20,
+        speed_sentences=3,
+        speed_rounds=1,
+    )
+    assert report.task == "text-classification" and report.fp32_max_abs_diff < 1e-5
+    assert report.chosen == "dynamic" and (tmp_path / "out" / INT8_FILE).exists()
+    onnx_model = session(tmp_path / "out" / FP32_FILE)
+    names = [i.name for i in onnx_model.get_inputs()]
+    assert names == ["input_ids", "attention_mask", *(["token_type_ids"] if pair_encoder else [])]
+    sentences = held_out_sentences()[:6]
+    batch = tokenizer(sentences[:3], sentences[3:], padding=True, return_tensors="pt")
+    expected = model(**batch).logits.detach().numpy()
+    np.testing.assert_allclose(onnx_model.run(None, {n: batch[n].numpy() for n in names})[0], expected, atol=1e-5)
