@@ -375,7 +375,9 @@ class ModelArguments:
     student_architecture: str = field(
         default="distilbert",
         metadata={
-            "help": "distilbert (DistilBertForMaskedLM, BERT teachers) or same (the teacher's class, fewer layers)."
+            "help": "distilbert (DistilBertForMaskedLM, BERT teachers), same (the teacher's class, fewer layers), or "
+            "mobilebert (a MobileBERT-shaped student, hf_distil.mobilebert: nothing copied but the word embeddings' "
+            "principal directions; student_num_layers deep, default the teacher's; needs alpha_cos 0)."
         },
     )
     random_init_student: bool = field(

@@ -20,21 +20,34 @@ from transformers.activations import gelu
 
 from .fused_linear import LinearLogits
 
-# model_type → (encoder attribute, the head's transform up to its vocabulary projection, that projection).
-# The head is projection(transform(hidden)), as in the model's own forward. Models not listed fall back to a
-# full forward.
+
+def _weight_and_bias(linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return linear.weight, linear.bias
+
+
+def _mobilebert_projection(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """MobileBERT's head projects with its decoder (embedding-sized) and an extra dense block stacked into one
+    (V, H) matrix, as its own forward does."""
+    head = model.cls.predictions
+    return torch.cat([head.decoder.weight.t(), head.dense.weight], dim=0).t(), head.bias
+
+
+# model_type → (encoder attribute, the head's transform up to its vocabulary projection, that projection's
+# (weight (V, H), bias)). The head is linear(transform(hidden)), as in the model's own forward. Models not
+# listed fall back to a full forward.
 _SPLITS: dict[str, tuple[str, Callable[[nn.Module], Callable[[torch.Tensor], torch.Tensor]], Callable]] = {
-    "bert": ("bert", lambda m: m.cls.predictions.transform, lambda m: m.cls.predictions.decoder),
+    "bert": ("bert", lambda m: m.cls.predictions.transform, lambda m: _weight_and_bias(m.cls.predictions.decoder)),
     "distilbert": (
         "distilbert",
         lambda m: lambda h: m.vocab_layer_norm(m.activation(m.vocab_transform(h))),
-        lambda m: m.vocab_projector,
+        lambda m: _weight_and_bias(m.vocab_projector),
     ),
     "roberta": (
         "roberta",
         lambda m: lambda h: m.lm_head.layer_norm(gelu(m.lm_head.dense(h))),
-        lambda m: m.lm_head.decoder,
+        lambda m: _weight_and_bias(m.lm_head.decoder),
     ),
+    "mobilebert": ("mobilebert", lambda m: m.cls.predictions.transform, lambda m: _mobilebert_projection(m)),
 }
 
 
@@ -132,8 +145,9 @@ def hidden_and_row_logits(
         encoder = getattr(inner, encoder_name)
         out = encoder(**model_inputs(encoder, inputs), return_dict=True, **extra)
         hidden = out.last_hidden_state
-        features, decoder = transform(inner)(hidden[rows]), projection(inner)
-        row_logits = LinearLogits(features, decoder.weight, decoder.bias) if defer_projection else decoder(features)
+        features = transform(inner)(hidden[rows])
+        row_logits = LinearLogits(features, *projection(inner))
+        row_logits = row_logits if defer_projection else row_logits.logits()
         return LMOutputs(hidden, row_logits, None, out.hidden_states, out.attentions)
     out = model(**model_inputs(model, inputs), return_dict=True, **{**extra, "output_hidden_states": True})
     return LMOutputs(

@@ -49,6 +49,7 @@ from hf_distil.evaluation import (
 )
 from hf_distil.hub import render_model_card, save_training_arguments
 from hf_distil.losses import terms_needing_a_teacher
+from hf_distil.mobilebert import mobilebert_student
 from hf_distil.run_folder import refuse_source_folders, resume_point
 from hf_distil.student import PROVENANCE_KEY
 from hf_distil.teacher import check_model_source, load_teacher, load_tokenizer, prepare_teacher
@@ -98,6 +99,8 @@ def main() -> None:
     if model_args.student:
         check_model_source(model_args.student, "--student")
         student = AutoModelForMaskedLM.from_pretrained(model_args.student)
+    elif model_args.student_architecture == "mobilebert":
+        student = mobilebert_student(teacher, model_args.student_num_layers)
     else:
         student = init_student_from_teacher(
             teacher, model_args.layers, model_args.student_num_layers, model_args.student_architecture
@@ -186,7 +189,7 @@ def main() -> None:
             params={"teacher": whole_teacher.num_parameters(), "student": whole_student.num_parameters()},
             teacher_layers=teacher.config.num_hidden_layers,
             # what init_student_from_teacher recorded in the student's config, or the folder of a given student
-            layer_map=model_args.student or getattr(student.config, PROVENANCE_KEY)["teacher_layers"],
+            layer_map=model_args.student or getattr(student.config, PROVENANCE_KEY).get("teacher_layers"),
             hardware=describe_hardware(),
             world_size=args.world_size,
             train_seconds=round(train_seconds, 1),
