@@ -250,15 +250,42 @@ def main() -> None:
             logger.info(f"seed {seed} {row}: {scores[row][str(seed)]}")
             if row == kept_row:
                 kept = student
+        out.mkdir(parents=True, exist_ok=True)  # the seeds so far: a long run that stops keeps them
+        (out / RESULTS_FILE).write_text(json.dumps(summarise(recipe, args, scores, sizes, kept_row, teacher, kept)))
 
     # Size and CPU time of the last seed's teacher and BiLSTM, at batch 1 and 32, on the held-out examples.
-    speed = cpu_time(teacher, kept, held_out, collator)
-    results = {
+    results = summarise(recipe, args, scores, sizes, kept_row, teacher, kept)
+    results["speed"] = cpu_time(teacher, kept, held_out, collator)
+    (out / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    print(format_table(results))
+
+    # The last seed's BiLSTM of the first augmentation, its tokenizer and card; published with --push_to_hub.
+    kept.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    render_bilstm_card(out, repo_id=args.hub_model_id).save(out / "README.md")
+    print(f"BiLSTM written to {out.resolve()}: model.safetensors, config.json, tokenizer, README.md, {RESULTS_FILE}")
+    if args.push_to_hub:
+        push_to_hub(out, args.hub_model_id)
+
+
+def summarise(
+    recipe: BiLSTMRecipeArguments,
+    args: TaskDistillationArguments,
+    scores: dict[str, dict[str, float]],
+    sizes: dict[str, int],
+    kept_row: str,
+    teacher: PreTrainedModel,
+    kept: PreTrainedModel,
+) -> dict:
+    """What results.json holds: the scores of the seeds run so far, their mean ± sd and the gap closed, the sizes
+    and the settings (the CPU time is added at the end)."""
+    rows = [row for row in scores if scores[row]]
+    return {
         "task": recipe.task,
         "teacher": recipe.teacher
         or (DEFAULT_TEACHER if recipe.base_model == "default-teacher" else recipe.base_model),
-        "metric": metric_name,
-        "seeds": recipe.seeds,
+        "metric": MAIN_METRIC.get(recipe.task, "accuracy"),
+        "seeds": [int(seed) for seed in scores["teacher"]],
         "rows": {
             row: {"label": ROW_LABELS[row], "scores": scores[row], **mean_sd(scores[row]), "examples": sizes.get(row)}
             for row in rows
@@ -271,7 +298,6 @@ def main() -> None:
             "bilstm": kept.num_parameters(),
             "bilstm_non_embedding": non_embedding_parameters(kept),
         },
-        "speed": speed,
         "settings": {
             "recipe": dataclasses.asdict(recipe),
             "bilstm_updates": args.max_steps,
@@ -284,17 +310,6 @@ def main() -> None:
         "machine": describe_machine(),
         "load_average": os.getloadavg()[0],
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
-    print(format_table(results))
-
-    # The last seed's BiLSTM of the first augmentation, its tokenizer and card; published with --push_to_hub.
-    kept.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    render_bilstm_card(out, repo_id=args.hub_model_id).save(out / "README.md")
-    print(f"BiLSTM written to {out.resolve()}: model.safetensors, config.json, tokenizer, README.md, {RESULTS_FILE}")
-    if args.push_to_hub:
-        push_to_hub(out, args.hub_model_id)
 
 
 def fine_tune_teacher(
