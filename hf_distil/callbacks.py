@@ -72,7 +72,8 @@ class TeacherAgreementCallback(TrainerCallback):
     ) -> None:
         if model is None or metrics is None:
             return
-        from .evaluation import is_partitioned, masked_lm_metrics
+        from .evaluation import masked_lm_metrics
+        from .heads import is_partitioned
 
         teacher = getattr(self.teacher, "module", self.teacher)
         if not is_partitioned(teacher):  # a ZeRO-3 teacher stays in its shards; its forward gathers them

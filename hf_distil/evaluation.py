@@ -63,12 +63,6 @@ class _Tally:
         }
 
 
-def is_partitioned(model: nn.Module) -> bool:
-    """True under DeepSpeed ZeRO-3 (`ds_id` marks its weights) or FSDP2, where each process holds only a shard of
-    every weight."""
-    return heads.is_fully_sharded(model) or any(hasattr(p, "ds_id") for p in model.parameters())
-
-
 @torch.no_grad()
 def masked_lm_metrics(
     model: PreTrainedModel,
@@ -144,7 +138,7 @@ def _row_logits(model: nn.Module, batch: dict[str, torch.Tensor], rows: torch.Te
     # The LM head at the chosen rows only, except under ZeRO-3: there the model's own forward runs, since DeepSpeed
     # resets its parameter-fetch schedule in a hook on the top module (reset_step in partitioned_param_coordinator.py),
     # which a call into the encoder alone would skip. Same numbers, more head work.
-    split = heads.can_split(model) and not is_partitioned(model)
+    split = heads.can_split(model) and not heads.is_partitioned(model)
     return heads.hidden_and_row_logits(model, batch, rows, split=split).row_logits
 
 
@@ -155,7 +149,7 @@ def whole_model(model: PreTrainedModel) -> PreTrainedModel:
     forward gathers from every process. Then every process must call this (the gather is collective).
     """
     model = getattr(model, "module", model)
-    if not is_partitioned(model):
+    if not heads.is_partitioned(model):
         return model
     model_class = type(model)
     if heads.is_fully_sharded(model):

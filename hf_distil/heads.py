@@ -79,10 +79,16 @@ def is_fully_sharded(model: nn.Module) -> bool:
     return isinstance(getattr(model, "module", model), FSDPModule)
 
 
+def is_partitioned(model: nn.Module) -> bool:
+    """True under DeepSpeed ZeRO-3 (`ds_id` marks its weights) or FSDP2, where each process holds only a shard of
+    every weight."""
+    return is_fully_sharded(model) or any(hasattr(p, "ds_id") for p in model.parameters())
+
+
 def can_split(model: nn.Module) -> bool:
-    if is_fully_sharded(model):
-        # The hooks on the top module gather the weights it holds itself (embeddings, LM head): its own forward
-        # must run, or the encoder meets them still sharded.
+    if is_partitioned(model):
+        # Sharded weights are gathered by hooks around each module's own forward (FSDP2's on the top module, ZeRO-3's
+        # on every module): the model's own forward must run, and the loss cannot read the head's weight directly.
         return False
     split = _SPLITS.get(getattr(getattr(model, "config", None), "model_type", None))
     return split is not None and hasattr(model, split[0]) and type(model).__name__.endswith("ForMaskedLM")
