@@ -139,8 +139,13 @@ class BiLSTMRecipeArguments:
         TangRates(self.p_mask, self.p_pos, self.p_ngram)  # checks the rates now, not after the first teacher
 
 
+def parse_arguments(argv: list[str]) -> tuple[BiLSTMRecipeArguments, TaskDistillationArguments]:
+    """YAML values first (--config FILE, default recipes/configs/distil_bilstm.yaml), then the flags, which win."""
+    return parse_with_config((BiLSTMRecipeArguments, TaskDistillationArguments), argv, DEFAULT_CONFIG)
+
+
 def main() -> None:
-    recipe, args = parse_with_config((BiLSTMRecipeArguments, TaskDistillationArguments), sys.argv[1:], DEFAULT_CONFIG)
+    recipe, args = parse_arguments(sys.argv[1:])
     logging.set_verbosity(args.get_process_log_level())
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
