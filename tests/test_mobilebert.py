@@ -62,3 +62,21 @@ def test_distils_with_soft_targets_mlm_and_hidden_mse_through_the_learned_projec
     assert not torch.equal(projection.weight.detach(), before)  # the projection trains with the student
     trainer.save_model()
     assert (tmp_path / "out" / "hidden_projection.safetensors").exists()
+
+
+def test_projection_in_the_loss_gives_the_gradients_of_materialised_logits(tmp_path, teacher, dataset, tokenizer):
+    """The head's decoder and extra dense block, stacked into one projection, get their gradients through it."""
+    from hf_distil import DataCollatorForDistillation
+
+    student = mobilebert_student(teacher, **TINY).train()
+    batch = DataCollatorForDistillation(tokenizer, seed=0)([dataset[i] for i in range(8)])
+    grads = []
+    for in_loss in (True, False):
+        trainer = DistillationTrainer(model=student, teacher_model=teacher, args=make_args(tmp_path, alpha_cos=0.0))
+        trainer.projection_in_loss = in_loss
+        trainer.compute_loss(student, dict(batch)).backward()
+        grads.append({name: p.grad.clone() for name, p in student.named_parameters() if p.grad is not None})
+        student.zero_grad(set_to_none=True)
+    assert grads[0].keys() == grads[1].keys() and "cls.predictions.dense.weight" in grads[0]
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grad, grads[1][name], rtol=1e-5, atol=1e-7, msg=name)
