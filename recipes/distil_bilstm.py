@@ -13,7 +13,8 @@ the teacher labels the training set (the transfer set) → a BiLSTM distilled fr
 + cross-entropy on the gold labels) → for each augmentation, the transfer set grows by augmented or unlabelled
 text that the teacher labels, and another BiLSTM is distilled. Every BiLSTM gets the same number of updates.
 Then: held-out scores over the seeds (mean ± sd), parameters, CPU time at batch 1 and 32 against the teacher,
-results.json, and the last seed's BiLSTM of the first augmentation saved with its tokenizer and model card.
+results.json, the last seed's BiLSTM of the first augmentation saved with its tokenizer and model card, and the last
+seed's teacher in runs/teacher.
 """
 
 from __future__ import annotations
@@ -263,6 +264,11 @@ def main() -> None:
     results["speed"] = cpu_time(teacher, kept, held_out, collator)
     (out / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
     print(format_table(results))
+
+    # The last seed's teacher, for --teacher next time and recipes/export.py --teacher (runs/ is never uploaded).
+    if not recipe.teacher:
+        teacher.save_pretrained(out / "runs" / "teacher")
+        tokenizer.save_pretrained(out / "runs" / "teacher")
 
     # The last seed's BiLSTM of the first augmentation, its tokenizer and card; published with --push_to_hub.
     kept.save_pretrained(out)

@@ -98,6 +98,8 @@ def test_polarity_demo_with_the_papers_augmentation(tmp_path):
     assert results["task"] == "polarity" and results["metric"] == "accuracy"
     assert "BiLSTM distilled + Tang et al. rules" in done.stdout
     assert f"{tang} examples (+ Tang et al. rules)" in (out / "README.md").read_text()
+    teacher_folder = out / "runs" / "teacher"  # the last seed's fine-tuned teacher, for --teacher next time
+    assert AutoModelForSequenceClassification.from_pretrained(teacher_folder).config.num_labels == 2
 
 
 def test_unknown_augmentation_is_one_line_and_exit_2(tmp_path):
