@@ -190,11 +190,13 @@ def max_abs_difference(
 class Scheme:
     name: str
     description: str
-    quantize: Callable[[Path, Path, dict], None]  # (fp32 path, int8 path, config dict) -> None
+    # (fp32 path, int8 path, config dict, calibration inputs) -> None; only calibrated schemes read the inputs
+    quantize: Callable[[Path, Path, dict, Sequence[dict[str, np.ndarray]]], None]
+    calibrated: bool = False
 
 
 def _dynamic(per_channel: bool, keep_feed_forward: bool = False) -> Callable[[Path, Path, dict], None]:
-    def quantize(source: Path, target: Path, config: dict) -> None:
+    def quantize(source: Path, target: Path, config: dict, calibration: Sequence = ()) -> None:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         excluded = feed_forward_matmuls(source, config) if keep_feed_forward else None
@@ -216,7 +218,7 @@ def _no_pre_process_advice(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Please consider to run pre-processing")
 
 
-def _blockwise(source: Path, target: Path, config: dict) -> None:
+def _blockwise(source: Path, target: Path, config: dict, calibration: Sequence = ()) -> None:
     import onnx
 
     quantizer = _nbits_quantizer()(onnx.load(str(source)), bits=8, block_size=32, is_symmetric=True, accuracy_level=4)
@@ -224,7 +226,7 @@ def _blockwise(source: Path, target: Path, config: dict) -> None:
     quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
 
 
-def _per_token(source: Path, target: Path, config: dict) -> None:
+def _per_token(source: Path, target: Path, config: dict, calibration: Sequence = ()) -> None:
     """Every MatMul with a constant weight becomes int8 × int8 in standard ONNX ops: the activations get one scale
     and zero point per token (row), computed at run time, the weights one scale per output channel.
 
@@ -271,11 +273,19 @@ def _per_token(source: Path, target: Path, config: dict) -> None:
         product = op("Cast", [op("MatMulInteger", [q, w_q], "product_int")], "product", to=TensorProto.FLOAT)
         exact = op("Add", [product, op("Mul", [minus_z, w_sum], "zero_point_term")], "exact")
         nodes.append(helper.make_node("Mul", [op("Mul", [exact, scale], "per_token"), w_s], [y], name=f"{p}/out"))
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {name for n in graph.node for name in n.input}
-    for tensor in [t for t in graph.initializer if t.name not in used]:  # the fp32 weights that were replaced
-        graph.initializer.remove(tensor)
+    save_rewritten(model, nodes, target)
+
+
+def save_rewritten(model, nodes: list, target: str | Path) -> None:
+    """Save `model` with `nodes` as its graph, without the initializers no node reads any more (the fp32 weights
+    that a rewrite replaced)."""
+    import onnx
+
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    used = {name for n in model.graph.node for name in n.input}
+    for tensor in [t for t in model.graph.initializer if t.name not in used]:
+        model.graph.initializer.remove(tensor)
     onnx.save(model, str(target))
 
 
@@ -286,6 +296,12 @@ def _emit(nodes: list, prefix: str, kind: str, inputs: list[str], name: str, **a
     output = f"{prefix}/{name}"
     nodes.append(helper.make_node(kind, inputs, [output], name=output, **attributes))
     return output
+
+
+def _outlier_split(source: Path, target: Path, config: dict, calibration: Sequence = ()) -> None:
+    from .quantization import quantize_outlier_split
+
+    quantize_outlier_split(source, target, calibration)
 
 
 def _nbits_quantizer() -> type:
@@ -326,6 +342,13 @@ SCHEMES = [  # in order of speed on the shipped teacher's student (README, "Depl
         "dynamic_per_channel",
         "quantize_dynamic QInt8, one weight scale per output channel",
         _dynamic(per_channel=True),
+    ),
+    Scheme(
+        "outlier_split",
+        "int8 MatMuls (weights per channel rounded by GPTQ, activations per tensor at run time); the few input "
+        "channels with outlier ranges multiplied in fp32 beside them; calibrated on held-out text",
+        _outlier_split,
+        calibrated=True,
     ),
     Scheme(
         "dynamic_per_channel_fp32_ffn",
@@ -372,11 +395,14 @@ def fidelity_feeds(
         for seed in range(mask_draws):
             collator = DataCollatorForDistillation(tokenizer, seed=seed)
             feeds += [{k: v.numpy() for k, v in collator([{"input_ids": x}]).items() if k in names} for x in ids]
+        if "token_type_ids" in names:  # BERT masked LMs take them; the collator, made for training, has none
+            feeds = [{**f, "token_type_ids": np.zeros_like(f["input_ids"])} for f in feeds]
         return feeds
     if task.pipeline == "question-answering":
         pairs = [(sentences[i], " ".join(sentences[i + 1 : i + 3])) for i in range(len(sentences) - 2)]
+        # longest_first: a question longer than max_length alone (it happens in Wikipedia) is cut, not refused.
         encoded = [
-            tokenizer(q, c, truncation="only_second", max_length=max_length, return_tensors="np") for q, c in pairs
+            tokenizer(q, c, truncation="longest_first", max_length=max_length, return_tensors="np") for q, c in pairs
         ]
     else:
         encoded = [tokenizer(s, truncation=True, max_length=max_length, return_tensors="np") for s in sentences]
@@ -497,6 +523,7 @@ class ExportReport:
     schemes: list[SchemeResult] = field(default_factory=list)
     latency_ms: dict[str, float] = field(default_factory=dict)  # batch 1, ms per input, per model
     speed_sentences: int = 0
+    calibration_sentences: int = 0  # held-out sentences after the measured ones, for calibrated schemes
     threads: int = 0  # intra-op threads of PyTorch and ONNX Runtime alike
     machine: str = ""
     load_average: list[float] = field(default_factory=list)  # 1-minute load before and after timing: other work
@@ -538,6 +565,7 @@ def export_student(
     mask_draws: int = 2,
     speed_sentences: int = 30,
     speed_rounds: int = 3,
+    calibration_sentences: int = 64,
 ) -> ExportReport:
     """Export the student saved in `model_dir` to `output_dir` (layout in this module's docstring).
 
@@ -546,7 +574,9 @@ def export_student(
     agreement with fp32 reaches `min_agreement` becomes onnx/model_quantized.onnx, and the rest are not tried
     unless `try_all`. When none does, only fp32 is written (`int8_file` is None) and a warning says so. Every
     model is then timed at batch 1 on `speed_sentences` sentences: the student in PyTorch and in ONNX Runtime,
-    each int8 scheme tried, and `teacher` in PyTorch when given.
+    each int8 scheme tried, and `teacher` in PyTorch when given. Calibrated schemes (`outlier_split`) learn their
+    ranges and weight rounding from the `calibration_sentences` held-out sentences that follow the measured ones,
+    so the agreement is measured on text they did not see.
     """
     import onnx
     import onnxruntime
@@ -557,8 +587,8 @@ def export_student(
     unknown = [s for s in chosen_schemes if s not in SCHEME_NAMES]
     if unknown:
         raise UsageError(f"unknown int8 scheme(s) {', '.join(unknown)}; choose from {', '.join(SCHEME_NAMES)}.")
-    if num_sentences < 1 or speed_sentences < 1 or mask_draws < 1:
-        raise UsageError("num_sentences, speed_sentences and mask_draws must be ≥ 1.")
+    if min(num_sentences, speed_sentences, mask_draws, calibration_sentences) < 1:
+        raise UsageError("num_sentences, speed_sentences, mask_draws and calibration_sentences must be ≥ 1.")
     task = task_of(model_dir)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -580,7 +610,8 @@ def export_student(
     tokenizer.save_pretrained(out)
 
     # 2. fp32 parity with PyTorch on real sentences of different lengths, padded into one batch.
-    sentences = held_out_sentences(texts)[:num_sentences]
+    held_out = held_out_sentences(texts)
+    sentences, calibration_text = held_out[:num_sentences], held_out[num_sentences:][:calibration_sentences]
     if len(sentences) < 3:
         raise UsageError(f"the held-out text gives {len(sentences)} sentences of 6+ words; pass more text.")
     max_length = min(128, config.get("max_position_embeddings", 512))
@@ -595,6 +626,7 @@ def export_student(
 
     # 3. The int8 gate: answers of each scheme against fp32 ONNX (equal to PyTorch, step 2) at batch 1.
     feeds = fidelity_feeds(task, tokenizer, sentences, names, max_length, mask_draws)
+    calibration = fidelity_feeds(task, tokenizer, calibration_text, names, max_length, 1) if calibration_text else []
     fp32 = session(fp32_path)
     reference = answers(task, [fp32.run(None, f) for f in feeds], feeds, tokenizer.mask_token_id)
     if len(reference) == 0:
@@ -607,7 +639,13 @@ def export_student(
     try:
         for scheme in (s for s in SCHEMES if s.name in chosen_schemes):
             path = candidates / f"{scheme.name}.onnx"
-            scheme.quantize(fp32_path, path, config)
+            if scheme.calibrated and not calibration:
+                raise UsageError(
+                    f"int8 scheme {scheme.name} calibrates on held-out sentences beyond the {len(sentences)} "
+                    "measured, and the text has none left; pass more text, lower num_sentences, or leave "
+                    f"{scheme.name} out of the schemes."
+                )
+            scheme.quantize(fp32_path, path, config, calibration)
             sessions[scheme.name] = int8 = session(path)
             agreed = agreement(
                 answers(task, [int8.run(None, f) for f in feeds], feeds, tokenizer.mask_token_id), reference
@@ -657,6 +695,7 @@ def export_student(
         schemes=tried,
         latency_ms=timed,
         speed_sentences=len(speed_feeds),
+        calibration_sentences=len(calibration_text),
         threads=torch.get_num_threads(),
         machine=describe_machine(),
         load_average=load,

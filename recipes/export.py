@@ -57,6 +57,12 @@ class ExportArguments:
     mask_draws: int = field(default=2, metadata={"help": "Masked LM: fixed mask draws per sentence."})
     speed_sentences: int = field(default=30, metadata={"help": "Sentences timed at batch 1, per model and round."})
     speed_rounds: int = field(default=3, metadata={"help": "Timing rounds (models take turns; median reported)."})
+    calibration_sentences: int = field(
+        default=64,
+        metadata={
+            "help": "Held-out sentences after the measured ones, which calibrated schemes (outlier_split) learn from."
+        },
+    )
     threads: int | None = field(
         default=None,
         metadata={
@@ -145,6 +151,7 @@ def main() -> None:
         mask_draws=cli.mask_draws,
         speed_sentences=cli.speed_sentences,
         speed_rounds=cli.speed_rounds,
+        calibration_sentences=cli.calibration_sentences,
     )
     print(format_report(report))
     if report.chosen is None:

@@ -196,6 +196,25 @@ def test_every_head_goes_through_the_gate(tmp_path, kind):
     )
 
 
+@pytest.mark.parametrize("kind", ["masked-lm", "classifier", "qa", "encoder"])
+def test_the_calibrated_scheme_learns_from_sentences_the_gate_does_not_measure(tmp_path, kind):
+    report = export_student(
+        saved(tiny_student(kind), tmp_path / "m"), tmp_path / "out", schemes=["outlier_split"], **FAST
+    )
+    assert report.calibration_sentences == 64 and report.sentences == 20  # sentences 20-83 calibrate, 0-19 measure
+    kept = report.schemes[0]
+    assert report.chosen == "outlier_split" and kept.agreement >= 0.95 and (tmp_path / "out" / INT8_FILE).exists()
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "out" / INT8_FILE)).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+
+
+def test_a_calibrated_scheme_without_sentences_left_to_calibrate_on_is_refused(tmp_path):
+    folder = saved(tiny_student("masked-lm"), tmp_path / "student")
+    texts = held_out_sentences()[:12]
+    with pytest.raises(UsageError, match="outlier_split calibrates on held-out sentences beyond the 12 measured"):
+        export_student(folder, tmp_path / "out", texts=texts, schemes=["outlier_split"], **FAST)
+
+
 def test_answers_are_what_a_pipeline_user_sees():
     fill, classify = TASKS["ForMaskedLM"], TASKS["ForSequenceClassification"]
     logits = np.zeros((1, 4, 5))
