@@ -4,23 +4,31 @@
     python benchmarks/inference.py --student outputs/distil_bert    # a distilled student
     python benchmarks/inference.py --tiny                           # tiny models built in code (CI)
     python benchmarks/inference.py --json                           # one JSON line instead of the table
+    python benchmarks/inference.py --deployment --threads 1         # + PyTorch / ONNX fp32 / ONNX int8 table
 
 Each setting (batch 1, the paper's, and 32; on CPU, and on CUDA when present) times a full pass over
 the same sentences for the encoder alone (the paper's setting: its tasks put a small head on it) and
 for the whole masked LM (with its vocabulary head at every token). Teacher and student alternate
 within each pass, in eval mode under torch.inference_mode; medians over passes are compared, so machine
 noise hits both alike. Passes repeat until each model has run --min_seconds (default 5; --tiny: 0).
+
+--deployment adds the deployment table (hf_distil.deployment): both models exported to ONNX (fp32, and int8
+through the export's accuracy gate) under --deployment_dir, then all six timed in turn at batch 1 and 32 on
+held-out sentences, with their top-1 agreement at [MASK] with the same model in PyTorch fp32.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
+from dataclasses import asdict
 
 import torch
 from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM
 
 from hf_distil import init_student_from_teacher
+from hf_distil.deployment import format_deployment, measure_deployment
 from hf_distil.errors import run_script
 from hf_distil.evaluation import describe_speedup, relative_speed
 
@@ -87,12 +95,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="at least this many passes per model")
     parser.add_argument("--min_seconds", type=float, default=None, help="seconds per model; default 5 (--tiny: 0)")
     parser.add_argument("--json", action="store_true", help="one JSON line (ratios, inputs, machine), not the table")
+    parser.add_argument("--deployment", action="store_true", help="also PyTorch / ONNX fp32 / ONNX int8, each model")
+    parser.add_argument("--deployment_dir", help="where the exports go (default: a temporary folder)")
+    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime (default: PyTorch's)")
     cli = parser.parse_args()
+    if cli.threads:
+        torch.set_num_threads(cli.threads)
     count = cli.sentences or (16 if cli.tiny else 100)
     min_seconds = cli.min_seconds if cli.min_seconds is not None else (0.0 if cli.tiny else 5.0)
     if cli.tiny:
         shape = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128)
-        teacher, tokenizer = BertForMaskedLM(BertConfig(vocab_size=1000, **shape)), None
+        # The deployment table tokenizes real sentences: the shipped teacher's tokenizer, and a vocabulary to match.
+        tokenizer = default_tokenizer() if cli.deployment else None
+        vocab_size = len(tokenizer) if tokenizer else 1000
+        teacher = BertForMaskedLM(BertConfig(vocab_size=vocab_size, **shape))
     else:
         from hf_distil.teachers import load_default_teacher
 
@@ -128,7 +144,44 @@ def main() -> None:
                     "speedup": round(timing[f"{prefix}speedup"], 4),
                 }
     report["passes"] = min(passes)
-    print(json.dumps(report) if cli.json else table(report))
+    if cli.deployment:
+        teacher.to("cpu"), student.to("cpu")
+        rows = deployment(teacher, student, tokenizer, count, cli)
+        report["deployment"] = [asdict(row) for row in rows]
+    if cli.json:
+        print(json.dumps(report))
+    else:
+        print(table(report))
+        if cli.deployment:
+            threads = report["threads"]
+            print(f"\nDeployment: CPU ms per sentence over {count} held-out sentences, {threads} threads, in turn")
+            print(format_deployment(rows))
+
+
+def default_tokenizer():
+    from transformers import AutoTokenizer
+
+    from hf_distil.teachers.minilm import packaged_encoder_path
+
+    return AutoTokenizer.from_pretrained(packaged_encoder_path())
+
+
+def deployment(teacher, student, tokenizer, count: int, cli) -> list:
+    """The deployment table's rows: exports under --deployment_dir (or a temporary folder), all timed in turn."""
+    from hf_distil.export import held_out_sentences
+
+    held_out = held_out_sentences()
+    fast = dict(num_sentences=20, speed_sentences=1, speed_rounds=1) if cli.tiny else dict(speed_sentences=1)
+    with tempfile.TemporaryDirectory() as scratch:
+        return measure_deployment(
+            {"teacher": teacher, "student": student},
+            tokenizer,
+            cli.deployment_dir or scratch,
+            held_out[:count],
+            held_out[-(20 if cli.tiny else 200) :],  # the gate measures the first sentences, calibrates on the next
+            rounds=cli.repeats,
+            **fast,
+        )
 
 
 if __name__ == "__main__":

@@ -70,6 +70,21 @@ def test_inference_prints_the_papers_table_by_default():
     assert "median of 1 passes" in done.stdout and "{" not in done.stdout
 
 
+def test_inference_adds_the_deployment_table_on_request():
+    report = bench("inference.py", "--repeats", "1", "--deployment", "--json", "--threads", "1")
+    rows = {(r["model"], r["runtime"]): r for r in report["deployment"]}
+    assert set(rows) == {
+        (model, runtime)
+        for model in ("teacher", "student")
+        for runtime in ("PyTorch fp32", "ONNX Runtime fp32", "ONNX Runtime int8")
+    }
+    assert report["params"] == {m: rows[m, "PyTorch fp32"]["parameters"] for m in ("teacher", "student")}
+    for row in rows.values():
+        assert set(row["ms_per_sentence"]) == {"1", "32"} and min(row["ms_per_sentence"].values()) > 0
+        assert row["size_mb"] > 0 and 0 <= row["agreement"] <= 1
+    assert report["threads"] == 1 and report["layers"] == {"teacher": 4, "student": 2}
+
+
 def test_feature_cost_reports_a_ratio_per_feature():
     report = bench("feature_cost.py", "--repeats", "1")
     assert set(report["step_ratio"]) == {
