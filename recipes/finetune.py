@@ -23,6 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
 import evaluate
 import numpy as np
 from transformers import (
@@ -71,10 +72,19 @@ class TaskArguments:
         default=128, metadata={"help": "SQuAD: tokens shared by consecutive windows of a long context."}
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training examples."})
+    export_int8: bool = field(
+        default=False,
+        metadata={
+            "help": "Also export the fine-tuned model to ONNX (recipes/export.py's gate, into --output_dir) and "
+            "score its int8 file on the evaluation set beside fp32 (needs pip install hf_distil[export])."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise UsageError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}.")
+        if self.export_int8 and self.task == "squad":
+            raise UsageError("--export_int8 scores classifiers; export a SQuAD model with recipes/export.py instead.")
 
 
 def main() -> None:
@@ -165,6 +175,8 @@ def main() -> None:
         metrics = {f"eval_{k}": v / 100 for k, v in scores.items()}
     else:
         metrics = trainer.evaluate()
+    if task.export_int8 and trainer.is_world_process_zero():
+        metrics.update(int8_metrics(args.output_dir, held_out, compute_metrics))
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics)
 
@@ -176,9 +188,38 @@ def main() -> None:
         row = results.setdefault(label, {}).setdefault(task.task, {"scores": {}})
         row["scores"][str(args.seed)] = round(100 * score, 2)  # one score per seed; the table shows their mean
         row["params"] = model.num_parameters()
+        int8_score = metrics.get(f"eval_int8_{MAIN_METRIC.get(task.task, 'accuracy')}")
+        if int8_score is not None:  # the int8 export's row, beside the fp32 one
+            int8_row = results.setdefault(f"{label} int8 ({metrics['eval_int8_scheme']})", {})
+            int8_row = int8_row.setdefault(task.task, {"scores": {}})
+            int8_row["scores"][str(args.seed)] = round(100 * int8_score, 2)
+            int8_row["params"] = row["params"]
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
         print(format_table(results))
+
+
+def int8_metrics(folder: str, held_out: datasets.Dataset, compute_metrics) -> dict:
+    """Export `folder` through the int8 gate (hf_distil.export) and score its int8 file on `held_out` at batch 1,
+    as a deployed model sees its inputs: eval_int8_<metric>, the scheme kept and its label agreement with fp32.
+    When no scheme passes the gate there is no int8 file and no score, only eval_int8_scheme "none"."""
+    from hf_distil.export import export_student, session
+
+    report = export_student(folder, folder, speed_sentences=5, speed_rounds=1)
+    if report.int8_file is None:
+        return {"eval_int8_scheme": "none"}
+    runner = session(Path(folder, report.int8_file))
+    names = [i.name for i in runner.get_inputs()]
+    logits = np.concatenate(
+        [runner.run(["logits"], {n: np.array([row[n]], dtype=np.int64) for n in names})[0] for row in held_out]
+    )
+    scores = compute_metrics((logits, np.array(held_out["label"])))
+    kept = next(s for s in report.schemes if s.name == report.chosen)
+    return {
+        **{f"eval_int8_{name}": value for name, value in scores.items()},
+        "eval_int8_scheme": report.chosen,
+        "eval_int8_label_agreement": kept.agreement,
+    }
 
 
 def format_table(results: dict[str, dict[str, dict]]) -> str:

@@ -9,8 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import WORDS, save_tiny_teacher
+from transformers import AutoTokenizer
+
+from hf_distil.export import EXPORT_REPORT_FILE, INT8_FILE, session
+from hf_distil.tasks import polarity_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.recipe
@@ -55,6 +60,31 @@ def test_finetune_then_task_distillation_fill_the_table(tmp_path):
     assert set(table) == {str(tmp_path / "tiny"), str(tmp_path / "tiny") + " (D)"}
     assert set(table[str(tmp_path / "tiny")]["polarity"]["scores"]) == {"42"}  # one score per seed
     assert "polarity" in done.stdout and "(D)" in done.stdout
+
+
+def test_export_int8_scores_the_int8_file_on_the_evaluation_set_beside_fp32(tmp_path):
+    save_tiny_teacher(tmp_path / "tiny")
+    out = tmp_path / "ft"
+    done = finetune(tmp_path, "--model", str(tmp_path / "tiny"), "--output_dir", str(out), "--export_int8")
+    metrics = json.loads((out / "eval_results.json").read_text())
+    report = json.loads((out / EXPORT_REPORT_FILE).read_text())
+    assert metrics["eval_int8_scheme"] == report["chosen"] and report["task"] == "text-classification"
+    kept = next(s for s in report["schemes"] if s["name"] == report["chosen"])
+    assert metrics["eval_int8_label_agreement"] == kept["agreement"] >= 0.95
+
+    # The score is the int8 file's own, one sentence at a time, on the recipe's held-out sentences.
+    held_out = polarity_demo()["validation"]
+    tokenizer, int8 = AutoTokenizer.from_pretrained(out), session(out / INT8_FILE)
+    names = [i.name for i in int8.get_inputs()]
+    encoded = [tokenizer(s, truncation=True, return_tensors="np") for s in held_out["sentence"]]
+    predictions = [int8.run(["logits"], {n: e[n] for n in names}) for e in encoded]
+    accuracy = np.mean([p[0].argmax() == label for p, label in zip(predictions, held_out["label"])])
+    assert metrics["eval_int8_accuracy"] == pytest.approx(accuracy) and 0 <= metrics["eval_accuracy"] <= 1
+
+    table = json.loads((tmp_path / "outputs" / "finetune_results.json").read_text())
+    int8_row = table[f"{tmp_path / 'tiny'} int8 ({report['chosen']})"]["polarity"]
+    assert int8_row["scores"] == {"42": round(100 * accuracy, 2)}
+    assert f"int8 ({report['chosen']})" in done.stdout
 
 
 def squad_file(path: Path, n: int, seed: int) -> Path:
