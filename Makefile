@@ -32,7 +32,7 @@ run: $(STAMP)
 test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check hf_distil recipes benchmarks tests
 	$(BIN)/ruff format --check hf_distil recipes benchmarks tests
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=10 tests
 
 # The fast tests against the oldest versions pyproject.toml allows: every "name>=version" line of its dependencies
 # installed at exactly that version (torch stays at the CPU build above), in a throwaway venv.
