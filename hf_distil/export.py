@@ -14,9 +14,7 @@ int8 scale spans the whole input tensor, so padding in a batch would change what
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
 import os
 import platform
 import re
@@ -47,6 +45,7 @@ from transformers.utils import logging as hf_logging
 from .collator import DataCollatorForDistillation
 from .errors import RunFailed, UsageError
 from .heads import forward_arguments
+from .quantization import SCHEME_NAMES, SCHEMES
 
 logger = hf_logging.get_logger(__name__)
 
@@ -184,187 +183,6 @@ def max_abs_difference(
 
 
 # -------------------------------------------------------------------------------------------- int8 schemes
-
-
-@dataclass(frozen=True)
-class Scheme:
-    name: str
-    description: str
-    # (fp32 path, int8 path, config dict, calibration inputs) -> None; only calibrated schemes read the inputs
-    quantize: Callable[[Path, Path, dict, Sequence[dict[str, np.ndarray]]], None]
-    calibrated: bool = False
-
-
-def _dynamic(per_channel: bool, keep_feed_forward: bool = False) -> Callable[[Path, Path, dict], None]:
-    def quantize(source: Path, target: Path, config: dict, calibration: Sequence = ()) -> None:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        excluded = feed_forward_matmuls(source, config) if keep_feed_forward else None
-        root = logging.getLogger()
-        # quantize_dynamic logs on the root logger that shape inference could be run first (quant_pre_process);
-        # ONNX Runtime optimises the graph when it loads it anyway, and the gate measures what it gives.
-        root.addFilter(_no_pre_process_advice)
-        try:
-            quantize_dynamic(
-                source, target, weight_type=QuantType.QInt8, per_channel=per_channel, nodes_to_exclude=excluded
-            )
-        finally:
-            root.removeFilter(_no_pre_process_advice)
-
-    return quantize
-
-
-def _no_pre_process_advice(record: logging.LogRecord) -> bool:
-    return not record.getMessage().startswith("Please consider to run pre-processing")
-
-
-def _blockwise(source: Path, target: Path, config: dict, calibration: Sequence = ()) -> None:
-    import onnx
-
-    quantizer = _nbits_quantizer()(onnx.load(str(source)), bits=8, block_size=32, is_symmetric=True, accuracy_level=4)
-    quantizer.process()
-    quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
-
-
-def _per_token(source: Path, target: Path, config: dict, calibration: Sequence = ()) -> None:
-    """Every MatMul with a constant weight becomes int8 × int8 in standard ONNX ops: the activations get one scale
-    and zero point per token (row), computed at run time, the weights one scale per output channel.
-
-    quantize_dynamic's DynamicQuantizeLinear has one scale for the whole input tensor, so the few tokens with very
-    large activations ([CLS], [SEP]) set the step for every other token; a scale per token is ZeroQuant's remedy
-    (Yao et al. 2022, arXiv:2206.01861, "token-wise" activations). onnxruntime's MatMulInteger refuses a zero point
-    per row of A, so it is applied after the product: (q − z)·W = q·W − z·Σ_k W_k.
-    """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    model = onnx.load(str(source))
-    graph = model.graph
-    weights = {t.name: t for t in graph.initializer}
-
-    def constant(name: str, value: np.ndarray) -> str:
-        graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
-        return name
-
-    zero = constant("per_token/zero", np.float32(0))
-    tiny = constant("per_token/tiny", np.float32(1e-12))
-    steps = constant("per_token/steps", np.float32(255))
-    nodes = []
-    for node in graph.node:
-        if node.op_type != "MatMul" or node.input[1] not in weights:
-            nodes.append(node)
-            continue
-        x, y, p = node.input[0], node.output[0], f"{node.name}/per_token"
-        w = numpy_helper.to_array(weights[node.input[1]]).astype(np.float32)  # (K, N)
-        w_scale = np.maximum(np.abs(w).max(0), 1e-12) / 127  # (N,) one per output channel
-        w_int8 = np.clip(np.round(w / w_scale), -127, 127).astype(np.int8)
-        w_q, w_s = constant(f"{p}/w_int8", w_int8), constant(f"{p}/w_scale", w_scale.astype(np.float32))
-        w_sum = constant(f"{p}/w_sum", w_int8.astype(np.float32).sum(0))
-        op = functools.partial(_emit, nodes, p)
-
-        # Range per token, widened to include 0 so that 0 is exact (padding, ReLU/GELU zeros).
-        high = op("Max", [op("ReduceMax", [x], "max", axes=[-1], keepdims=1), zero], "high")  # (..., L, 1)
-        low = op("Min", [op("ReduceMin", [x], "min", axes=[-1], keepdims=1), zero], "low")
-        scale = op("Div", [op("Max", [op("Sub", [high, low], "range"), tiny], "range_"), steps], "scale")
-        minus_z = op("Round", [op("Div", [low, scale], "low_steps")], "minus_z")  # −zero point, in [−255, 0]
-        rounded = op("Round", [op("Sub", [op("Div", [x, scale], "steps_"), minus_z], "shifted")], "rounded")
-        # Clip: where low/scale sits exactly halfway between integers the top value rounds to 256, which Cast wraps.
-        q = op("Cast", [op("Clip", [rounded, zero, steps], "clipped")], "q", to=TensorProto.UINT8)
-        product = op("Cast", [op("MatMulInteger", [q, w_q], "product_int")], "product", to=TensorProto.FLOAT)
-        exact = op("Add", [product, op("Mul", [minus_z, w_sum], "zero_point_term")], "exact")
-        nodes.append(helper.make_node("Mul", [op("Mul", [exact, scale], "per_token"), w_s], [y], name=f"{p}/out"))
-    save_rewritten(model, nodes, target)
-
-
-def save_rewritten(model, nodes: list, target: str | Path) -> None:
-    """Save `model` with `nodes` as its graph, without the initializers no node reads any more (the fp32 weights
-    that a rewrite replaced)."""
-    import onnx
-
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    used = {name for n in model.graph.node for name in n.input}
-    for tensor in [t for t in model.graph.initializer if t.name not in used]:
-        model.graph.initializer.remove(tensor)
-    onnx.save(model, str(target))
-
-
-def _emit(nodes: list, prefix: str, kind: str, inputs: list[str], name: str, **attributes: Any) -> str:
-    """Append a `kind` node named `prefix/name` whose one output has the same name; returns that name."""
-    from onnx import helper
-
-    output = f"{prefix}/{name}"
-    nodes.append(helper.make_node(kind, inputs, [output], name=output, **attributes))
-    return output
-
-
-def _outlier_split(source: Path, target: Path, config: dict, calibration: Sequence = ()) -> None:
-    from .quantization import quantize_outlier_split
-
-    quantize_outlier_split(source, target, calibration)
-
-
-def _nbits_quantizer() -> type:
-    """onnxruntime's MatMulNBitsQuantizer, without the `logging.basicConfig(level=INFO)` its module runs on import
-    (onnxruntime/quantization/matmul_nbits_quantizer.py), which would print every later INFO line of every library."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    return MatMulNBitsQuantizer
-
-
-def feed_forward_matmuls(onnx_path: Path, config: dict) -> list[str]:
-    """Names of the MatMul nodes of the feed-forward blocks: those whose weight has the intermediate size.
-
-    Measured on the shipped teacher's 3-layer student (one node quantised at a time, 640 masks): the
-    feed-forward MatMuls cost 1.4–6.9 points of top-1 agreement each, the attention ones 0.2–1.6, as
-    Bondarenko et al. 2021 (arXiv:2109.12948) found for BERT: the inputs of the feed-forward block carry the
-    outlier dimensions that one per-tensor int8 scale cannot span.
-    """
-    import onnx
-
-    width = config.get("hidden_dim") or config.get("intermediate_size")  # DistilBERT / BERT names
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    shapes = {t.name: tuple(t.dims) for t in graph.initializer}
-    return [n.name for n in graph.node if n.op_type == "MatMul" and width in shapes.get(n.input[1], ())]
-
-
-SCHEMES = [  # in order of speed on the shipped teacher's student (README, "Deploy the student")
-    Scheme(
-        "dynamic",
-        "quantize_dynamic QInt8, onnxruntime defaults (per-tensor weights, embeddings too)",
-        _dynamic(per_channel=False),
-    ),
-    Scheme(
-        "dynamic_per_channel",
-        "quantize_dynamic QInt8, one weight scale per output channel",
-        _dynamic(per_channel=True),
-    ),
-    Scheme(
-        "outlier_split",
-        "int8 MatMuls (weights per channel rounded by GPTQ, activations per tensor at run time); the few input "
-        "channels with outlier ranges multiplied in fp32 beside them; calibrated on held-out text",
-        _outlier_split,
-        calibrated=True,
-    ),
-    Scheme(
-        "dynamic_per_channel_fp32_ffn",
-        "as dynamic_per_channel, feed-forward MatMuls left in fp32",
-        _dynamic(per_channel=True, keep_feed_forward=True),
-    ),
-    Scheme(
-        "per_token", "int8 MatMulInteger, activations scaled per token at run time, weights per channel", _per_token
-    ),
-    Scheme(
-        "blockwise",
-        "MatMulNBits: int8 weights and activations, one scale per block of 32 (accuracy_level 4)",
-        _blockwise,
-    ),
-]
-SCHEME_NAMES = [s.name for s in SCHEMES]
 
 
 # ---------------------------------------------------------------------------------------------- held-out inputs

@@ -21,7 +21,8 @@ import torch
 from transformers import HfArgumentParser, PreTrainedModel
 
 from hf_distil.errors import RunFailed, UsageError, run_script
-from hf_distil.export import FP32_KEY, SCHEME_NAMES, STUDENT_KEY, TEACHER_KEY, ExportReport, export_student, task_of
+from hf_distil.export import FP32_KEY, STUDENT_KEY, TEACHER_KEY, ExportReport, export_student, task_of
+from hf_distil.quantization import SCHEME_NAMES
 
 DEFAULT_STUDENT = Path("outputs/default_student")
 

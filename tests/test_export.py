@@ -30,21 +30,19 @@ from hf_distil.export import (
     EXPORT_REPORT_FILE,
     FP32_FILE,
     INT8_FILE,
-    SCHEME_NAMES,
-    SCHEMES,
     TASKS,
     _best_span,
     agreement,
     answers,
     export_onnx,
     export_student,
-    feed_forward_matmuls,
     fidelity_feeds,
     held_out_sentences,
     input_names,
     session,
     task_of,
 )
+from hf_distil.quantization import SCHEME_NAMES, SCHEMES, feed_forward_matmuls
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(num_sentences=20, speed_sentences=3, speed_rounds=1)  # the gate and timing on a handful of sentences

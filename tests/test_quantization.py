@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from hf_distil.export import SCHEMES, session
-from hf_distil.quantization import calibrate, gptq_int8, outlier_channels, quantize_outlier_split
+from hf_distil.export import session
+from hf_distil.quantization import SCHEMES, calibrate, gptq_int8, outlier_channels, quantize_outlier_split
 
 
 def rounded_to_nearest(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
