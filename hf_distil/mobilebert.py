@@ -64,6 +64,9 @@ def mobilebert_student(teacher: PreTrainedModel, num_layers: int | None = None, 
         },
     )
     with torch.no_grad():
-        word = student.get_input_embeddings().weight
-        word.copy_(principal_embeddings(teacher.get_input_embeddings().weight, word.shape[1]))
+        word, teachers = student.get_input_embeddings().weight, teacher.get_input_embeddings().weight
+        # A teacher narrower than the embeddings has fewer principal directions: they fill the first columns,
+        # and the rest keep their random start.
+        width = min(word.shape[1], teachers.shape[1])
+        word[:, :width].copy_(principal_embeddings(teachers, width))
     return student

@@ -80,3 +80,10 @@ def test_projection_in_the_loss_gives_the_gradients_of_materialised_logits(tmp_p
     assert grads[0].keys() == grads[1].keys() and "cls.predictions.dense.weight" in grads[0]
     for name, grad in grads[0].items():
         torch.testing.assert_close(grad, grads[1][name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_a_teacher_narrower_than_the_embeddings_fills_their_first_columns(tokenizer):
+    teacher = BertForMaskedLM(tiny_bert_config(len(tokenizer)))  # hidden 32 < embedding_size 40
+    student = mobilebert_student(teacher, **{**TINY, "hidden_size": 48, "embedding_size": 40})
+    word = student.get_input_embeddings().weight
+    assert torch.allclose(word[:, :32], principal_embeddings(teacher.get_input_embeddings().weight, 32))

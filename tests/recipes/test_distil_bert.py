@@ -20,6 +20,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer
 from hf_distil.config import DataArguments
 from hf_distil.data import prepare_corpus
 from hf_distil.evaluation import masked_lm_metrics
+from hf_distil.projection import PROJECTION_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "distil_bert.py"
@@ -93,6 +94,20 @@ def test_recipe_trains_saves_and_reports(assets, tmp_path):
     assert "top-1 agreement with teacher" in done.stdout
     assert "masked LM (encoder + vocabulary head): student is" in done.stdout
     assert "encoder alone (the paper's Table 3 setting): student is" in done.stdout  # tiny models: faster or slower
+
+
+def test_mobilebert_student_trains_with_the_width_projection_and_reloads(assets, tmp_path):
+    out = tmp_path / "mobile"
+    flags = ["--student_architecture", "mobilebert", "--student_num_layers", "2", "--alpha_cos", "0"]
+    run(assets, out, *flags, "--alpha_hidden_mse", "1", "--max_steps", "3", "--save_strategy", "no")
+    student = AutoModelForMaskedLM.from_pretrained(out)
+    assert type(student).__name__ == "MobileBertForMaskedLM" and student.config.num_hidden_layers == 2
+    assert (out / PROJECTION_FILE).exists()  # the learned width projection, beside the student, not inside it
+    assert not any("projection" in name for name in load_file(out / "model.safetensors"))
+    logs = [h for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+    assert len(logs) == 3 and all(h["loss_hidden_mse"] > 0 and "loss_cos" not in h for h in logs)
+    results = json.loads((out / "held_out_results.json").read_text())
+    assert results["params"]["student"] == student.num_parameters() and 0 <= results["student"]["accuracy"] <= 1
 
 
 def test_resumed_run_ends_identical_to_an_uninterrupted_one(assets, tmp_path):
