@@ -1,7 +1,8 @@
 """The int8 schemes the export's gate tries (`SCHEMES`, fastest first): onnxruntime's own quantizers, and our
 graph rewrites in standard ONNX ops where those lose too many of fp32's answers.
 
-`outlier_split`, the calibrated one: GPTQ weight rounding and outlier channels kept in fp32. Measured on the shipped teacher's 3-layer student (top-1 agreement with fp32 at [MASK], 1,658 masks; README,
+`outlier_split`, the calibrated one: GPTQ weight rounding and outlier channels kept in fp32. Measured on the
+shipped teacher's 3-layer student (top-1 agreement with fp32 at [MASK], 1,658 masks; README,
 "Deploy the student"): rounding each weight to its nearest int8 step already costs 3.7 points with the
 activations left in fp32, and one int8 scale for a whole activation tensor costs another 10, because a few
 channels of BERT's residual stream (channel 99 here: 28 against a median of 1.8) carry values 5-15x larger
