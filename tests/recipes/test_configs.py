@@ -77,7 +77,7 @@ def test_a_config_with_a_typo_or_a_bad_value_is_refused_in_one_line(tmp_path, mo
 def test_command_line_overrides_the_file():
     _, data_args, args = load_recipe("distil_bert").parse_arguments(["--max_steps", "3", "--max_seq_length", "64"])
     assert args.max_steps == 3 and data_args.max_seq_length == 64
-    assert args.learning_rate == 5e-4  # still from the default YAML
+    assert args.learning_rate == 1e-3 and args.temperature == 1.0  # still from the default YAML
 
 
 def test_paper_config_reaches_4096_sequences_on_8_gpus():
