@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast, DistilBertConfig, DistilBertForMaskedLM
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    BertTokenizerFast,
+    DistilBertConfig,
+    DistilBertForMaskedLM,
+    RobertaConfig,
+    RobertaForMaskedLM,
+)
 
 from hf_distil import (
     DataCollatorForDistillation,
@@ -85,6 +93,20 @@ def tiny_distilbert(vocab_size: int, dim: int = 16, heads: int = 2, layers: int 
         vocab_size=vocab_size, dim=dim, n_layers=layers, n_heads=heads, hidden_dim=2 * dim, max_position_embeddings=64
     )
     return DistilBertForMaskedLM(config)
+
+
+def tiny_roberta(vocab_size: int, layers: int = 2) -> RobertaForMaskedLM:
+    """A randomly initialised RoBERTa masked LM over the tiny vocabulary (padding id 0, as the tiny tokenizer's)."""
+    config = RobertaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=80,
+        pad_token_id=0,
+    )
+    return RobertaForMaskedLM(config)
 
 
 def sharpen_attention(teacher: BertForMaskedLM, factor: float = 20.0) -> BertForMaskedLM:

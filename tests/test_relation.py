@@ -6,13 +6,11 @@ import math
 
 import pytest
 import torch
-from conftest import make_args, sharpen_attention, tiny_bert_config, tiny_distilbert
+from conftest import make_args, sharpen_attention, tiny_bert_config, tiny_distilbert, tiny_roberta
 from transformers import (
     BertForMaskedLM,
     GPT2Config,
     GPT2LMHeadModel,
-    RobertaConfig,
-    RobertaForMaskedLM,
 )
 
 from hf_distil import DataCollatorForDistillation, DistillationArguments, DistillationTrainer, heads
@@ -119,17 +117,7 @@ def test_num_items_and_the_distillation_loss_entry():
 def test_projection_hooks_read_each_layers_own_query_key_and_value(teacher, tokenizer, dataset):
     batch = DataCollatorForDistillation(tokenizer, seed=0)([dataset[i] for i in range(4)])
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    roberta = RobertaForMaskedLM(
-        RobertaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=70,
-            pad_token_id=0,
-        )
-    ).eval()
+    roberta = tiny_roberta(len(tokenizer)).eval()
     student = tiny_distilbert(len(tokenizer))
     cases = [
         (teacher, teacher.bert.encoder.layer, lambda a: (a.self.query, a.self.key, a.self.value)),

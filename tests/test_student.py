@@ -1,10 +1,10 @@
 import pytest
 import torch
+from conftest import tiny_roberta
 from transformers import (
     AutoModelForMaskedLM,
     BertForMaskedLM,
     DistilBertForMaskedLM,
-    RobertaConfig,
     RobertaForMaskedLM,
 )
 
@@ -127,16 +127,7 @@ def test_same_architecture_bert_identity_and_subset(teacher, batch):
 
 @torch.no_grad()
 def test_same_architecture_roberta(tokenizer):
-    config = RobertaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=70,
-        pad_token_id=0,
-    )
-    teacher = RobertaForMaskedLM(config).eval()
+    teacher = tiny_roberta(len(tokenizer), layers=4).eval()
     student = init_student_from_teacher(teacher, layers="even", num_layers=2, architecture="same")
     assert isinstance(student, RobertaForMaskedLM) and student.config.num_hidden_layers == 2
     torch.testing.assert_close(

@@ -7,7 +7,15 @@ import copy
 import datasets
 import pytest
 import torch
-from conftest import TallestOfWidth, make_args, make_trainer, one_sgd_step, sharpen_attention, tiny_bert_config
+from conftest import (
+    TallestOfWidth,
+    make_args,
+    make_trainer,
+    one_sgd_step,
+    sharpen_attention,
+    tiny_bert_config,
+    tiny_roberta,
+)
 from safetensors.torch import load_file
 from torch import nn
 from transformers import DistilBertConfig, DistilBertForMaskedLM
@@ -83,18 +91,7 @@ def test_row_projection_equals_full_logits_then_selection(teacher, student, toke
 @pytest.mark.parametrize("model_kind", ["bert", "distilbert", "roberta"])
 def test_deferred_projection_gives_the_heads_logits(teacher, student, tokenizer, dataset, model_kind):
     """The head split into its transform and its vocabulary projection (for the loss to run) is the whole head."""
-    from transformers import RobertaConfig, RobertaForMaskedLM
-
-    roberta = RobertaForMaskedLM(
-        RobertaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=80,
-        )
-    )
+    roberta = tiny_roberta(len(tokenizer))
     model = {"bert": teacher, "distilbert": student.eval(), "roberta": roberta.eval()}[model_kind]
     batch = DataCollatorForDistillation(tokenizer, seed=0)([dataset[i] for i in range(8)])
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
