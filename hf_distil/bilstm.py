@@ -105,11 +105,16 @@ class BiLSTMForSequenceClassification(PreTrainedModel):
         numbers for a sentence alone and inside a padded batch. An empty row counts as one (padding) token.
         """
         lengths = mask.sum(1).clamp(min=1)
-        packed = nn.utils.rnn.pack_padded_sequence(
-            self.embeddings(input_ids), lengths.cpu(), batch_first=True, enforce_sorted=False
-        )
-        states, _ = self.lstm(packed)
-        states, _ = nn.utils.rnn.pad_packed_sequence(states, batch_first=True, total_length=input_ids.shape[1])
+        embedded = self.embeddings(input_ids)
+        if input_ids.shape[1] and bool(mask.all()) and not torch.onnx.is_in_onnx_export():
+            # No padding (a sentence alone): packing changes no number and cost 23% of the batch-1 time (measured,
+            # 19 tokens, one thread: 1.01 → 0.78 ms). The export keeps the packed path, which every batch needs.
+            states, _ = self.lstm(embedded)
+        else:
+            packed = nn.utils.rnn.pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            states, _ = nn.utils.rnn.pad_packed_sequence(
+                self.lstm(packed)[0], batch_first=True, total_length=input_ids.shape[1]
+            )
         if self.config.pooling == "max":  # padding masked here: the ONNX export ignores pad_packed's padding_value
             real = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :] < lengths[:, None]
             return states.masked_fill(~real[..., None], float("-inf")).max(dim=1).values  # (B, 2H)

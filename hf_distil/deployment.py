@@ -27,7 +27,7 @@ from .export import (
     fidelity_feeds,
     input_names,
     latencies,
-    session,
+    onnx_runner,
     torch_runner,
 )
 
@@ -48,13 +48,6 @@ class DeploymentRow:
     @property
     def name(self) -> str:
         return f"{self.model}, {self.runtime}" + (f" ({self.scheme})" if self.scheme else "")
-
-
-def _onnx_runner(path: Path) -> Callable[[dict[str, np.ndarray]], Any]:
-    """Batch-size-agnostic ONNX Runtime call that passes only the inputs the file declares."""
-    runner = session(path)
-    names = [i.name for i in runner.get_inputs()]
-    return lambda feed: runner.run(None, {n: feed[n] for n in names})
 
 
 def _size_mb(paths: Sequence[Path]) -> float:
@@ -85,10 +78,10 @@ def measure_deployment(
         report = export_student(folder / "pytorch", folder / "onnx", **export_options)
         feeds = fidelity_feeds(task, tokenizer, fidelity_sentences, input_names(model, tokenizer), max_length, 1)
         variants = [(PYTORCH, torch_runner(model), list((folder / "pytorch").glob("*.safetensors")), None)]
-        variants.append((ONNX_FP32, _onnx_runner(folder / "onnx" / FP32_FILE), [folder / "onnx" / FP32_FILE], None))
+        variants.append((ONNX_FP32, onnx_runner(folder / "onnx" / FP32_FILE), [folder / "onnx" / FP32_FILE], None))
         if report.int8_file:
             int8 = folder / "onnx" / INT8_FILE
-            variants.append((ONNX_INT8, _onnx_runner(int8), [int8], report.chosen))
+            variants.append((ONNX_INT8, onnx_runner(int8), [int8], report.chosen))
         reference = None
         for runtime, run, files, scheme in variants:
             outputs = [[np.asarray(o) for o in _logits(run(f))] for f in feeds]

@@ -306,6 +306,13 @@ def torch_runner(model: PreTrainedModel) -> Callable[[dict[str, np.ndarray]], An
     return run
 
 
+def onnx_runner(path: str | Path) -> Callable[[dict[str, np.ndarray]], Any]:
+    """ONNX Runtime forward on numpy inputs of any batch size, passing only the inputs the file declares."""
+    runner = session(path)
+    names = [i.name for i in runner.get_inputs()]
+    return lambda feed: runner.run(None, {n: feed[n] for n in names})
+
+
 def describe_machine() -> str:
     return f"CPU ({platform.processor() or platform.machine()})"
 

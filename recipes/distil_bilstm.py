@@ -20,9 +20,11 @@ seed's teacher in runs/teacher.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from transformers import (
     AutoModelForSequenceClassification,
     DataCollatorWithPadding,
     PreTrainedModel,
+    PreTrainedTokenizerBase,
     Trainer,
     TrainingArguments,
     set_seed,
@@ -44,8 +47,8 @@ from hf_distil.augment import TangRates, mlm_candidates, mlm_transfer_set, tang_
 from hf_distil.bilstm import RESULTS_FILE, bilstm_from_teacher, non_embedding_parameters
 from hf_distil.config import parse_with_config
 from hf_distil.errors import UsageError, run_script
-from hf_distil.evaluation import time_models
-from hf_distil.export import describe_machine
+from hf_distil.export import TASKS as EXPORT_TASKS
+from hf_distil.export import describe_machine, export_onnx, latencies, onnx_runner, torch_runner
 from hf_distil.hub import push_to_hub, render_bilstm_card
 from hf_distil.metrics import metric_path
 from hf_distil.pos_tagger import PerceptronTagger
@@ -57,6 +60,8 @@ from hf_distil.teachers import DEFAULT_TEACHER
 logger = logging.get_logger("distil_bilstm")
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "distil_bilstm.yaml"
 AUGMENTATIONS = ("tang", "mlm", "unlabelled")
+CLASSIFIER = EXPORT_TASKS["ForSequenceClassification"]
+MODELS = ("teacher", "bilstm")
 ROW_LABELS = {
     "teacher": "teacher (fine-tuned)",
     "gold": "BiLSTM, gold labels only",
@@ -261,7 +266,7 @@ def main() -> None:
 
     # Size and CPU time of the last seed's teacher and BiLSTM, at batch 1 and 32, on the held-out examples.
     results = summarise(recipe, args, scores, sizes, kept_row, teacher, kept)
-    results["speed"] = cpu_time(teacher, kept, held_out, collator)
+    results["speed"] = cpu_time(teacher, kept, tokenizer, held_out, collator)
     (out / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
     print(format_table(results))
 
@@ -387,21 +392,35 @@ def read_unlabelled(path: str, columns: list[str]) -> list[tuple[str, ...]]:
 
 
 def cpu_time(
-    teacher: PreTrainedModel, student: PreTrainedModel, held_out: datasets.Dataset, collator: DataCollatorWithPadding
+    teacher: PreTrainedModel,
+    student: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    held_out: datasets.Dataset,
+    collator: DataCollatorWithPadding,
 ) -> dict:
-    """Milliseconds per held-out example of each model at batch 1 and 32, the two taking turns (median of at least
-    5 passes and 2 s of each); the speed-up is the teacher's time over the BiLSTM's."""
+    """Milliseconds per held-out example of each model at batch 1 and 32 (median of 5 passes), in PyTorch fp32 and,
+    when the export extra is installed, in ONNX Runtime fp32, the runtime the BiLSTM ships in (recipes/export.py).
+    All four take turns within each pass; each speed-up is the teacher's time over the BiLSTM's in one runtime."""
     examples = [{k: v for k, v in row.items() if k != "label"} for row in held_out]
     result: dict = {"threads": torch.get_num_threads(), "examples": len(examples)}
-    for size in (1, 32):
-        batches = [collator(examples[i : i + size]) for i in range(0, len(examples), size)]
-        seconds, passes = time_models({"teacher": teacher, "bilstm": student}, batches, 5, 2.0, 50)
-        result[f"batch_{size}"] = {
-            "teacher_ms": 1e3 * seconds["teacher"] / len(examples),
-            "bilstm_ms": 1e3 * seconds["bilstm"] / len(examples),
-            "speedup": seconds["teacher"] / seconds["bilstm"],
-            "passes": passes,
-        }
+    runners = {("pytorch", "teacher"): torch_runner(teacher), ("pytorch", "bilstm"): torch_runner(student)}
+    with tempfile.TemporaryDirectory() as folder:
+        if importlib.util.find_spec("onnxruntime"):
+            for name, model in zip(MODELS, (teacher, student)):
+                path = Path(folder, f"{name}.onnx")
+                runners["onnx", name] = onnx_runner(export_onnx(model, tokenizer, path, CLASSIFIER))
+        else:
+            logger.info("onnxruntime is not installed (pip install hf_distil[export]): PyTorch times only")
+        for size in (1, 32):
+            batches = [
+                {k: v.numpy() for k, v in collator(examples[i : i + size]).items()}
+                for i in range(0, len(examples), size)
+            ]
+            ms = latencies({f"{r} {m}": run for (r, m), run in runners.items()}, batches, rounds=5)
+            for runtime in dict.fromkeys(r for r, _ in runners):
+                teacher_ms, bilstm_ms = (ms[f"{runtime} {m}"] * len(batches) / len(examples) for m in MODELS)
+                key = f"batch_{size}" if runtime == "pytorch" else f"onnx_batch_{size}"
+                result[key] = {"teacher_ms": teacher_ms, "bilstm_ms": bilstm_ms, "speedup": teacher_ms / bilstm_ms}
     return result
 
 
@@ -435,12 +454,14 @@ def format_table(results: dict) -> str:
         f"parameters: teacher {p['teacher'] / 1e6:.1f}M ({p['teacher_non_embedding'] / 1e6:.2f}M outside the word "
         f"embeddings), BiLSTM {p['bilstm'] / 1e6:.1f}M ({p['bilstm_non_embedding'] / 1e6:.2f}M)"
     )
-    for size in (1, 32):
-        s = speed[f"batch_{size}"]
-        lines.append(
-            f"CPU time per example, batch {size} ({speed['threads']} threads): teacher {s['teacher_ms']:.2f} ms, "
-            f"BiLSTM {s['bilstm_ms']:.2f} ms: {s['speedup']:.1f}x faster"
-        )
+    for key, runtime in (("batch", "PyTorch fp32"), ("onnx_batch", "ONNX Runtime fp32")):
+        for size in (1, 32):
+            if f"{key}_{size}" in speed:
+                s = speed[f"{key}_{size}"]
+                lines.append(
+                    f"CPU time per example in {runtime}, batch {size} ({speed['threads']} threads): teacher "
+                    f"{s['teacher_ms']:.2f} ms, BiLSTM {s['bilstm_ms']:.2f} ms: {s['speedup']:.1f}x faster"
+                )
     return "\n".join(lines)
 
 

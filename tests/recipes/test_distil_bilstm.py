@@ -68,9 +68,12 @@ def test_pair_task_from_local_files_with_mlm_and_unlabelled_transfer_sets(tmp_pa
     assert rows["distilled"]["examples"] == 12 and rows["distilled+unlabelled"]["examples"] == 24
     assert 12 < rows["distilled+mlm"]["examples"] <= 12 + 2 * 12
     assert set(results["gap_closed"]) == {"distilled", "distilled+mlm", "distilled+unlabelled"}
-    assert results["speed"]["batch_1"]["speedup"] > 0 and results["speed"]["examples"] == 8
+    speed = results["speed"]
+    assert speed["examples"] == 8 and {"batch_1", "batch_32", "onnx_batch_1", "onnx_batch_32"} <= set(speed)
+    for times in (speed[key] for key in ("batch_1", "onnx_batch_32")):
+        assert times["speedup"] == pytest.approx(times["teacher_ms"] / times["bilstm_ms"])
     assert results["params"]["bilstm"] > results["params"]["bilstm_non_embedding"]
-    assert "BiLSTM distilled + unlabelled in-domain text" in done.stdout and "CPU time per example" in done.stdout
+    assert "BiLSTM distilled + unlabelled in-domain text" in done.stdout and "CPU time per example in ONNX Runtime fp32" in done.stdout
 
     # The saved BiLSTM: the pair encoder, loaded through the Auto classes, reading the teacher's tokenizer.
     model = AutoModelForSequenceClassification.from_pretrained(out).eval()
