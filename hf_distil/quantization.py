@@ -14,6 +14,13 @@ at run time:
   the *output* error is small rather than each weight's (3.7 -> 2.4 points weights-only).
 - LLM.int8()'s decomposition (Dettmers et al. 2022, arXiv:2208.07339): the few input channels whose calibrated
   range is far above the others are multiplied in fp32, the rest in int8 with a scale no longer set by them.
+
+`smooth_split`, the same with fewer fp32 products: SmoothQuant (Xiao et al. 2022, arXiv:2211.10438) divides each
+input channel by s = max|x|^α / max|W|^(1−α) and multiplies the weight's row by it, (x/s)(sW) = xW, so the
+outliers shrink into a range one int8 scale spans, at the cost of one Mul that replaces the split's mask. Measured
+on the same student: smoothing every input keeps 94.6% of fp32's answers at α 0.8; keeping the split for the
+feed-forward activation's output (the second feed-forward MatMul's input) keeps 96.1%, 12% faster than splitting
+everywhere (95.9%).
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ OUTLIER_RATIO = 3.0  # a channel is an outlier when its calibrated |max| exceeds
 MAX_OUTLIERS = 8  # per MatMul input: at most this many channels in fp32 (measured: 8 and 16 agree equally, 4 less)
 GPTQ_BLOCK = 128  # rows rounded between two updates of the rest (GPTQ's block size)
 GPTQ_DAMPING = 0.01  # added to the Hessian's diagonal, as a share of its mean (GPTQ's percdamp)
+# SmoothQuant's migration strength; top-1 agreement with every input smoothed, measured on the shipped teacher's
+# student: α 0.5 80.3%, 0.65 90.6%, 0.8 94.6%, 0.85 94.6%, 0.9 93.6%, 0.95 91.9%.
+SMOOTH_ALPHA = 0.8
 
 
 @dataclass
@@ -86,6 +96,12 @@ def outlier_channels(absmax: np.ndarray, ratio: float = OUTLIER_RATIO, limit: in
     return np.sort(candidates[np.argsort(absmax[candidates])[::-1][:limit]])
 
 
+def smoothing_scales(absmax: np.ndarray, weight_absmax: np.ndarray, alpha: float = SMOOTH_ALPHA) -> np.ndarray:
+    """SmoothQuant's divisor per input channel, s = max|x|^α / max|W_row|^(1−α): x/s and s·W meet halfway between
+    the activation's range and the weight's, which one int8 scale per tensor and per column then span."""
+    return np.maximum(absmax, 1e-5) ** alpha / np.maximum(weight_absmax, 1e-5) ** (1 - alpha)
+
+
 def gptq_int8(weight: np.ndarray, hessian: np.ndarray, damping: float = GPTQ_DAMPING) -> tuple[np.ndarray, np.ndarray]:
     """Round `weight` (K, N) of y = x W to int8 on a per-column symmetric grid (scale = max |W[:, n]| / 127),
     choosing each row's rounding so that the error on x W stays small for inputs whose x xᵀ sums to `hessian`.
@@ -114,12 +130,19 @@ def gptq_int8(weight: np.ndarray, hessian: np.ndarray, damping: float = GPTQ_DAM
 
 
 def quantize_outlier_split(
-    source: str | Path, target: str | Path, calibration: Sequence[dict[str, np.ndarray]], gptq: bool = True
+    source: str | Path,
+    target: str | Path,
+    calibration: Sequence[dict[str, np.ndarray]],
+    gptq: bool = True,
+    smooth: float | None = None,
+    split_width: int | None = None,
 ) -> dict[str, int]:
     """Write `target`: every weighted MatMul of `source` in int8 (weights per output channel, rounded by GPTQ
     unless `gptq` is False; activations quantised at run time with one scale per tensor, DynamicQuantizeLinear),
     except the outlier channels of its input (`outlier_channels` of the calibrated statistics), which go through
-    an fp32 MatMul beside it. Returns {input tensor: outlier channels kept in fp32}.
+    an fp32 MatMul beside it. With `smooth` (SmoothQuant's α), inputs are instead divided per channel by
+    `smoothing_scales` and the weights' rows multiplied by them, except inputs `split_width` channels wide, which
+    keep the split. Returns {input tensor: outlier channels kept in fp32}.
 
     Standard ONNX ops only (DynamicQuantizeLinear, MatMulInteger, Gather, MatMul): ONNX Runtime fuses the int8 part
     into DynamicQuantizeMatMul when it loads the file, and transformers.js runs it as it is.
@@ -132,12 +155,17 @@ def quantize_outlier_split(
     graph = model.graph
     weights = {t.name: t for t in graph.initializer}
     matmuls = {n.name for n in weighted_matmuls(graph)}
+    weight_absmax: dict[str, np.ndarray] = {}  # input -> max |W| per row over the MatMuls reading it (q, k, v)
+    for node in weighted_matmuls(graph):
+        rows = np.abs(numpy_helper.to_array(weights[node.input[1]])).max(1)
+        weight_absmax[node.input[0]] = np.maximum(weight_absmax.get(node.input[0], rows), rows)
 
     def constant(name: str, value: np.ndarray) -> str:
         graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    split: dict[str, tuple[str, str, np.ndarray]] = {}  # input -> (masked input, outlier channels, their indices)
+    # input -> (the int8 path's input, outlier channels, their indices, per-channel smoothing divisor)
+    split: dict[str, tuple[str, str, np.ndarray, np.ndarray]] = {}
     nodes: list = []
     for node in graph.node:
         if node.name not in matmuls:
@@ -146,7 +174,11 @@ def quantize_outlier_split(
         x, y, p = node.input[0], node.output[0], f"{node.name}/int8"
         op = functools.partial(_emit, nodes, p)
         w = numpy_helper.to_array(weights[node.input[1]]).astype(np.float64)  # (K, N)
-        if x not in split:  # once per input: q, k and v share theirs
+        if x not in split and smooth is not None and len(w) != split_width:  # once per input: q, k, v share it
+            divisor = smoothing_scales(stats[x].absmax, weight_absmax[x], smooth)
+            inverse = constant(f"{x}/smooth/inverse", (1 / divisor).astype(np.float32))
+            split[x] = (_emit(nodes, f"{x}/smooth", "Mul", [x, inverse], "x"), "", np.array([], np.int64), divisor)
+        elif x not in split:
             outliers = outlier_channels(stats[x].absmax)
             keep = np.ones(len(w), np.float32)
             keep[outliers] = 0
@@ -157,11 +189,11 @@ def quantize_outlier_split(
                 if len(outliers)
                 else ""
             )
-            split[x] = (masked, side, outliers)
-        masked, side, outliers = split[x]
-        inliers = w.copy()
+            split[x] = (masked, side, outliers, np.ones(len(w)))
+        masked, side, outliers, divisor = split[x]
+        inliers = w * divisor[:, None]
         inliers[outliers] = 0  # multiplied in fp32 beside: they must not widen the int8 weight scale either
-        hessian = stats[x].hessian.copy()
+        hessian = stats[x].hessian / np.outer(divisor, divisor)  # of the inputs the int8 product sees, x / s
         hessian[outliers, :] = hessian[:, outliers] = 0
         q, w_scale = gptq_int8(inliers, hessian if gptq else np.eye(len(w)))
         xq, x_scale, x_zero = (f"{p}/x_q", f"{p}/x_scale", f"{p}/x_zero")
@@ -175,7 +207,7 @@ def quantize_outlier_split(
             fp32 = op("MatMul", [side, constant(f"{p}/w_outliers", w[outliers].astype(np.float32))], "outliers")
             nodes.append(helper.make_node("Add", [main, fp32], [y], name=f"{p}/sum"))
     save_rewritten(model, nodes, target)
-    return {x: len(outliers) for x, (_, _, outliers) in split.items()}
+    return {x: len(outliers) for x, (_, _, outliers, _) in split.items()}
 
 
 @dataclass(frozen=True)
@@ -302,6 +334,19 @@ def _nbits_quantizer() -> type:
     return MatMulNBitsQuantizer
 
 
+def _outlier_split(source: Path, target: Path, config: dict, calibration: Sequence = ()) -> None:
+    quantize_outlier_split(source, target, calibration)
+
+
+def _smooth_split(source: Path, target: Path, config: dict, calibration: Sequence = ()) -> None:
+    quantize_outlier_split(source, target, calibration, smooth=SMOOTH_ALPHA, split_width=intermediate_size(config))
+
+
+def intermediate_size(config: dict) -> int | None:
+    """The feed-forward block's inner width, under DistilBERT's name or BERT's."""
+    return config.get("hidden_dim") or config.get("intermediate_size")
+
+
 def feed_forward_matmuls(onnx_path: Path, config: dict) -> list[str]:
     """Names of the MatMul nodes of the feed-forward blocks: those whose weight has the intermediate size.
 
@@ -312,7 +357,7 @@ def feed_forward_matmuls(onnx_path: Path, config: dict) -> list[str]:
     """
     import onnx
 
-    width = config.get("hidden_dim") or config.get("intermediate_size")  # DistilBERT / BERT names
+    width = intermediate_size(config)
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     shapes = {t.name: tuple(t.dims) for t in graph.initializer}
     return [n.name for n in graph.node if n.op_type == "MatMul" and width in shapes.get(n.input[1], ())]
@@ -330,10 +375,17 @@ SCHEMES = [  # in order of speed on the shipped teacher's student (README, "Depl
         _dynamic(per_channel=True),
     ),
     Scheme(
+        "smooth_split",
+        "as outlier_split, but every input except the feed-forward activation's is smoothed per channel "
+        f"(SmoothQuant, α {SMOOTH_ALPHA}) rather than split: fewer fp32 products",
+        _smooth_split,
+        calibrated=True,
+    ),
+    Scheme(
         "outlier_split",
         "int8 MatMuls (weights per channel rounded by GPTQ, activations per tensor at run time); the few input "
         "channels with outlier ranges multiplied in fp32 beside them; calibrated on held-out text",
-        lambda source, target, config, calibration=(): quantize_outlier_split(source, target, calibration),
+        _outlier_split,
         calibrated=True,
     ),
     Scheme(

@@ -61,7 +61,8 @@ class ExportArguments:
     calibration_sentences: int = field(
         default=64,
         metadata={
-            "help": "Held-out sentences after the measured ones, which calibrated schemes (outlier_split) learn from."
+            "help": "Held-out sentences after the measured ones, which calibrated schemes (smooth_split, "
+            "outlier_split) learn from."
         },
     )
     threads: int | None = field(

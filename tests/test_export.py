@@ -194,14 +194,13 @@ def test_every_head_goes_through_the_gate(tmp_path, kind):
     )
 
 
+@pytest.mark.parametrize("scheme", ["smooth_split", "outlier_split"])
 @pytest.mark.parametrize("kind", ["masked-lm", "classifier", "qa", "encoder"])
-def test_the_calibrated_scheme_learns_from_sentences_the_gate_does_not_measure(tmp_path, kind):
-    report = export_student(
-        saved(tiny_student(kind), tmp_path / "m"), tmp_path / "out", schemes=["outlier_split"], **FAST
-    )
+def test_the_calibrated_schemes_learn_from_sentences_the_gate_does_not_measure(tmp_path, kind, scheme):
+    report = export_student(saved(tiny_student(kind), tmp_path / "m"), tmp_path / "out", schemes=[scheme], **FAST)
     assert report.calibration_sentences == 64 and report.sentences == 20  # sentences 20-83 calibrate, 0-19 measure
     kept = report.schemes[0]
-    assert report.chosen == "outlier_split" and kept.agreement >= 0.95 and (tmp_path / "out" / INT8_FILE).exists()
+    assert report.chosen == scheme and kept.agreement >= 0.95 and (tmp_path / "out" / INT8_FILE).exists()
     ops = {n.op_type for n in onnx.load(str(tmp_path / "out" / INT8_FILE)).graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
 

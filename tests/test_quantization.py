@@ -9,7 +9,14 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from hf_distil.export import session
-from hf_distil.quantization import SCHEMES, calibrate, gptq_int8, outlier_channels, quantize_outlier_split
+from hf_distil.quantization import (
+    SCHEMES,
+    calibrate,
+    gptq_int8,
+    outlier_channels,
+    quantize_outlier_split,
+    smoothing_scales,
+)
 
 
 def rounded_to_nearest(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,3 +108,38 @@ def test_outlier_channels_go_through_fp32_and_the_rest_keeps_its_precision(tmp_p
     got = {name: session(tmp_path / f"{name}.onnx").run(None, {"x": x})[0] for name in ("split", "dynamic")}
     error = {name: np.abs(y - expected).max() / np.abs(expected).max() for name, y in got.items()}
     assert error["split"] < 0.01 and error["dynamic"] > 4 * error["split"]
+
+
+def test_smoothing_meets_halfway_and_leaves_the_product_unchanged():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 6))
+    x[:, 2] *= 40  # an outlier channel
+    weight = rng.normal(size=(6, 5))
+    absmax, weight_absmax = np.abs(x).max(0), np.abs(weight).max(1)
+    s = smoothing_scales(absmax, weight_absmax, alpha=0.5)
+    np.testing.assert_allclose((x / s) @ (weight * s[:, None]), x @ weight, rtol=1e-12)
+    np.testing.assert_allclose(np.abs(x / s).max(0), np.abs(weight * s[:, None]).max(1))  # α 0.5: equal ranges
+    smoothed = np.abs(x / smoothing_scales(absmax, weight_absmax)).max(0)  # the default α 0.8
+    assert smoothed.max() / np.median(smoothed) < 0.25 * absmax.max() / np.median(absmax)
+
+
+def test_smoothed_inputs_need_no_fp32_product_and_split_width_keeps_the_split(tmp_path):
+    """The outlier channel of the split test, smoothed instead: one Mul before the int8 product, no Gather or fp32
+    MatMul, and an error as small as the split's; an input of the split width is split as before."""
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(32, 16)).astype(np.float32)
+    calibration, x = correlated_inputs(rng, 32, 64, 32)
+    for rows in (calibration, x):
+        rows[::4, 7] = 40.0
+    source = one_matmul(tmp_path / "fp32.onnx", weight)
+    feeds = [{"x": calibration[None]}]
+    assert quantize_outlier_split(source, tmp_path / "smooth.onnx", feeds, smooth=0.8, split_width=64) == {"x": 0}
+    assert quantize_outlier_split(source, tmp_path / "split.onnx", feeds, smooth=0.8, split_width=32) == {"x": 1}
+    ops = {
+        name: [n.op_type for n in onnx.load(str(tmp_path / f"{name}.onnx")).graph.node] for name in ("smooth", "split")
+    }
+    assert ops["smooth"] == ["Mul", "DynamicQuantizeLinear", "MatMulInteger", "Mul", "Cast", "Mul"]
+    assert "Gather" in ops["split"] and "MatMul" in ops["split"]
+    expected = x[None] @ weight
+    got = session(tmp_path / "smooth.onnx").run(None, {"x": x[None]})[0]
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 0.01
