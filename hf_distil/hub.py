@@ -351,13 +351,14 @@ def render_bilstm_card(
             ),
             *(
                 (
-                    f"CPU time per example, batch {size} ({speed['threads']} threads)",
-                    f"{speed[f'batch_{size}']['teacher_ms']:.2f} ms",
-                    f"{speed[f'batch_{size}']['bilstm_ms']:.2f} ms "
-                    f"({describe_speedup(speed[f'batch_{size}']['speedup'])})",
+                    f"CPU time per example in {runtime}, batch {size} ({speed['threads']} threads)",
+                    f"{speed[f'{key}_{size}']['teacher_ms']:.2f} ms",
+                    f"{speed[f'{key}_{size}']['bilstm_ms']:.2f} ms "
+                    f"({describe_speedup(speed[f'{key}_{size}']['speedup'])})",
                 )
+                for key, runtime in (("batch", "PyTorch fp32"), ("onnx_batch", "ONNX Runtime fp32"))
                 for size in (1, 32)
-                if f"batch_{size}" in speed
+                if f"{key}_{size}" in speed
             ),
         ]
     )

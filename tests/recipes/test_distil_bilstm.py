@@ -85,6 +85,8 @@ def test_pair_task_from_local_files_with_mlm_and_unlabelled_transfer_sets(tmp_pa
     card = (out / "README.md").read_text()
     assert "pipeline_tag: text-classification" in card and "[a, b, |a − b|, a ⊙ b]" in card
     assert "BiLSTM distilled + teacher MLM replacement" in card and "mean ± sd over 2 seeds" in card
+    assert "CPU time per example in PyTorch fp32, batch 1" in card
+    assert "CPU time per example in ONNX Runtime fp32, batch 32" in card
 
 
 @pytest.mark.skipif(importlib.util.find_spec("textblob_aptagger") is None, reason=f"no POS tagger model: {INSTALL}")
