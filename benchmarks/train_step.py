@@ -3,6 +3,7 @@
     python benchmarks/train_step.py            # shipped teacher (MiniLM, 6 layers) -> 3-layer student, batch 32 x 128
     python benchmarks/train_step.py --tiny     # tiny models built in code (CI)
     python benchmarks/train_step.py --bert_base --logits_step   # BERT-base's shape; and the step before fused_linear
+    python benchmarks/train_step.py --reference_dir transformers-research-projects/distillation   # against it
 
 Parts, each timed alone: the teacher's forward (no grad) and the student's forward + backward on its own
 MLM loss. The step: DistillationTrainer.compute_loss + backward with DistilBERT's triple loss. Phases
@@ -12,6 +13,13 @@ step / (teacher + student) <= 1.05. Peak memory is measured on CUDA only (CPU: n
 Trainer keeps freed memory in the process (hf_distil/cpu_memory.py) for every phase alike;
 --no_keep_freed_memory measures glibc's default instead. --logits_step adds the same step with the rows'
 logits materialised (DistillationTrainer.projection_in_loss = False: the path before fused_linear.py).
+
+--reference_dir adds the reference implementation's step, side by side: `Distiller.step` from the distillation/
+folder of huggingface/transformers-research-projects (a copy you fetched; nothing of it is in this repository;
+it needs `pip install gitpython tensorboardX`), on the same teacher, student and batch with the same loss
+weights, its L_ce over the same rows, and no optimizer update (gradient accumulation never completes), so both
+steps are the forwards, the loss and the backward. `reference_over_step` > 1 means ours is faster; run it in
+several fresh processes, since the reference's time varies between processes.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import functools
 import json
 import random
 import statistics
+import sys
 import tempfile
 import time
 
@@ -80,6 +89,39 @@ def machine(benchmark: str, device: str, cli: argparse.Namespace) -> dict:
     }
 
 
+class _NoSequences(torch.utils.data.Dataset):
+    """Distiller builds a DataLoader in __init__; the benchmark calls its step() with the batch itself."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def batch_sequences(self, batch: list):
+        raise RuntimeError("the benchmark never iterates the reference's DataLoader")
+
+
+def reference_distiller(folder: str, teacher, student, args: DistillationArguments, dump_path: str):
+    """The reference Distiller on our models, with our loss weights, ready for step(ids, mask, labels)."""
+    sys.path.insert(0, folder)
+    try:
+        from distiller import Distiller
+    except ImportError as error:
+        raise SystemExit(
+            f"--reference_dir {folder}: cannot import the reference Distiller ({error}); pass the distillation/ "
+            "folder of huggingface/transformers-research-projects and `pip install gitpython tensorboardX`."
+        ) from None
+    never = 10**12
+    params = argparse.Namespace(
+        dump_path=dump_path, multi_gpu=False, fp16=False, n_gpu=0, local_rank=0, is_master=True,
+        group_by_size=False, batch_size=1, n_epoch=1, mlm=True, mlm_mask_prop=0.15,
+        word_mask=0.8, word_keep=0.1, word_rand=0.1, special_tok_ids={},
+        temperature=args.temperature, alpha_ce=args.alpha_ce, alpha_mlm=args.alpha_mlm, alpha_cos=args.alpha_cos,
+        alpha_clm=0.0, alpha_mse=0.0, restrict_ce_to_mask=args.restrict_ce_to_mask,
+        gradient_accumulation_steps=never, log_interval=never, checkpoint_interval=never,
+        weight_decay=0.0, learning_rate=args.learning_rate, adam_epsilon=1e-6, warmup_prop=0.0, max_grad_norm=5.0,
+    )  # fmt: skip
+    return Distiller(params, _NoSequences(), torch.ones(student.config.vocab_size), student, teacher)
+
+
 def timed(fn) -> tuple[float, float | None]:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -105,6 +147,7 @@ def main() -> None:
         action="store_true",
         help="also time the step with the rows' logits materialised (projection_in_loss=False), side by side",
     )
+    parser.add_argument("--reference_dir", help="the reference's distillation/ folder: time its step too")
     cli = parser.parse_args()
     cli.batch_size = cli.batch_size or (8 if cli.tiny else 32)
     cli.length = cli.length or (32 if cli.tiny else 128)
@@ -151,6 +194,21 @@ def main() -> None:
             }
             if cli.logits_step:
                 phases["distillation_step_logits"] = functools.partial(step, in_loss=False)
+            if cli.reference_dir:
+                reference = reference_distiller(cli.reference_dir, teacher, student, args, out)
+
+                def reference_step(reference=reference):
+                    # The reference reads hidden states from every forward's output (ours asks for what it needs)
+                    # and wants a boolean attention mask.
+                    before = [model.config.output_hidden_states for model in (teacher, student)]
+                    for model in (teacher, student):
+                        model.config.output_hidden_states = True
+                    reference.step(batch["input_ids"], batch["attention_mask"].bool(), batch["labels"])
+                    student.zero_grad(set_to_none=True)
+                    for model, value in zip((teacher, student), before):
+                        model.config.output_hidden_states = value
+
+                phases["reference_step"] = reference_step
             for fn in phases.values():  # warm-up
                 fn()
             times = {name: [] for name in phases}
@@ -172,6 +230,8 @@ def main() -> None:
             }
             if cli.logits_step:
                 report[key]["logits_step_over_parts"] = round(median["distillation_step_logits"] / parts, 3)
+            if cli.reference_dir:
+                report[key]["reference_over_step"] = round(median["reference_step"] / median["distillation_step"], 3)
     report["restrict_speedup"] = round(
         report["all_tokens"]["seconds"]["distillation_step"]
         / report["restrict_ce_to_mask"]["seconds"]["distillation_step"],

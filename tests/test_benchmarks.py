@@ -40,6 +40,21 @@ def test_train_step_reports_step_against_its_parts():
         )
 
 
+def test_train_step_without_the_reference_code_says_where_to_get_it(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--tiny", "--reference_dir", str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"--reference_dir {tmp_path}: cannot import the reference Distiller")
+    assert "transformers-research-projects" in last and "{" not in done.stdout  # no report
+
+
 def test_inference_reports_params_and_speed_ratios():
     report = bench("inference.py", "--repeats", "2", "--json")
     assert report["params"]["student"] < report["params"]["teacher"] and report["layers"] == {
