@@ -23,13 +23,22 @@ $(NODE_STAMP): $(NODE_EXAMPLE)/package.json $(NODE_EXAMPLE)/package-lock.json
 		npm ci -s --ignore-scripts --no-audit --no-fund --prefix $(NODE_EXAMPLE) && touch $@; \
 	else echo "npm not found: examples/transformers_js is not installed and its tests will be skipped"; fi
 
-setup: $(STAMP) $(NODE_STAMP)
+# Headless Chromium for examples/browser (tests/test_browser.py), from Debian's package where apt-get runs as root.
+CHROMIUM_STAMP := $(VENV)/.chromium
+$(CHROMIUM_STAMP): $(STAMP)
+	@if command -v chromium >/dev/null; then touch $@; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+			|| (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null)) && touch $@; \
+	else echo "chromium not found and apt-get cannot install it here: tests/test_browser.py will be skipped"; fi
+
+setup: $(STAMP) $(NODE_STAMP) $(CHROMIUM_STAMP)
 
 run: $(STAMP)
 	$(BIN)/accelerate launch -q --num_processes 1 --cpu recipes/distil_bert.py
 
 # Lint and format first (ruff, settings in pyproject.toml: 119 columns, as transformers and TRL), then the suite.
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) $(CHROMIUM_STAMP)
 	$(BIN)/ruff check hf_distil recipes benchmarks tests
 	$(BIN)/ruff format --check hf_distil recipes benchmarks tests
 	$(BIN)/python -m pytest -q --durations=10 tests

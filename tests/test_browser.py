@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-import html.parser
+import json
 import shutil
 import subprocess
 import threading
@@ -24,6 +24,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make setup installs Debian's package)"),
+    pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed: it drives Chromium"),
     pytest.mark.slow,  # a browser
 ]
 
@@ -38,26 +39,6 @@ class _Quiet(SimpleHTTPRequestHandler):
 
     def log_message(self, *args) -> None:
         pass
-
-
-class _Predictions(html.parser.HTMLParser):
-    """The page's state and its <li data-token data-score> answers, from Chromium's DOM dump."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.state, self.status, self.answers, self._in_status = None, "", [], False
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        attrs = dict(attrs)
-        if tag == "body":
-            self.state = attrs.get("data-state")
-        if tag == "li" and "data-token" in attrs:
-            self.answers.append((int(attrs["data-token"]), float(attrs["data-score"])))
-        self._in_status = attrs.get("id") == "status"
-
-    def handle_data(self, data: str) -> None:
-        if self._in_status:
-            self.status += data
 
 
 @pytest.fixture
@@ -78,10 +59,12 @@ def site(tmp_path, exported_student):  # noqa: F811
     server.shutdown()
 
 
-def chromium(url: str, *flags: str) -> subprocess.CompletedProcess:
-    # --virtual-time-budget: Chromium waits until the page is idle (model loaded, answer drawn), up to 2 minutes.
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=120000", *flags, url]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+def open_page(url: str, screenshot: Path) -> dict:
+    """What the page shows once it sets data-state ({state, status, answers}), through tests/browser_page.mjs."""
+    command = ["node", "--experimental-websocket", str(Path(__file__).with_name("browser_page.mjs"))]
+    done = subprocess.run([*command, CHROMIUM, url, str(screenshot)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "q8"])
@@ -90,9 +73,9 @@ def test_the_page_fills_the_mask_as_the_model_does(site, exported_student, tmp_p
     text = "Paris is the [MASK] of France."
     query = urllib.parse.urlencode({"model": "/models/student", "dtype": dtype, "text": text})
     url = f"{site}/examples/browser/?{query}"
-    page = _Predictions()
-    page.feed(chromium(url, "--dump-dom").stdout)
-    assert page.state == "done", page.status
+    screenshot = tmp_path / "page.png"
+    page = open_page(url, screenshot)
+    assert page["state"] == "done", page["status"]
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     encoded = tokenizer(text, return_tensors="pt")
@@ -104,10 +87,15 @@ def test_the_page_fills_the_mask_as_the_model_does(site, exported_student, tmp_p
     else:
         logits = session(folder / INT8_FILE).run(None, {k: v.numpy() for k, v in inputs.items()})[0][0, at]
     ids, scores = top5(logits)
-    assert [token for token, _ in page.answers] == ids
-    np.testing.assert_allclose([score for _, score in page.answers], scores, atol=1e-5, rtol=1e-3)
-    assert f"/models/student ({dtype})" in page.status and "ms in this browser" in page.status
-
-    screenshot = tmp_path / "page.png"
-    chromium(url, f"--screenshot={screenshot}", "--window-size=900,600")
+    assert [answer["token"] for answer in page["answers"]] == ids
+    # int8: onnxruntime-web's WebAssembly kernels are not the native ones Python's session runs, and a few
+    # activations land on the neighbouring int8 step (measured: probabilities up to 1.0% apart, same ranking).
+    rtol = 1e-3 if dtype == "fp32" else 2e-2
+    np.testing.assert_allclose([answer["score"] for answer in page["answers"]], scores, atol=1e-5, rtol=rtol)
+    assert f"/models/student ({dtype})" in page["status"] and "ms in this browser" in page["status"]
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 10_000
+
+
+def test_a_missing_model_folder_is_said_on_the_page(site, tmp_path):
+    page = open_page(f"{site}/examples/browser/?model=/models/missing", tmp_path / "page.png")
+    assert page["state"] == "error" and page["status"].startswith("Error: ") and not page["answers"]

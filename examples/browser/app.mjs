@@ -13,6 +13,7 @@ const status = document.getElementById("status");
 const list = document.getElementById("predictions");
 
 env.allowRemoteModels = false; // never the Hub
+env.allowLocalModels = true; // off by default in browsers: the folder comes from this page's own server
 env.localModelPath = model.slice(0, model.lastIndexOf("/") + 1);
 // ONNX Runtime's WebAssembly files from the local npm install, not from a CDN.
 env.backends.onnx.wasm.wasmPaths = new URL("../transformers_js/node_modules/onnxruntime-web/dist/", import.meta.url).href;
