@@ -172,8 +172,8 @@ def deployment(teacher, student, tokenizer, count: int, cli) -> list:
 
     held_out = held_out_sentences()
     # --tiny models are random: their top-1 at [MASK] is a near-tie that int8 flips at will, so the gate keeps the
-    # first scheme whatever its agreement, and the table (its shape, not its figures) is what gets tested.
-    tiny = dict(num_sentences=20, speed_sentences=1, speed_rounds=1, min_agreement=1e-9)
+    # first scheme whatever its agreement (0), and the table (its shape, not its figures) is what gets tested.
+    tiny = dict(num_sentences=20, speed_sentences=1, speed_rounds=1, min_agreement=0.0)
     fast = tiny if cli.tiny else dict(speed_sentences=1)
     with tempfile.TemporaryDirectory() as scratch:
         return measure_deployment(

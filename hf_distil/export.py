@@ -407,8 +407,11 @@ def export_student(
     import onnx
     import onnxruntime
 
-    if not 0 < min_agreement <= 1:
-        raise UsageError(f"min_agreement must be in (0, 1], got {min_agreement}; 0.95 keeps 95% of fp32's answers.")
+    if not 0 <= min_agreement <= 1:
+        raise UsageError(
+            f"min_agreement must be in [0, 1], got {min_agreement}; 0.95 keeps 95% of fp32's answers, 0 keeps the "
+            "first scheme whatever it keeps."
+        )
     chosen_schemes = list(schemes or SCHEME_NAMES)
     unknown = [s for s in chosen_schemes if s not in SCHEME_NAMES]
     if unknown:

@@ -180,6 +180,10 @@ def test_when_no_scheme_passes_only_fp32_is_written_and_a_stale_int8_file_goes(t
     assert (out / FP32_FILE).exists() and not (out / INT8_FILE).exists()
     assert not (out / "onnx" / "candidates").exists()
 
+    # min_agreement 0: the same scheme is kept, whatever it keeps of fp32's answers.
+    report = export_student(folder, out, min_agreement=0, schemes=["dynamic"], **FAST)
+    assert report.chosen == "dynamic" and report.schemes[0].agreement < 0.95 and (out / INT8_FILE).exists()
+
 
 @pytest.mark.parametrize("kind", ["classifier", "qa", "encoder"])
 def test_every_head_goes_through_the_gate(tmp_path, kind):
@@ -272,7 +276,7 @@ def test_bad_inputs_are_one_actionable_line(tmp_path):
     folder = saved(tiny_student("masked-lm"), tmp_path / "student")
     with pytest.raises(UsageError, match="holds no saved model"):
         export_student(tmp_path / "nowhere", tmp_path / "out")
-    with pytest.raises(UsageError, match=r"min_agreement must be in \(0, 1\]"):
+    with pytest.raises(UsageError, match=r"min_agreement must be in \[0, 1\], got 1.5"):
         export_student(folder, tmp_path / "out", min_agreement=1.5)
     with pytest.raises(UsageError, match="unknown int8 scheme"):
         export_student(folder, tmp_path / "out", schemes=["int4"])
