@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import shutil
 import subprocess
+import sys
 import threading
 import urllib.parse
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -29,16 +31,11 @@ pytestmark = [
 ]
 
 
-class _Quiet(SimpleHTTPRequestHandler):
-    # Module scripts and streamed WebAssembly need their exact MIME types.
-    extensions_map = {
-        **SimpleHTTPRequestHandler.extensions_map,
-        ".mjs": "text/javascript",
-        ".wasm": "application/wasm",
-    }
-
-    def log_message(self, *args) -> None:
-        pass
+def _serve_module():
+    spec = importlib.util.spec_from_file_location("serve", ROOT / "examples" / "browser" / "serve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture
@@ -53,7 +50,8 @@ def site(tmp_path, exported_student):  # noqa: F811
         (root / "examples" / name).symlink_to(ROOT / "examples" / name)
     (root / "models").mkdir()
     (root / "models" / "student").symlink_to(folder)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
+    handler = _serve_module().Handler  # the example's own server, with its MIME types
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
@@ -99,3 +97,14 @@ def test_the_page_fills_the_mask_as_the_model_does(site, exported_student, tmp_p
 def test_a_missing_model_folder_is_said_on_the_page(site, tmp_path):
     page = open_page(f"{site}/examples/browser/?model=/models/missing", tmp_path / "page.png")
     assert page["state"] == "error" and page["status"].startswith("Error: ") and not page["answers"]
+
+
+def test_the_server_refuses_a_folder_with_no_export_in_one_line(tmp_path):
+    serve = [sys.executable, str(ROOT / "examples" / "browser" / "serve.py")]
+    for model, says in (
+        ("outputs/nothing_here", "no outputs/nothing_here/onnx/model_quantized.onnx"),
+        (str(tmp_path), "is outside the repository"),
+    ):
+        done = subprocess.run([*serve, "--model", model], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and not done.stdout
+        assert len(done.stderr.splitlines()) == 1 and says in done.stderr and "recipes/export.py" in done.stderr

@@ -14,7 +14,7 @@ import yaml
 from huggingface_hub import ModelCard
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = sorted([*ROOT.glob("recipes/*.py"), *ROOT.glob("benchmarks/*.py")])
+SCRIPTS = sorted([*ROOT.glob("recipes/*.py"), *ROOT.glob("benchmarks/*.py"), *ROOT.glob("examples/*/*.py")])
 pytestmark = pytest.mark.slow  # each script's --help is a fresh interpreter (20-35 s on 2 busy cores)
 
 
@@ -81,7 +81,7 @@ def readme_commands() -> list[tuple[str, list[str]]]:
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
             line = line.split("#", 1)[0].replace("$ft", "python recipes/finetune.py --max_steps 100 --learning_rate 1")
-            match = re.search(r"((?:recipes|benchmarks)/\w+\.py)(.*)", line)
+            match = re.search(r"((?:recipes|benchmarks|examples/\w+)/\w+\.py)(.*)", line)
             if match:
                 commands.append((match.group(1), re.findall(r"(--\w+)", match.group(2))))
     return commands
