@@ -39,8 +39,8 @@ run: $(STAMP)
 
 # Lint and format first (ruff, settings in pyproject.toml: 119 columns, as transformers and TRL), then the suite.
 test: $(STAMP) $(NODE_STAMP) $(CHROMIUM_STAMP)
-	$(BIN)/ruff check hf_distil recipes benchmarks tests
-	$(BIN)/ruff format --check hf_distil recipes benchmarks tests
+	$(BIN)/ruff check hf_distil recipes benchmarks tests examples
+	$(BIN)/ruff format --check hf_distil recipes benchmarks tests examples
 	$(BIN)/python -m pytest -q --durations=10 tests
 
 # The fast tests against the oldest versions pyproject.toml allows: every "name>=version" line of its dependencies
