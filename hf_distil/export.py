@@ -22,7 +22,7 @@ import shutil
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,13 +275,15 @@ def agreement(ours: np.ndarray, reference: np.ndarray) -> float:
 
 
 def latencies(
-    runners: dict[str, Callable[[dict[str, np.ndarray]], Any]], feeds: Sequence[dict[str, np.ndarray]], rounds: int = 3
-) -> dict[str, float]:
+    runners: dict[Hashable, Callable[[dict[str, np.ndarray]], Any]],
+    feeds: Sequence[dict[str, np.ndarray]],
+    rounds: int = 3,
+) -> dict[Hashable, float]:
     """Milliseconds per input at batch 1 for each runner: median over `rounds` passes over `feeds`.
 
     The runners take turns within each round, so load from other processes on the machine hits all alike.
     """
-    times: dict[str, list[float]] = {name: [] for name in runners}
+    times: dict[Hashable, list[float]] = {name: [] for name in runners}
     for run in runners.values():
         run(feeds[0])  # warm-up: first-call allocations are not the model's speed
     for _ in range(rounds):

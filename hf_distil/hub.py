@@ -15,6 +15,7 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from transformers import Trainer
 from transformers.utils import logging
 
+from .bilstm import SPEED_RUNTIMES
 from .errors import RunFailed, UsageError
 from .evaluation import RunReport, describe_speedup
 from .losses import LOSS_TERMS
@@ -356,7 +357,7 @@ def render_bilstm_card(
                     f"{speed[f'{key}_{size}']['bilstm_ms']:.2f} ms "
                     f"({describe_speedup(speed[f'{key}_{size}']['speedup'])})",
                 )
-                for key, runtime in (("batch", "PyTorch fp32"), ("onnx_batch", "ONNX Runtime fp32"))
+                for key, runtime in SPEED_RUNTIMES.items()
                 for size in (1, 32)
                 if f"{key}_{size}" in speed
             ),

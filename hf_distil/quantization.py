@@ -156,7 +156,7 @@ def quantize_outlier_split(
     weights = {t.name: t for t in graph.initializer}
     matmuls = {n.name for n in weighted_matmuls(graph)}
     weight_absmax: dict[str, np.ndarray] = {}  # input -> max |W| per row over the MatMuls reading it (q, k, v)
-    for node in weighted_matmuls(graph):
+    for node in weighted_matmuls(graph) if smooth is not None else ():
         rows = np.abs(numpy_helper.to_array(weights[node.input[1]])).max(1)
         weight_absmax[node.input[0]] = np.maximum(weight_absmax.get(node.input[0], rows), rows)
 

@@ -44,7 +44,7 @@ from transformers import (
 from transformers.utils import logging
 
 from hf_distil.augment import TangRates, mlm_candidates, mlm_transfer_set, tang_transfer_set, words_of
-from hf_distil.bilstm import RESULTS_FILE, bilstm_from_teacher, non_embedding_parameters
+from hf_distil.bilstm import RESULTS_FILE, SPEED_RUNTIMES, bilstm_from_teacher, non_embedding_parameters
 from hf_distil.config import parse_with_config
 from hf_distil.errors import UsageError, run_script
 from hf_distil.export import TASKS as EXPORT_TASKS
@@ -61,7 +61,6 @@ logger = logging.get_logger("distil_bilstm")
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "distil_bilstm.yaml"
 AUGMENTATIONS = ("tang", "mlm", "unlabelled")
 CLASSIFIER = EXPORT_TASKS["ForSequenceClassification"]
-MODELS = ("teacher", "bilstm")
 ROW_LABELS = {
     "teacher": "teacher (fine-tuned)",
     "gold": "BiLSTM, gold labels only",
@@ -403,12 +402,13 @@ def cpu_time(
     All four take turns within each pass; each speed-up is the teacher's time over the BiLSTM's in one runtime."""
     examples = [{k: v for k, v in row.items() if k != "label"} for row in held_out]
     result: dict = {"threads": torch.get_num_threads(), "examples": len(examples)}
-    runners = {("pytorch", "teacher"): torch_runner(teacher), ("pytorch", "bilstm"): torch_runner(student)}
+    models = {"teacher": teacher, "bilstm": student}
+    runners = {("batch", name): torch_runner(model) for name, model in models.items()}  # keys: SPEED_RUNTIMES
     with tempfile.TemporaryDirectory() as folder:
         if importlib.util.find_spec("onnxruntime"):
-            for name, model in zip(MODELS, (teacher, student)):
-                path = Path(folder, f"{name}.onnx")
-                runners["onnx", name] = onnx_runner(export_onnx(model, tokenizer, path, CLASSIFIER))
+            for name, model in models.items():
+                path = export_onnx(model, tokenizer, Path(folder, f"{name}.onnx"), CLASSIFIER)
+                runners["onnx_batch", name] = onnx_runner(path)
         else:
             logger.info("onnxruntime is not installed (pip install hf_distil[export]): PyTorch times only")
         for size in (1, 32):
@@ -416,11 +416,11 @@ def cpu_time(
                 {k: v.numpy() for k, v in collator(examples[i : i + size]).items()}
                 for i in range(0, len(examples), size)
             ]
-            ms = latencies({f"{r} {m}": run for (r, m), run in runners.items()}, batches, rounds=5)
-            for runtime in dict.fromkeys(r for r, _ in runners):
-                teacher_ms, bilstm_ms = (ms[f"{runtime} {m}"] * len(batches) / len(examples) for m in MODELS)
-                key = f"batch_{size}" if runtime == "pytorch" else f"onnx_batch_{size}"
-                result[key] = {"teacher_ms": teacher_ms, "bilstm_ms": bilstm_ms, "speedup": teacher_ms / bilstm_ms}
+            ms = latencies(runners, batches, rounds=5)
+            for key in dict.fromkeys(key for key, _ in runners):
+                teacher_ms, bilstm_ms = (ms[key, name] * len(batches) / len(examples) for name in models)
+                speedup = teacher_ms / bilstm_ms
+                result[f"{key}_{size}"] = {"teacher_ms": teacher_ms, "bilstm_ms": bilstm_ms, "speedup": speedup}
     return result
 
 
@@ -454,7 +454,7 @@ def format_table(results: dict) -> str:
         f"parameters: teacher {p['teacher'] / 1e6:.1f}M ({p['teacher_non_embedding'] / 1e6:.2f}M outside the word "
         f"embeddings), BiLSTM {p['bilstm'] / 1e6:.1f}M ({p['bilstm_non_embedding'] / 1e6:.2f}M)"
     )
-    for key, runtime in (("batch", "PyTorch fp32"), ("onnx_batch", "ONNX Runtime fp32")):
+    for key, runtime in SPEED_RUNTIMES.items():
         for size in (1, 32):
             if f"{key}_{size}" in speed:
                 s = speed[f"{key}_{size}"]
