@@ -198,6 +198,10 @@ def main() -> None:
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
         print(format_table(results))
 
+    # As in distil_bert.py: no process tears its gloo/NCCL group down while another still uses it.
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
+
 
 def int8_metrics(folder: str, held_out: datasets.Dataset, compute_metrics) -> dict:
     """Export `folder` through the int8 gate (hf_distil.export) and score its int8 file on `held_out` at batch 1,

@@ -137,6 +137,8 @@ def main(out: Path, narrow: bool) -> None:
         "teacher_trained": any(p.requires_grad or p.grad is not None or id(p) in optimized for p in teacher_params),
     }
     (out / f"rank-{rank}.json").write_text(json.dumps(report))
+    trainer.accelerator.wait_for_everyone()  # closed as the recipe closes it (see recipes/distil_bert.py)
+    trainer.accelerator.end_training()
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:
