@@ -22,7 +22,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .fused_losses import IGNORE_INDEX, _log_normaliser, _row_slices, _slices, _softmax, _upcast, kl_and_gradient
+from . import kl_kernel
+from .fused_losses import IGNORE_INDEX, _log_normaliser, _row_slices, _slices, _softmax, _upcast, kl_and_gradient_
 
 # Elements of one (rows × V) block of logits: the matrix products run a block at a time, the element-wise
 # passes on cache-sized pieces of it (fused_losses._row_slices). Each block's weight gradient is a rank-`rows`
@@ -94,22 +95,26 @@ class _LinearLogitTerms(torch.autograd.Function):
         grad_h = features.new_zeros(features.shape, dtype=dtype) if needs_grad[0] else None
         grad_w = w.new_zeros(w.shape, dtype=dtype) if needs_grad[1] else None
         grad_b = w.new_zeros(w.shape[0], dtype=dtype) if needs_grad[2] and bias is not None else None
+        # The compiled KL kernel adds the biases as it reads the logits: the products then skip addmm's copy of
+        # the bias into every row, a full (rows × V) pass each.
+        biases = [x for x in (b, teacher.bias if dense else None) if x is not None]
+        fold = dense and kl_kernel.applies(w, teacher.weight, *biases)
         for block in _blocks(features.shape[0], w.shape[0], features.device):
             h = _upcast(features[block])
-            s = _project(h, w, b)  # (c, V) fp32, overwritten below by the gradient
-            t = _project(teacher.features[block], teacher.weight, teacher.bias) if dense else None
-            for rows in _row_slices(s):  # the element-wise passes on cache-sized pieces
-                kl_part, ce_part = _terms_and_gradient(
-                    s[rows],
-                    None if t is None else t[rows],
-                    None if dense or teacher is None else [x[block][rows] for x in teacher],
-                    None if labels is None else labels[block][rows],
-                    temperature,
-                    kl_weight,
-                    mlm_weight,
-                )
-                kl += kl_part
-                ce += ce_part
+            s = _project(h, w, None if fold else b)  # (c, V) fp32, overwritten below by the gradient
+            t = _project(teacher.features[block], teacher.weight, None if fold else teacher.bias) if dense else None
+            kl_part, ce_part = _terms_and_gradient(
+                s,
+                t,
+                None if dense or teacher is None else [x[block] for x in teacher],
+                None if labels is None else labels[block],
+                temperature,
+                kl_weight,
+                mlm_weight,
+                *((b, teacher.bias) if fold else ()),
+            )
+            kl += kl_part
+            ce += ce_part
             if grad_h is not None:
                 grad_h[block] = s @ w
             if grad_w is not None:
@@ -147,26 +152,30 @@ def _terms_and_gradient(
     temperature: float,
     kl_weight: float | torch.Tensor,
     mlm_weight: float | torch.Tensor,
+    bias_s: torch.Tensor | None = None,
+    bias_t: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor | float, torch.Tensor | float]:
-    """(Σ KL, Σ CE) over a piece of rows; s (rows, V), the student's logits, is overwritten with the gradient
-    of kl_weight · KL + mlm_weight · CE. t: the teacher's logits there (overwritten), or topk: its cached
-    (ids, values); labels: -100 where nothing is predicted."""
+    """(Σ KL, Σ CE) over a block of rows; s (rows, V), the student's logits, is overwritten with the gradient
+    of kl_weight · KL + mlm_weight · CE. t: the teacher's logits there, or topk: its cached (ids, values);
+    labels: -100 where nothing is predicted. bias_s, bias_t: biases not yet added to s and t (teacher t only)."""
     ce, kl, ce_grad = 0.0, 0.0, None
     if labels is not None:  # first: the KL overwrites s
         at = labels.ne(IGNORE_INDEX).nonzero().squeeze(1)
         label = labels[at]
-        logits = s[at]  # a copy
+        logits = s[at] if bias_s is None else s[at].add_(bias_s)  # a copy
         stats = _log_normaliser(logits)
         ce = (stats[:, 1:] - (logits.gather(1, label[:, None]) - stats[:, :1])).sum()
         ce_grad = _softmax(logits, stats)
         ce_grad[torch.arange(len(at), device=at.device), label] -= 1
     if t is not None:
-        kl, grad = kl_and_gradient(s.div_(temperature), t.div_(temperature), temperature)
-        torch.mul(grad, kl_weight, out=s)
+        kl = kl_and_gradient_(s, t, temperature, kl_weight / temperature, bias_s, bias_t)
     elif topk is not None:
         ids, values = topk
-        kl, grad = _topk_kl_and_gradient(s.div_(temperature), ids.long(), values, temperature)
-        torch.mul(grad, kl_weight, out=s)
+        kl = 0.0
+        for rows in _row_slices(s):  # the element-wise passes on cache-sized pieces
+            part, grad = _topk_kl_and_gradient(s[rows].div_(temperature), ids[rows].long(), values[rows], temperature)
+            torch.mul(grad, kl_weight, out=s[rows])
+            kl += part
     else:
         s.zero_()
     if ce_grad is not None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from . import kl_kernel
+
 IGNORE_INDEX = -100
 
 # Elements of a (rows × V) chunk: 1 MB of fp32 on a CPU, so that the ~4 temporaries of a chunk stay in a core's
@@ -47,11 +49,35 @@ def _log_normaliser(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([m, (x - m).exp_().sum(-1, keepdim=True).log_()], dim=-1)
 
 
-def kl_and_gradient(xs: torch.Tensor, xt: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Σ KL(softmax(xt) ‖ softmax(xs)), its gradient (q − p)/T with respect to the unsoftened student logits).
+def kl_and_gradient_(
+    s: torch.Tensor,
+    t: torch.Tensor,
+    temperature: float,
+    scale: float | torch.Tensor,
+    bias_s: torch.Tensor | None = None,
+    bias_t: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Σ_rows KL(softmax(t'/T) ‖ softmax(s'/T)), s' = s + bias_s and t' = t + bias_t (biases optional); s is
+    overwritten with the KL's gradient with respect to s' times T · scale, that is scale · (q − p).
 
-    xs, xt: (rows, V) fresh fp32 tensors of logits already divided by T; both are overwritten.
+    s: (rows, V) fresh fp32 logits; t: (rows, V), only read. On a CPU the compiled kernel runs (kl_kernel.py),
+    elsewhere or where it cannot, torch ops on cache-sized row chunks.
     """
+    biases = [b for b in (bias_s, bias_t) if b is not None]
+    if kl_kernel.applies(s, t, *biases):
+        return kl_kernel.kl_rows_and_gradient(s, t, temperature, float(scale), bias_s, bias_t).sum().to(s.dtype)
+    kl = s.new_zeros(())
+    for rows in _row_slices(s):
+        xs = s[rows] if bias_s is None else s[rows].add_(bias_s)
+        xt = _upcast(t[rows]) if bias_t is None else t[rows] + bias_t
+        part, grad = _kl_and_gradient(xs.div_(temperature), xt.div(temperature))
+        torch.mul(grad, scale, out=xs)
+        kl += part
+    return kl
+
+
+def _kl_and_gradient(xs: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ KL(softmax(xt) ‖ softmax(xs)), q − p) from logits already divided by T; xs and xt are overwritten."""
     xs.sub_(xs.amax(-1, keepdim=True))
     xt.sub_(xt.amax(-1, keepdim=True))
     q, p = xs.exp(), xt.exp()
@@ -61,7 +87,7 @@ def kl_and_gradient(xs: torch.Tensor, xt: torch.Tensor, temperature: float) -> t
     # Σ p (log p − log q), log p − log q = (xt − xs) − (log zt − log zs) taken per element: for
     # close distributions a per-row Σ p (xt − xs) − (log zt − log zs) would cancel to rounding noise.
     kl = xt.sub_(xs).sub_(zt.log_().sub_(zs.log_())).mul_(p).sum()
-    return kl, q.sub_(p).div_(temperature)
+    return kl, q.sub_(p)
 
 
 def _softmax(x: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
@@ -85,12 +111,8 @@ class _LogitTerms(torch.autograd.Function):
         kl_grad = ce_stats = None
         if teacher is not None:
             # The KL's gradient (q − p)/T is written here, where q and p are at hand: the backward only scales it.
-            kl_grad = torch.empty_like(student, dtype=dtype)
-            for rows in _row_slices(student):
-                part, kl_grad[rows] = kl_and_gradient(
-                    _upcast(student[rows]).div(temperature), _upcast(teacher[rows]).div(temperature), temperature
-                )
-                kl += part
+            kl_grad = student.to(dtype=dtype, memory_format=torch.contiguous_format, copy=True)
+            kl += kl_and_gradient_(kl_grad, teacher.contiguous(), temperature, 1 / temperature)
         ce = student.new_zeros((), dtype=dtype)
         if labels is not None:
             ce_stats = student.new_zeros(student.shape[0], 2, dtype=dtype)

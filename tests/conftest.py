@@ -24,6 +24,7 @@ from hf_distil import (
     DistillationArguments,
     DistillationTrainer,
     init_student_from_teacher,
+    kl_kernel,
 )
 
 WORDS = [
@@ -54,6 +55,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("recipe") or item.get_closest_marker("distributed"):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(params=["kernel", "torch ops"])
+def kl_path(request, monkeypatch) -> str:
+    """Run a test on the compiled CPU KL kernel and on the torch-op path that serves where it cannot be built."""
+    if request.param == "torch ops":
+        monkeypatch.setattr(kl_kernel, "applies", lambda *tensors: False)
+    else:
+        assert kl_kernel.applies(torch.zeros(1)), "the CPU KL kernel did not build on this machine"
+    return request.param
 
 
 @pytest.fixture(autouse=True)

@@ -60,7 +60,7 @@ def topk(teacher: LinearLogits, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize("block_rows, piece_rows", [(1, 1), (4, 1), (8, 3), (100, 100)])
 @pytest.mark.parametrize("case", ["kl_and_mlm", "kl", "mlm", "topk_and_mlm", "topk"])
-def test_equals_the_projection_then_the_losses(monkeypatch, block_rows, piece_rows, case):
+def test_equals_the_projection_then_the_losses(monkeypatch, kl_path, block_rows, piece_rows, case):
     monkeypatch.setattr(fused_linear, "_CPU_BLOCK_ELEMENTS", block_rows * V)
     monkeypatch.setattr(fused_losses, "_CPU_CHUNK_ELEMENTS", piece_rows * V)
     student, teacher = head(0), head(2)
