@@ -40,6 +40,15 @@ def test_train_step_reports_step_against_its_parts():
         )
 
 
+def test_kl_kernel_benchmark_compares_both_paths_on_the_same_logits():
+    report = bench("kl_kernel.py", "--repeats", "2")
+    assert report["shape"] == [64, 1000] and set(report["seconds"]) == {"kernel", "torch_ops"}
+    assert report["torch_ops_over_kernel"] == pytest.approx(
+        report["seconds"]["torch_ops"] / report["seconds"]["kernel"], rel=0.02
+    )
+    assert report["kl_relative_difference"] < 1e-5  # the same KL from both paths
+
+
 def test_train_step_without_the_reference_code_says_where_to_get_it(tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--tiny", "--reference_dir", str(tmp_path)],
