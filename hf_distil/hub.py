@@ -165,6 +165,12 @@ def _teacher_link(teacher: str | None, base_model: str | None) -> str:
     return f"`{teacher}`" if teacher else "its teacher"
 
 
+def _from_template(template: str, card_data: ModelCardData, **fields: Any) -> ModelCard:
+    """A card from one of the templates shipped in hf_distil.model_cards (the repository's model_cards/)."""
+    text = importlib.resources.files("hf_distil.model_cards").joinpath(template).read_text()
+    return ModelCard.from_template(card_data, template_str=text, **fields)
+
+
 def render_model_card(
     folder: str | Path,
     repo_id: str | None = None,
@@ -303,9 +309,9 @@ def render_model_card(
     )
     objective = " + ".join(name.split(" (")[0] for name in weights) if weights else "distillation losses"
     teacher_link = _teacher_link(teacher, base_model)
-    return ModelCard.from_template(
+    return _from_template(
+        TEMPLATE,
         card_data,
-        template_str=importlib.resources.files("hf_distil.model_cards").joinpath(TEMPLATE).read_text(),
         model_name=repo_id,
         repo_id=repo_id,
         teacher_link=teacher_link,
@@ -379,9 +385,9 @@ def render_bilstm_card(
         pipeline_tag="text-classification",
         model_name=repo_id,
     )
-    return ModelCard.from_template(
+    return _from_template(
+        BILSTM_TEMPLATE,
         card_data,
-        template_str=importlib.resources.files("hf_distil.model_cards").joinpath(BILSTM_TEMPLATE).read_text(),
         model_name=repo_id,
         repo_id=repo_id,
         teacher_link=teacher_link,
