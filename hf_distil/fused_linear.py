@@ -158,29 +158,43 @@ def _terms_and_gradient(
     """(Σ KL, Σ CE) over a block of rows; s (rows, V), the student's logits, is overwritten with the gradient
     of kl_weight · KL + mlm_weight · CE. t: the teacher's logits there, or topk: its cached (ids, values);
     labels: -100 where nothing is predicted. bias_s, bias_t: biases not yet added to s and t (teacher t only)."""
-    ce, kl, ce_grad = 0.0, 0.0, None
-    if labels is not None:  # first: the KL overwrites s
-        at = labels.ne(IGNORE_INDEX).nonzero().squeeze(1)
-        label = labels[at]
-        logits = s[at] if bias_s is None else s[at].add_(bias_s)  # a copy
-        stats = _log_normaliser(logits)
-        ce = (stats[:, 1:] - (logits.gather(1, label[:, None]) - stats[:, :1])).sum()
-        ce_grad = _softmax(logits, stats)
-        ce_grad[torch.arange(len(at), device=at.device), label] -= 1
-    if t is not None:
+    if t is not None:  # the whole block at once: kl_and_gradient_ picks its own pieces (or the kernel)
+        ce, at, ce_grad = _cross_entropy_and_gradient(s, labels, bias_s)  # first: the KL overwrites s
         kl = kl_and_gradient_(s, t, temperature, kl_weight / temperature, bias_s, bias_t)
-    elif topk is not None:
-        ids, values = topk
-        kl = 0.0
-        for rows in _row_slices(s):  # the element-wise passes on cache-sized pieces
-            part, grad = _topk_kl_and_gradient(s[rows].div_(temperature), ids[rows].long(), values[rows], temperature)
-            torch.mul(grad, kl_weight, out=s[rows])
+        if ce_grad is not None:
+            s.index_add_(0, at, ce_grad.mul_(mlm_weight))
+        return kl, ce
+    kl, ce = 0.0, 0.0
+    for rows in _row_slices(s):  # the element-wise passes on cache-sized pieces
+        piece = s[rows]
+        ce_part, at, ce_grad = _cross_entropy_and_gradient(piece, None if labels is None else labels[rows])
+        if topk is not None:
+            ids, values = topk
+            part, grad = _topk_kl_and_gradient(piece.div_(temperature), ids[rows].long(), values[rows], temperature)
+            torch.mul(grad, kl_weight, out=piece)
             kl += part
-    else:
-        s.zero_()
-    if ce_grad is not None:
-        s.index_add_(0, at, ce_grad.mul_(mlm_weight))
+        else:
+            piece.zero_()
+        if ce_grad is not None:
+            piece.index_add_(0, at, ce_grad.mul_(mlm_weight))
+        ce += ce_part
     return kl, ce
+
+
+def _cross_entropy_and_gradient(
+    s: torch.Tensor, labels: torch.Tensor | None, bias: torch.Tensor | None = None
+) -> tuple[torch.Tensor | float, torch.Tensor | None, torch.Tensor | None]:
+    """(Σ CE, the labelled rows, the CE's gradient there) from logits s (+ bias); s is left as it is."""
+    if labels is None:
+        return 0.0, None, None
+    at = labels.ne(IGNORE_INDEX).nonzero().squeeze(1)
+    label = labels[at]
+    logits = s[at] if bias is None else s[at].add_(bias)  # a copy
+    stats = _log_normaliser(logits)
+    ce = (stats[:, 1:] - (logits.gather(1, label[:, None]) - stats[:, :1])).sum()
+    grad = _softmax(logits, stats)
+    grad[torch.arange(len(at), device=at.device), label] -= 1
+    return ce, at, grad
 
 
 def _topk_kl_and_gradient(
