@@ -56,28 +56,17 @@ def kl_and_gradient_(
     scale: float | torch.Tensor,
     bias_s: torch.Tensor | None = None,
     bias_t: torch.Tensor | None = None,
+    kernel: bool = True,
 ) -> torch.Tensor:
     """Σ_rows KL(softmax(t'/T) ‖ softmax(s'/T)), s' = s + bias_s and t' = t + bias_t (biases optional); s is
     overwritten with the KL's gradient with respect to s' times T · scale, that is scale · (q − p).
 
-    s: (rows, V) fresh fp32 logits; t: (rows, V), only read. On a CPU the compiled kernel runs (kl_kernel.py),
-    elsewhere or where it cannot, torch ops on cache-sized row chunks.
+    s: (rows, V) fresh fp32 logits; t: (rows, V), only read. On a CPU the compiled kernel runs (kl_kernel.py);
+    elsewhere, where it cannot, or with kernel=False (benchmarks/kl_kernel.py), torch ops on cache-sized row chunks.
     """
     biases = [b for b in (bias_s, bias_t) if b is not None]
-    if kl_kernel.applies(s, t, *biases):
+    if kernel and kl_kernel.applies(s, t, *biases):
         return kl_kernel.kl_rows_and_gradient(s, t, temperature, float(scale), bias_s, bias_t).sum().to(s.dtype)
-    return torch_kl_and_gradient_(s, t, temperature, scale, bias_s, bias_t)
-
-
-def torch_kl_and_gradient_(
-    s: torch.Tensor,
-    t: torch.Tensor,
-    temperature: float,
-    scale: float | torch.Tensor,
-    bias_s: torch.Tensor | None = None,
-    bias_t: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """`kl_and_gradient_` in torch ops, on cache-sized row chunks: any device and dtype."""
     kl = s.new_zeros(())
     for rows in _row_slices(s):
         xs = s[rows] if bias_s is None else s[rows].add_(bias_s)
