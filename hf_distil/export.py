@@ -402,9 +402,8 @@ def export_student(
     unless `try_all`. When none does, only fp32 is written (`int8_file` is None) and a warning says so. Every
     model is then timed at batch 1 on `speed_sentences` sentences: the student in PyTorch and in ONNX Runtime,
     each int8 scheme tried, and `teacher` in PyTorch when given. Calibrated schemes (`smooth_split`,
-    `outlier_split`) learn their
-    ranges and weight rounding from the `calibration_sentences` held-out sentences that follow the measured ones,
-    so the agreement is measured on text they did not see.
+    `outlier_split`) learn their ranges and weight rounding from the `calibration_sentences` held-out sentences
+    that follow the measured ones, so the agreement is measured on text they did not see.
     """
     import onnx
     import onnxruntime

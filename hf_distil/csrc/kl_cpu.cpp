@@ -2,7 +2,7 @@
 // stays in cache: the two maxima; both exponentials, their sums and Σ p·(log p − log q); the gradient.
 // Built on first use by hf_distil/kl_kernel.py (torch.utils.cpp_extension), with ATen's vector types for the
 // machine's CPU capability. Why a kernel: the same maths as torch ops takes ~19 passes over each row chunk and
-// as many dispatches (hf_distil/fused_losses.py), 2.4x the time on 2 cores; see kl_kernel.py for figures.
+// as many dispatches (hf_distil/fused_losses.py), 2.4-2.6x the time on 2 cores (benchmarks/kl_kernel.py).
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -18,6 +18,7 @@ namespace {
 
 using Vec = at::vec::Vectorized<float>;
 
+// op over a vector's lanes (ATen's vec_reduce_all changed its signature between torch versions)
 template <typename Op>
 float lanes(const Vec& v, Op op, float init) {
   float x[Vec::size()];
