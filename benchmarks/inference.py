@@ -28,9 +28,9 @@ import torch
 from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM
 
 from hf_distil import init_student_from_teacher
-from hf_distil.deployment import format_deployment, measure_deployment
-from hf_distil.errors import run_script
-from hf_distil.evaluation import describe_speedup, relative_speed
+from hf_distil.cli.run import run_script
+from hf_distil.deploy.deployment import format_deployment, measure_deployment
+from hf_distil.evaluation.masked_lm import describe_speedup, relative_speed
 
 # report key part → (prefix of its keys in relative_speed's result, name in the table)
 PARTS = {"encoder": ("encoder_", "encoder"), "masked_lm": ("", "masked LM")}
@@ -41,7 +41,7 @@ def sentences(tiny: bool, count: int, tokenizer=None) -> list[list[int]]:
         g = torch.Generator().manual_seed(0)
         lengths = torch.randint(8, 40, (count,), generator=g)
         return [torch.randint(5, 1000, (int(n),), generator=g).tolist() for n in lengths]
-    from hf_distil.data import tokenize_and_chunk, wikipedia_splits
+    from hf_distil.data.corpus import tokenize_and_chunk, wikipedia_splits
 
     return tokenize_and_chunk(wikipedia_splits()["test"], tokenizer).select(range(count))["input_ids"]
 
@@ -168,7 +168,7 @@ def default_tokenizer():
 
 def deployment(teacher, student, tokenizer, count: int, cli) -> list:
     """The deployment table's rows: exports under --deployment_dir (or a temporary folder), all timed in turn."""
-    from hf_distil.export import held_out_sentences
+    from hf_distil.deploy.export import held_out_sentences
 
     held_out = held_out_sentences()
     # --tiny models are random: their top-1 at [MASK] is a near-tie that int8 flips at will, so the gate keeps the

@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from hf_distil import fused_losses, kl_kernel
-from hf_distil.errors import run_script
+from hf_distil.cli.run import run_script
+from hf_distil.losses._ops import fused_losses, kl_kernel
 
 
 def main() -> None:

@@ -42,9 +42,9 @@ from hf_distil import (
     DistillationTrainer,
     init_student_from_teacher,
 )
-from hf_distil.errors import run_script
-from hf_distil.heads import hidden_and_row_logits
-from hf_distil.losses import mlm_loss
+from hf_distil.cli.run import run_script
+from hf_distil.losses.terms import mlm_loss
+from hf_distil.models.heads import hidden_and_row_logits
 
 
 def models_and_batch(tiny: bool, batch_size: int, length: int, bert_base: bool = False):

@@ -1,12 +1,12 @@
 """hf_distil: DistilBERT-style distillation of BERT-family encoders on the Hugging Face stack."""
 
-from .bilstm import BiLSTMConfig, BiLSTMForSequenceClassification, bilstm_from_teacher
-from .collator import DataCollatorForDistillation
 from .config import DistillationArguments
-from .data import token_counts
+from .data.collator import DataCollatorForDistillation
+from .data.corpus import token_counts
+from .deploy.export import export_student
 from .errors import RunFailed, UsageError
-from .export import export_student
-from .hub import push_to_hub
+from .hub.card import push_to_hub
+from .models.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification, bilstm_from_teacher
 from .student import init_student_from_teacher
 from .trainer import DistillationTrainer
 

@@ -21,11 +21,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
 from .errors import UsageError
-from .schedules import (  # noqa: F401 (public names)
-    SCHEDULE_KINDS,
-    Schedule,
-    parse_schedules,
-)
+from .losses.schedules import SCHEDULE_KINDS, Schedule, parse_schedules  # noqa: F401
 
 logger = logging.get_logger(__name__)
 
@@ -72,8 +68,8 @@ class TeacherAgreementCallback(TrainerCallback):
     ) -> None:
         if model is None or metrics is None:
             return
-        from .evaluation import masked_lm_metrics
-        from .heads import is_partitioned
+        from .evaluation.masked_lm import masked_lm_metrics
+        from .models.heads import is_partitioned
 
         teacher = getattr(self.teacher, "module", self.teacher)
         if not is_partitioned(teacher):  # a ZeRO-3 teacher stays in its shards; its forward gathers them
@@ -119,7 +115,7 @@ class PushToHubCallback(TrainerCallback):
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if not state.is_world_process_zero:
             return
-        from .hub import ARGS_FILE, push_to_hub
+        from .hub.card import ARGS_FILE, push_to_hub
 
         folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         (folder / ARGS_FILE).write_text(args.to_json_string())

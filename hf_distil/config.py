@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import dataclasses
-import difflib
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-import yaml
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import TrainingArguments
 from transformers.utils import logging
 
+from .data.masking import check_masking_settings
 from .errors import UsageError
-from .layer_map import parse_intermediate_layers, parse_student_layers
-from .losses import LOSS_TERMS
-from .masking import check_masking_settings
-from .schedules import parse_schedules
+from .launch import accumulation_for, check_deepspeed_config, check_fsdp_launch, env_flag
+from .losses.schedules import parse_schedules
+from .losses.terms import LOSS_TERMS
+from .models.layer_map import parse_intermediate_layers
 
 logger = logging.get_logger(__name__)
 
@@ -219,10 +214,10 @@ class DistillationArguments(TrainingArguments):
         # `accelerate launch` DeepSpeedPlugin reads ACCELERATE_DEEPSPEED_CONFIG_FILE) and fails without naming it.
         if isinstance(self.deepspeed, str):
             check_deepspeed_config(self.deepspeed, "--deepspeed")
-        elif not self.deepspeed and _env_flag("ACCELERATE_USE_DEEPSPEED"):
+        elif not self.deepspeed and env_flag("ACCELERATE_USE_DEEPSPEED"):
             check_deepspeed_config(os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none"), "deepspeed_config_file")
         super().__post_init__()
-        if _env_flag("ACCELERATE_USE_FSDP"):
+        if env_flag("ACCELERATE_USE_FSDP"):
             check_fsdp_launch(self)
         validate_distillation_settings(self)
         # Fail now, in one line naming the flag, not at step 1.
@@ -232,7 +227,6 @@ class DistillationArguments(TrainingArguments):
             logger.warning("teacher_weights as a comma-separated string is deprecated; pass a list (0.7 0.3).")
             self.teacher_weights = parse_teacher_weights(self.teacher_weights)
         parse_teacher_weights(self.teacher_weights)
-        _warn_comma_string("intermediate_layers", self.intermediate_layers, "1:2 2:4")
         layers = parse_intermediate_layers(self.intermediate_layers or "tinybert")
         self.intermediate_layers = layers if isinstance(layers, str) else [list(pair) for pair in layers]
         if self.target_batch_size is not None:
@@ -275,181 +269,6 @@ def parse_teacher_weights(weights: list[float] | str | None) -> list[float]:
     return weights
 
 
-def check_fsdp_launch(args: TrainingArguments) -> None:
-    """What an FSDP launch config (`accelerate launch` sets FSDP_* variables) asks that the run cannot do."""
-    if _env_flag("FSDP_CPU_RAM_EFFICIENT_LOADING"):
-        raise UsageError(
-            "fsdp_cpu_ram_efficient_loading: true has transformers load models on the first process only (the "
-            "others get empty weights), but each process shards its teacher from its own copy; set it to false."
-        )
-    # Accelerate turns only accelerator processes into FSDP ones: processes on CPUs stay MULTI_CPU and drop the
-    # FSDP plugin (accelerate/state.py), so the run would be DDP while the launch config says FSDP.
-    if args.device.type == "cpu" and args.distributed_state.distributed_type == "MULTI_CPU":
-        raise UsageError(
-            "the launch config asks for FSDP, which Accelerate runs on GPUs only (on CPU processes it would "
-            "silently train with DDP); launch with ds_configs/cpu_2proc.yaml here, ds_configs/fsdp2.yaml on GPUs."
-        )
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "false").lower() in ("1", "true", "yes")
-
-
-def check_deepspeed_config(value: str, flag: str) -> None:
-    """An existing file of valid JSON (one object), or inline JSON / base64 JSON as transformers accepts.
-
-    Otherwise one `UsageError` line naming the file: transformers raises a bare `JSONDecodeError` for a
-    broken file and three chained tracebacks for a missing one.
-    """
-    path = Path(value)
-    if not path.exists():
-        if isinstance(_inline_json(value), dict):  # HfDeepSpeedConfig also takes the JSON itself
-            return
-        raise UsageError(f"{flag} {value}: no such file; pass a DeepSpeed JSON config such as ds_configs/zero2.json.")
-    if not path.is_file():
-        raise UsageError(f"{flag} {value} is a directory; pass a DeepSpeed JSON file such as ds_configs/zero2.json.")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise UsageError(
-            f"{flag} {value} is not valid JSON ({error.msg} at line {error.lineno} column {error.colno}); "
-            "fix the file, e.g. start from ds_configs/zero2.json."
-        ) from None
-    except UnicodeDecodeError as error:
-        byte = error.object[error.start]
-        raise UsageError(f"{flag} {value} is not UTF-8 text (byte 0x{byte:02x} at offset {error.start}).") from None
-    if not isinstance(config, dict):
-        kind = type(config).__name__
-        raise UsageError(f"{flag} {value} must hold one JSON object of DeepSpeed settings, got a {kind}.")
-
-
-def _inline_json(value: str) -> object:
-    """`value` read as JSON, plain or base64-encoded (as HfDeepSpeedConfig reads it); None if neither."""
-    for decode in (lambda v: v, lambda v: base64.urlsafe_b64decode(v).decode("utf-8")):
-        try:
-            return json.loads(decode(value))
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            continue
-    return None
-
-
-def accumulation_for(target: int, per_device: int, world_size: int) -> int:
-    """Gradient-accumulation steps that bring per_device × world_size closest to `target` sequences."""
-    if target < 1:
-        raise UsageError(f"target_batch_size must be >= 1, got {target}.")
-    per_step = per_device * world_size
-    steps = max(1, round(target / per_step))
-    if steps * per_step != target:
-        logger.warning(
-            f"target_batch_size {target} is not a multiple of {per_device} per device × {world_size} processes; "
-            f"using {steps} accumulation steps = {steps * per_step} sequences per update."
-        )
-    return steps
-
-
-@dataclass
-class ModelArguments:
-    """Which teacher teaches which student (recipes)."""
-
-    teacher: str | None = field(
-        default=None,
-        metadata={
-            "help": "Hub id (e.g. bert-base-uncased) or local folder of a masked-LM teacher, or several separated by "
-            "commas (their soft targets are mixed, see --teacher_weights); default: the shipped offline teacher."
-        },
-    )
-    student: str | None = field(
-        default=None, metadata={"help": "Hub id or folder of a ready student; default: extract one from the teacher."}
-    )
-    student_layers: list[int] | str | None = field(
-        default="distilbert",
-        metadata={
-            "nargs": "+",
-            "help": "Teacher layers the student keeps: a rule (distilbert: 0,2,4,7,9,11 of 12 layers and one of "
-            "two otherwise; uniform, even, last) or indices, e.g. --student_layers 0 2 4 7 9 11 (a list in YAML).",
-        },
-    )
-    student_num_layers: int | None = field(
-        default=None, metadata={"help": "Student depth for a layer rule; default half the teacher's, rounded up."}
-    )
-    student_architecture: str = field(
-        default="distilbert",
-        metadata={
-            "help": "distilbert (DistilBertForMaskedLM, BERT teachers), same (the teacher's class, fewer layers), or "
-            "mobilebert (a MobileBERT-shaped student, hf_distil.mobilebert: nothing copied but the word embeddings' "
-            "principal directions; student_num_layers deep, default the teacher's; needs alpha_cos 0)."
-        },
-    )
-    random_init_student: bool = field(
-        default=False, metadata={"help": "Re-initialise the extracted student's weights (the paper's ablation)."}
-    )
-
-    def __post_init__(self) -> None:
-        # A malformed value fails now, before any model loads.
-        _warn_comma_string("student_layers", self.student_layers, "0 2 4")
-        self.student_layers = parse_student_layers(self.student_layers or "distilbert")
-
-    @property
-    def layers(self) -> str | list[int]:
-        """The checked `student_layers` (kept for hf_distil 0.1's callers)."""
-        return self.student_layers
-
-
-def _warn_comma_string(name: str, value: object, example: str) -> None:
-    """hf_distil 0.1 took layer lists as one comma-separated string; still read, with a warning."""
-    if isinstance(value, list) and len(value) == 1:  # a YAML string reaches the parser as one word
-        value = value[0]
-    if isinstance(value, str) and "," in value:
-        logger.warning(f"{name} as a comma-separated string is deprecated; pass a list (--{name} {example}).")
-
-
-@dataclass
-class DataArguments:
-    """Where the text comes from and how it is cut (recipes)."""
-
-    dataset_name: str | None = field(
-        default=None, metadata={"help": "Hub dataset id (needs the Hub); default: the gensim Wikipedia excerpt."}
-    )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name."})
-    train_file: str | None = field(
-        default=None, metadata={"help": "Local .txt (one text per line) or .json/.jsonl file with a text column."}
-    )
-    validation_file: str | None = field(
-        default=None, metadata={"help": "Held-out file in the same format; default: a 5% split of the train texts."}
-    )
-    text_column: str = field(default="text", metadata={"help": "Column holding the text."})
-    max_seq_length: int = field(
-        default=128,
-        metadata={"help": "Longest sequence; longer texts are cut into chunks, each wrapped in [CLS]/[SEP]."},
-    )
-    max_train_samples: int | None = field(
-        default=None, metadata={"help": "Keep only this many training sequences (quick runs)."}
-    )
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many held-out sequences."})
-    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for datasets.map."})
-    data_cache_dir: str = field(
-        default="outputs/data_cache",
-        metadata={"help": "Processed data and token counts are kept here; a second run reuses them."},
-    )
-    teacher_cache: str | None = field(
-        default=None,
-        metadata={
-            "help": "Train from cached teacher top-k logits (recipes/cache_teacher.py) instead of a live teacher "
-            "for L_ce; masks are the cached ones."
-        },
-    )
-
-    def __post_init__(self) -> None:
-        from .data import MIN_TOKENS, check_data_files  # data.py imports this module
-
-        if self.max_seq_length < MIN_TOKENS:
-            raise UsageError(
-                f"--max_seq_length {self.max_seq_length} is below {MIN_TOKENS}, the shortest sequence kept (as "
-                "DistilBERT's reference); pass --max_seq_length 128 or so."
-            )
-        check_data_files(self)  # a missing, empty, binary or non-UTF-8 file fails now, before the teacher loads
-
-
 def validate_distillation_settings(args: DistillationArguments) -> None:
     """Raise one actionable ValueError for settings that cannot train (see DistillationArguments)."""
     if not args.temperature > 0:
@@ -480,82 +299,3 @@ def validate_distillation_settings(args: DistillationArguments) -> None:
         )
     if args.attention_maps not in ("probabilities", "scores"):
         raise UsageError(f"attention_maps must be 'probabilities' or 'scores', got {args.attention_maps!r}.")
-
-
-def parse_with_config(dataclass_types: tuple, argv: list[str], default_config: Path) -> tuple:
-    """Parse `argv` into `dataclass_types` (HfArgumentParser) after the values of a YAML/JSON file:
-    `--config FILE` picks the file (default `default_config`); flags given on the command line win.
-
-    A key of the file that no dataclass knows is an error (a typo would otherwise be ignored), and so is
-    any value the dataclasses reject: both end as one `UsageError` line.
-    """
-    config = default_config
-    if "--config" in argv:
-        at = argv.index("--config")
-        if at + 1 >= len(argv):
-            raise UsageError("--config needs a file, e.g. --config recipes/configs/distil_bert.yaml.")
-        config, argv = Path(argv[at + 1]), argv[:at] + argv[at + 2 :]
-    known = {f.name for cls in dataclass_types for f in dataclasses.fields(cls)}
-    from_file: list[str] = []
-    for key, value in _read_config(config).items():
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else "; see --help for the options."
-            raise UsageError(f"{config}: unknown setting {key!r}{hint}")
-        values = [json.dumps(value)] if isinstance(value, dict) else value if isinstance(value, list) else [value]
-        # A pair [1, 2] in a list (intermediate_layers) is written 1:2 on the command line.
-        from_file += [f"--{key}", *(":".join(map(str, v)) if isinstance(v, list) else str(v) for v in values)]
-    argv = _split_comma_lists(argv, dataclass_types)
-    parser = HfArgumentParser(dataclass_types)
-    parser.epilog = (
-        f"--config FILE: a YAML file of settings, read before the flags (which win); default {default_config}."
-    )
-    helps = {}
-    for action in parser._actions:  # argparse %-formats help text; ours is plain ("~10% of a step")
-        helps.update(dict.fromkeys(action.option_strings, " ".join((action.help or "").split())))
-        if action.help and "%(" not in action.help:
-            action.help = action.help.replace("%", "%%")
-    parser.error = lambda message: _bad_flag(message, helps)
-    try:
-        return parser.parse_args_into_dataclasses(args=from_file + argv)
-    except ValueError as error:  # raised by a dataclass's __post_init__: a setting the user gave
-        raise UsageError(str(error)) from None
-
-
-def _bad_flag(message: str, helps: dict[str, str]) -> None:
-    """argparse's complaint as a UsageError, with the flag's own help (its expected form)."""
-    flag = next((f for f in sorted(helps, key=len, reverse=True) if f in message), None)
-    raise UsageError(f"{message}; {flag}: {helps[flag]}" if flag and helps[flag] else f"{message}; see --help.")
-
-
-def _split_comma_lists(argv: list[str], dataclass_types: tuple) -> list[str]:
-    """`--teacher_weights 0.7,0.3` (hf_distil 0.1) as `--teacher_weights 0.7 0.3`, with a deprecation warning."""
-    lists = {
-        f"--{f.name}" for cls in dataclass_types for f in dataclasses.fields(cls) if str(f.type).startswith("list[")
-    }
-    out, flag = [], None
-    for token in argv:
-        if flag in lists and "," in token and not token.startswith("--"):
-            logger.warning(f"{flag} {token}: comma-separated values are deprecated; separate them with spaces.")
-            out += [part for part in token.split(",") if part]
-        else:
-            out.append(token)
-        flag = token if token.startswith("--") else flag
-    return out
-
-
-def _read_config(path: Path) -> dict:
-    """The settings of a YAML/JSON run config, as a dict; a missing or malformed file is a UsageError."""
-    try:
-        settings = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(
-            f"--config {path}: no such file; pass a YAML file such as recipes/configs/distil_bert.yaml."
-        ) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise UsageError(f"--config {path} is not valid YAML ({' '.join(str(error).split())[:160]}).") from None
-    if settings is None:
-        return {}
-    if not isinstance(settings, dict):
-        raise UsageError(f"--config {path} must map setting names to values, got a {type(settings).__name__}.")
-    return settings

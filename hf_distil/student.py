@@ -17,7 +17,7 @@ from transformers import (
 from transformers.integrations import is_deepspeed_zero3_enabled
 
 from .errors import UsageError
-from .layer_map import select_layers
+from .models.layer_map import select_layers
 
 # Written into the student's config.json: where its weights came from (read by the model card).
 PROVENANCE_KEY = "hf_distil"

@@ -11,22 +11,17 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
-from . import heads
-from .callbacks import (
-    LossScheduleCallback,
-    MaskingEpochCallback,
-    PushToHubCallback,
-    parse_schedules,
-)
-from .collator import check_vocabulary
+from .callbacks import LossScheduleCallback, MaskingEpochCallback, PushToHubCallback, parse_schedules
 from .config import DistillationArguments, loss_weights
-from .cpu_memory import keep_freed_memory
-from .data import meet_raw_text
+from .data.collator import check_vocabulary
+from .data.corpus import meet_raw_text
 from .errors import UsageError
-from .layer_map import plan_layers
-from .losses import COUNTS, IGNORE_INDEX, LOGIT_TERMS, distillation_loss
-from .projection import HiddenProjection
-from .relation import RelationPlan, plan_relation
+from .launch import keep_freed_memory
+from .losses.relation import RelationPlan, plan_relation
+from .losses.terms import COUNTS, IGNORE_INDEX, LOGIT_TERMS, distillation_loss
+from .models import heads
+from .models.layer_map import plan_layers
+from .models.projection import HiddenProjection
 from .run_folder import (
     check_checkpoint,
     readable_like_other_files,
@@ -35,8 +30,8 @@ from .run_folder import (
     save_run_settings,
 )
 from .student import kept_teacher_layers
-from .teacher import Teachers, TeacherSignals
-from .teacher_cache import CACHE_COLUMNS
+from .teachers.cache import CACHE_COLUMNS
+from .teachers.prepare import Teachers, TeacherSignals
 
 
 class _Needs(NamedTuple):
@@ -210,7 +205,7 @@ class DistillationTrainer(Trainer):
         The repository is `args.hub_model_id` (or `repo_id=`); `blocking` is accepted for Trainer's signature
         and the upload always completes before returning.
         """
-        from .hub import push_to_hub
+        from .hub.card import push_to_hub
 
         repo_id = kwargs.pop("repo_id", None) or self.args.hub_model_id
         if not repo_id:
@@ -242,7 +237,7 @@ class DistillationTrainer(Trainer):
 
     def create_model_card(self, **kwargs: Any) -> None:
         """hf_distil's card (teacher, layer map, loss terms, held-out results) in place of Trainer's."""
-        from .hub import render_model_card
+        from .hub.card import render_model_card
 
         if self.is_world_process_zero():
             card = render_model_card(

@@ -19,12 +19,12 @@ from transformers import set_seed
 from transformers.utils import logging
 
 from hf_distil import DataCollatorForDistillation, DistillationArguments
-from hf_distil.config import DataArguments, ModelArguments, parse_with_config
-from hf_distil.data import prepare_corpus
-from hf_distil.errors import run_script
-from hf_distil.teacher import load_teacher, load_tokenizer
-from hf_distil.teacher_cache import build_teacher_cache, bytes_per_token
+from hf_distil.cli.arguments import ModelArguments, parse_with_config
+from hf_distil.cli.run import run_script
+from hf_distil.data.corpus import DataArguments, prepare_corpus
 from hf_distil.teachers import load_default_teacher
+from hf_distil.teachers.cache import build_teacher_cache, bytes_per_token
+from hf_distil.teachers.prepare import load_teacher, load_tokenizer
 
 logger = logging.get_logger("cache_teacher")
 

@@ -43,19 +43,20 @@ from transformers import (
 )
 from transformers.utils import logging
 
-from hf_distil.augment import TangRates, mlm_candidates, mlm_transfer_set, tang_transfer_set, words_of
-from hf_distil.bilstm import RESULTS_FILE, SPEED_RUNTIMES, bilstm_from_teacher, non_embedding_parameters
-from hf_distil.config import parse_with_config
-from hf_distil.errors import UsageError, run_script
-from hf_distil.export import TASKS as EXPORT_TASKS
-from hf_distil.export import describe_machine, export_onnx, latencies, onnx_runner, torch_runner
-from hf_distil.hub import push_to_hub, render_bilstm_card
-from hf_distil.metrics import metric_path
-from hf_distil.pos_tagger import PerceptronTagger
-from hf_distil.task_distillation import TaskDistillationArguments, TaskDistillationTrainer, label_with_teacher
-from hf_distil.tasks import MAIN_METRIC, TASKS, encode_pairs, load_task, resolve_model
-from hf_distil.teacher import load_teacher, load_tokenizer
+from hf_distil.cli.arguments import parse_with_config
+from hf_distil.cli.run import run_script
+from hf_distil.deploy.export import TASKS as EXPORT_TASKS
+from hf_distil.deploy.export import describe_machine, export_onnx, latencies, onnx_runner, torch_runner
+from hf_distil.errors import UsageError
+from hf_distil.hub.card import push_to_hub, render_bilstm_card
+from hf_distil.models.bilstm import RESULTS_FILE, SPEED_RUNTIMES, bilstm_from_teacher, non_embedding_parameters
+from hf_distil.task_trainer import TaskDistillationArguments, TaskDistillationTrainer, label_with_teacher
+from hf_distil.tasks.augment import TangRates, mlm_candidates, mlm_transfer_set, tang_transfer_set, words_of
+from hf_distil.tasks.datasets import MAIN_METRIC, TASKS, encode_pairs, load_task, resolve_model
+from hf_distil.tasks.metrics import metric_path
+from hf_distil.tasks.pos_tagger import PerceptronTagger
 from hf_distil.teachers import DEFAULT_TEACHER
+from hf_distil.teachers.prepare import load_teacher, load_tokenizer
 
 logger = logging.get_logger("distil_bilstm")
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "distil_bilstm.yaml"

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
-from hf_distil.errors import run_script
-from hf_distil.hub import push_to_hub
+from hf_distil.cli.run import run_script
+from hf_distil.hub.card import push_to_hub
 
 
 @dataclass

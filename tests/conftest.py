@@ -24,8 +24,8 @@ from hf_distil import (
     DistillationArguments,
     DistillationTrainer,
     init_student_from_teacher,
-    kl_kernel,
 )
+from hf_distil.losses._ops import kl_kernel
 
 WORDS = [
     "the",

@@ -6,7 +6,8 @@ import torch
 from conftest import tiny_bert_config
 from transformers import BertForMaskedLM
 
-from hf_distil.augment import (
+from hf_distil.errors import UsageError
+from hf_distil.tasks.augment import (
     PosVocabulary,
     TangRates,
     augment_examples,
@@ -16,7 +17,6 @@ from hf_distil.augment import (
     tang_transfer_set,
     words_of,
 )
-from hf_distil.errors import UsageError
 
 WORDS = [f"w{i}" for i in range(12)]
 # Every word is tagged X; the only X word of the vocabulary is "other", so a replacement always shows.

@@ -21,10 +21,12 @@ from transformers.testing_utils import CaptureLogger
 from transformers.utils import logging
 
 from hf_distil import DataCollatorForDistillation
-from hf_distil.config import DataArguments, ModelArguments, check_deepspeed_config, parse_teacher_weights
-from hf_distil.data import fit_max_seq_length, prepare_corpus
+from hf_distil.cli.arguments import ModelArguments
+from hf_distil.config import parse_teacher_weights
+from hf_distil.data.corpus import DataArguments, fit_max_seq_length, prepare_corpus
 from hf_distil.errors import UsageError
-from hf_distil.layer_map import intermediate_pairs
+from hf_distil.launch import check_deepspeed_config
+from hf_distil.models.layer_map import intermediate_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "distil_bert.py"
@@ -346,7 +348,7 @@ def test_a_malformed_json_line_names_the_file(tmp_path, tokenizer):
 
 
 def test_max_seq_length_is_clamped_to_the_models_and_the_tokenizer(teacher, tokenizer):
-    logger = logging.get_logger("hf_distil.data")
+    logger = logging.get_logger("hf_distil.data.corpus")
     with CaptureLogger(logger) as captured:
         assert fit_max_seq_length(128, tokenizer, [teacher]) == 64
     assert captured.out.strip() == (

@@ -3,14 +3,14 @@ import torch
 from conftest import tiny_bert_config
 from transformers import AutoConfig, AutoModelForSequenceClassification, BertForSequenceClassification
 
-from hf_distil.bilstm import (
+from hf_distil.errors import UsageError
+from hf_distil.models.bilstm import (
     BiLSTMConfig,
     BiLSTMForSequenceClassification,
     bilstm_from_teacher,
     left_align,
     non_embedding_parameters,
 )
-from hf_distil.errors import UsageError
 
 SENTENCES = ["the cat sat", "a big dog ran home on the mat", "dog"]
 SECONDS = ["on the mat", "ran home", "a small red house and a blue tree"]
@@ -133,7 +133,7 @@ def test_onnx_export_matches_pytorch_and_passes_the_int8_gate(bert_teacher, toke
     batches give PyTorch's numbers; a single-text model's graph drops token_type_ids and is fed without them."""
     import numpy as np
 
-    from hf_distil.export import FP32_FILE, INT8_FILE, export_student, held_out_sentences, session
+    from hf_distil.deploy.export import FP32_FILE, INT8_FILE, export_student, held_out_sentences, session
 
     model = student(bert_teacher, pair_encoder=pair_encoder)
     model.save_pretrained(tmp_path / "m")

@@ -19,7 +19,7 @@ import torch
 from test_export_node import EXAMPLE, exported_student, top5  # noqa: F401 (the fixture)
 from transformers import AutoTokenizer
 
-from hf_distil.export import INT8_FILE, session
+from hf_distil.deploy.export import INT8_FILE, session
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -10,12 +10,8 @@ from conftest import make_trainer
 from transformers import TrainerCallback
 
 from hf_distil import DistillationTrainer
-from hf_distil.callbacks import (
-    NonFiniteLossGuard,
-    PushToHubCallback,
-    TeacherAgreementCallback,
-)
-from hf_distil.evaluation import masked_lm_metrics
+from hf_distil.callbacks import NonFiniteLossGuard, PushToHubCallback, TeacherAgreementCallback
+from hf_distil.evaluation.masked_lm import masked_lm_metrics
 
 pytestmark = pytest.mark.slow  # each test is a Trainer run of 2-20 steps
 

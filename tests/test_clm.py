@@ -134,7 +134,7 @@ def test_causal_student_distilled_from_a_causal_teacher(tmp_path, tokenizer, cau
 
 
 def test_a_gpt2_student_gets_no_token_types_while_a_bert_teacher_does(tokenizer, teacher):
-    from hf_distil.heads import model_inputs
+    from hf_distil.models.heads import model_inputs
 
     batch = {"input_ids": torch.ones(2, 3, dtype=torch.long), "token_type_ids": torch.zeros(2, 3, dtype=torch.long)}
     assert "token_type_ids" not in model_inputs(tiny_gpt2(tokenizer), batch)  # GPT-2 would add them as tokens

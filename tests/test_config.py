@@ -71,8 +71,9 @@ def test_invalid_settings_fail_at_construction_with_one_line(kwargs, message):
 
 
 def test_typed_list_and_mapping_settings_parse_from_yaml_and_flags(tmp_path):
-    from hf_distil.config import DataArguments, ModelArguments, parse_with_config
-    from hf_distil.schedules import Schedule, parse_schedules
+    from hf_distil.cli.arguments import ModelArguments, parse_with_config
+    from hf_distil.data.corpus import DataArguments
+    from hf_distil.losses.schedules import Schedule, parse_schedules
 
     config = tmp_path / "run.yaml"
     config.write_text(
@@ -125,7 +126,8 @@ def test_typed_list_and_mapping_settings_parse_from_yaml_and_flags(tmp_path):
 def test_layer_settings_are_a_list_or_one_rule_from_yaml_and_flags(
     tmp_path, yaml_text, flags, student_layers, intermediate_layers
 ):
-    from hf_distil.config import DataArguments, ModelArguments, parse_with_config
+    from hf_distil.cli.arguments import ModelArguments, parse_with_config
+    from hf_distil.data.corpus import DataArguments
 
     config = tmp_path / "run.yaml"
     config.write_text(yaml_text + f"output_dir: {tmp_path / 'out'}\nreport_to: none\n")
@@ -136,7 +138,7 @@ def test_layer_settings_are_a_list_or_one_rule_from_yaml_and_flags(
 
 
 def test_layer_settings_built_in_python_take_lists_and_pairs():
-    from hf_distil.config import ModelArguments
+    from hf_distil.cli.arguments import ModelArguments
 
     assert ModelArguments(student_layers=[0, 3]).layers == [0, 3]
     assert make(intermediate_layers=[(1, 2), (2, 4)]).intermediate_layers == [[1, 2], [2, 4]]

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # fourth 100 MB tensor, written then freed; 100 MB is above glibc's largest mmap threshold (32 MB).
 PROBE = """
 import resource, sys, torch
-from hf_distil.cpu_memory import keep_freed_memory
+from hf_distil.launch import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 for _ in range(4):

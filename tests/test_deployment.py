@@ -8,8 +8,8 @@ from conftest import tiny_bert_config, tiny_tokenizer
 from transformers import BertForMaskedLM
 
 from hf_distil import init_student_from_teacher
-from hf_distil.deployment import ONNX_FP32, ONNX_INT8, PYTORCH, format_deployment, measure_deployment
-from hf_distil.export import EXPORT_REPORT_FILE, held_out_sentences
+from hf_distil.deploy.deployment import ONNX_FP32, ONNX_INT8, PYTORCH, format_deployment, measure_deployment
+from hf_distil.deploy.export import EXPORT_REPORT_FILE, held_out_sentences
 
 
 def test_the_table_has_each_runtime_of_each_model_with_its_size_speed_and_fidelity(tmp_path):

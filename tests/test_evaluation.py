@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from hf_distil import DataCollatorForDistillation, init_student_from_teacher
-from hf_distil.evaluation import describe_speedup, masked_lm_metrics, relative_speed
+from hf_distil.evaluation.masked_lm import describe_speedup, masked_lm_metrics, relative_speed
 
 
 @pytest.mark.slow

@@ -25,8 +25,7 @@ from transformers import (
 )
 
 from hf_distil import init_student_from_teacher
-from hf_distil.errors import UsageError
-from hf_distil.export import (
+from hf_distil.deploy.export import (
     EXPORT_REPORT_FILE,
     FP32_FILE,
     INT8_FILE,
@@ -42,7 +41,8 @@ from hf_distil.export import (
     session,
     task_of,
 )
-from hf_distil.quantization import SCHEME_NAMES, SCHEMES, feed_forward_matmuls
+from hf_distil.deploy.quantization import SCHEME_NAMES, SCHEMES, feed_forward_matmuls
+from hf_distil.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(num_sentences=20, speed_sentences=3, speed_rounds=1)  # the gate and timing on a handful of sentences

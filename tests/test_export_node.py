@@ -15,7 +15,7 @@ from test_export import saved, tiny_distilbert
 from transformers import AutoTokenizer, DistilBertForSequenceClassification
 
 from hf_distil import init_student_from_teacher
-from hf_distil.export import FP32_FILE, INT8_FILE, export_student, held_out_sentences, session
+from hf_distil.deploy.export import FP32_FILE, INT8_FILE, export_student, held_out_sentences, session
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "transformers_js"
 # The scheme the gate keeps for the shipped teacher's student (README), so that Node runs the file users get.

@@ -8,9 +8,9 @@ import torch
 from conftest import TallestOfWidth
 from torch import nn
 
-from hf_distil import fused_linear, fused_losses
-from hf_distil.fused_linear import LinearLogits, linear_logit_terms
-from hf_distil.losses import distillation_loss
+from hf_distil.losses._ops import fused_linear, fused_losses
+from hf_distil.losses._ops.fused_linear import LinearLogits, linear_logit_terms
+from hf_distil.losses.terms import distillation_loss
 
 N, H, V, T = 13, 6, 40, 2.0
 

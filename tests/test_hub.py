@@ -10,7 +10,7 @@ import yaml
 from huggingface_hub import ModelCard
 
 from hf_distil import DistillationTrainer, push_to_hub
-from hf_distil.hub import render_model_card
+from hf_distil.hub.card import render_model_card
 
 TOKEN = "hf_testsecret0123456789"
 pytestmark = pytest.mark.slow  # each test trains a student first (the `trained` fixture)
@@ -209,7 +209,7 @@ def test_card_calls_a_slower_student_slower(tmp_path, trained):
 @pytest.fixture
 def exported(tmp_path, student, tokenizer):
     """A student folder with its ONNX export beside the weights (recipes/export.py with no --output_dir)."""
-    from hf_distil.export import export_student
+    from hf_distil.deploy.export import export_student
 
     folder = tmp_path / "student"
     student.save_pretrained(folder)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hf_distil import kl_kernel
+from hf_distil.losses._ops import kl_kernel
 
 V = 2 * 8 * 16 + 5  # two of the kernel's 128-element sum blocks of AVX-512 vectors, and a tail
 

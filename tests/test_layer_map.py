@@ -1,7 +1,7 @@
 import pytest
 
 from hf_distil import init_student_from_teacher
-from hf_distil.layer_map import intermediate_pairs
+from hf_distil.models.layer_map import intermediate_pairs
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,7 @@ def test_init_rule_reads_the_students_provenance_through_the_trainer(tmp_path, t
 
 
 def test_the_layer_plan_asks_for_eager_attention_only_to_compare_probabilities(teacher):
-    from hf_distil.layer_map import plan_layers
+    from hf_distil.models.layer_map import plan_layers
 
     student = init_student_from_teacher(teacher, layers=[1, 3])
     off = dict(hidden_mse=0.0, attention_mse=0.0, pkd=0.0)

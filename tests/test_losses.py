@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from hf_distil import fused_losses
-from hf_distil.losses import (
+from hf_distil.losses._ops import fused_losses
+from hf_distil.losses.terms import (
     attention_mse,
     clm_loss,
     distillation_loss,
@@ -189,7 +189,7 @@ def test_pkd_loss_is_scale_invariant_and_golden():
 
 
 def test_mixed_teacher_logits_soften_to_the_weighted_mean_distribution(rows):
-    from hf_distil.losses import mix_teacher_logits
+    from hf_distil.losses.terms import mix_teacher_logits
 
     a, b = rows
     T = 2.0

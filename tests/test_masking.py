@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from hf_distil import masking
+from hf_distil.data import masking
 
 MASK_ID, VOCAB = 4, 60
 

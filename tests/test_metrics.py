@@ -3,7 +3,7 @@
 import evaluate
 import pytest
 
-from hf_distil.metrics import metric_path
+from hf_distil.tasks.metrics import metric_path
 
 
 def load(task):

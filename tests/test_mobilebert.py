@@ -2,8 +2,9 @@ import torch
 from conftest import make_args, tiny_bert_config
 from transformers import BertForMaskedLM, MobileBertForMaskedLM
 
-from hf_distil import DistillationTrainer, heads
-from hf_distil.mobilebert import mobilebert_student, principal_embeddings
+from hf_distil import DistillationTrainer
+from hf_distil.models import heads
+from hf_distil.models.mobilebert import mobilebert_student, principal_embeddings
 
 TINY = dict(hidden_size=16, intra_bottleneck_size=8, intermediate_size=16, embedding_size=8, num_attention_heads=2)
 

@@ -4,7 +4,7 @@ import pickle
 import pytest
 
 from hf_distil.errors import UsageError
-from hf_distil.pos_tagger import INSTALL, PerceptronTagger, model_path
+from hf_distil.tasks.pos_tagger import INSTALL, PerceptronTagger, model_path
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("textblob_aptagger") is None, reason=f"the tagger model is not installed: {INSTALL}"

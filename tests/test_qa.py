@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hf_distil import qa
+from hf_distil.tasks import qa
 
 # Context tokens (character spans): the (0,3) cat (4,7) sat (8,11) on (12,14) the (15,18) mat (19,22) and (23,26)
 # the (27,30) dog (31,34) ran (35,38). The question "where is the cat" is 4 tokens ("where" is [UNK]), so a window

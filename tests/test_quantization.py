@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from hf_distil.export import session
-from hf_distil.quantization import (
+from hf_distil.deploy.export import session
+from hf_distil.deploy.quantization import (
     SCHEMES,
     calibrate,
     gptq_int8,

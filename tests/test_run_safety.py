@@ -29,7 +29,7 @@ from hf_distil import DistillationTrainer, init_student_from_teacher
 from hf_distil.callbacks import NonFiniteLossGuard
 from hf_distil.errors import UsageError
 from hf_distil.run_folder import RUN_SETTINGS_FILE, check_checkpoint
-from hf_distil.teacher import check_model_source, load_teacher, load_tokenizer
+from hf_distil.teachers.prepare import check_model_source, load_teacher, load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "distil_bert.py"
@@ -225,7 +225,7 @@ def test_missing_folders_and_tokenizers_are_named_in_one_line(tmp_path, monkeypa
         load_teacher("./no/such/teacher")  # transformers said "Repo id must use alphanumeric chars ..."
     with pytest.raises(UsageError, match=r"^--student /no/such: no such folder"):
         check_model_source("/no/such", "--student")
-    monkeypatch.setattr("hf_distil.teacher.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("hf_distil.teachers.prepare.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(UsageError, match=r"^--student org/never-cached: no such folder, and the Hugging Face Hub"):
         check_model_source("org/never-cached", "--student")
     folder = tmp_path / "no_tokenizer"

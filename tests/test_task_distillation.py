@@ -5,8 +5,8 @@ import torch.nn.functional as F
 from conftest import tiny_bert_config
 from transformers import BertForSequenceClassification, DataCollatorWithPadding
 
-from hf_distil.bilstm import bilstm_from_teacher
-from hf_distil.task_distillation import (
+from hf_distil.models.bilstm import bilstm_from_teacher
+from hf_distil.task_trainer import (
     TaskDistillationArguments,
     TaskDistillationTrainer,
     gold_label_loss,

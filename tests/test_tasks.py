@@ -1,6 +1,6 @@
 from collections import Counter
 
-from hf_distil.tasks import TASKS, load_task, newsgroup_text
+from hf_distil.tasks.datasets import TASKS, load_task, newsgroup_text
 
 POST = """Newsgroups: alt.atheism
 Path: cantaloupe.srv.cs.cmu.edu!news

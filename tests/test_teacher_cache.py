@@ -7,12 +7,8 @@ import torch
 from conftest import make_trainer
 
 from hf_distil import DataCollatorForDistillation
-from hf_distil.losses import soft_target_kl, topk_soft_target_kl
-from hf_distil.teacher_cache import (
-    CachedSignalsCollator,
-    build_teacher_cache,
-    bytes_per_token,
-)
+from hf_distil.losses.terms import soft_target_kl, topk_soft_target_kl
+from hf_distil.teachers.cache import CachedSignalsCollator, build_teacher_cache, bytes_per_token
 
 
 def test_topk_kl_with_the_whole_vocabulary_is_the_full_kl():

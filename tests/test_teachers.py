@@ -9,8 +9,8 @@ import torch
 from safetensors import safe_open
 from transformers import BertForMaskedLM
 
-from hf_distil.data import tokenize_and_chunk, wikipedia_splits
-from hf_distil.evaluation import masked_lm_metrics
+from hf_distil.data.corpus import tokenize_and_chunk, wikipedia_splits
+from hf_distil.evaluation.masked_lm import masked_lm_metrics
 from hf_distil.teachers import load_default_teacher, minilm
 
 

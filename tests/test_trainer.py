@@ -24,11 +24,11 @@ from hf_distil import (
     DataCollatorForDistillation,
     DistillationArguments,
     DistillationTrainer,
-    fused_linear,
-    heads,
     init_student_from_teacher,
 )
-from hf_distil.heads import hidden_and_row_logits
+from hf_distil.losses._ops import fused_linear
+from hf_distil.models import heads
+from hf_distil.models.heads import hidden_and_row_logits
 
 
 def reference_step(student, teacher, batch, T=2.0, restrict=False, alphas=(5.0, 2.0, 1.0, 0.0)):

@@ -25,11 +25,7 @@ from transformers import (
     DistilBertForMaskedLM,
 )
 
-from hf_distil import (
-    DistillationArguments,
-    DistillationTrainer,
-    init_student_from_teacher,
-)
+from hf_distil import DistillationArguments, DistillationTrainer, init_student_from_teacher
 
 
 def fixed_batch(vocab: int = 50, n: int = 8, length: int = 16) -> datasets.Dataset:

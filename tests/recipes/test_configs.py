@@ -81,7 +81,7 @@ def test_command_line_overrides_the_file():
 
 
 def test_paper_config_reaches_4096_sequences_on_8_gpus():
-    from hf_distil.config import accumulation_for
+    from hf_distil.launch import accumulation_for
 
     assert accumulation_for(4096, 16, 8) == 32
 

@@ -17,10 +17,9 @@ from conftest import WORDS, save_tiny_teacher
 from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-from hf_distil.config import DataArguments
-from hf_distil.data import prepare_corpus
-from hf_distil.evaluation import masked_lm_metrics
-from hf_distil.projection import PROJECTION_FILE
+from hf_distil.data.corpus import DataArguments, prepare_corpus
+from hf_distil.evaluation.masked_lm import masked_lm_metrics
+from hf_distil.models.projection import PROJECTION_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "distil_bert.py"

@@ -16,8 +16,8 @@ import torch
 from conftest import WORDS, save_tiny_teacher
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from hf_distil.bilstm import BiLSTMForSequenceClassification
-from hf_distil.pos_tagger import INSTALL
+from hf_distil.models.bilstm import BiLSTMForSequenceClassification
+from hf_distil.tasks.pos_tagger import INSTALL
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.recipe

@@ -14,8 +14,8 @@ import pytest
 from conftest import WORDS, save_tiny_teacher
 from transformers import AutoTokenizer
 
-from hf_distil.export import EXPORT_REPORT_FILE, INT8_FILE, session
-from hf_distil.tasks import polarity_demo
+from hf_distil.deploy.export import EXPORT_REPORT_FILE, INT8_FILE, session
+from hf_distil.tasks.datasets import polarity_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.recipe

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
 
-from .errors import UsageError
+from ..errors import UsageError
 
 PROJECTION_FILE = "hidden_projection.safetensors"
 

@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 
 PACKAGE = "textblob_aptagger"
 MODEL_FILE = "trontagger-0.1.0.pickle"

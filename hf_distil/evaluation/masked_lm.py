@@ -18,9 +18,9 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from . import heads
-from .collator import DataCollatorForDistillation
-from .losses import soft_target_kl
+from ..data.collator import DataCollatorForDistillation
+from ..losses.terms import soft_target_kl
+from ..models import heads
 
 REPORT_FILE = "held_out_results.json"
 

@@ -42,9 +42,9 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from .collator import DataCollatorForDistillation
-from .errors import RunFailed, UsageError
-from .heads import forward_arguments
+from ..data.collator import DataCollatorForDistillation
+from ..errors import RunFailed, UsageError
+from ..models.heads import forward_arguments
 from .quantization import SCHEME_NAMES, SCHEMES
 
 logger = hf_logging.get_logger(__name__)
@@ -191,7 +191,7 @@ def max_abs_difference(
 def held_out_sentences(texts: Sequence[str] | None = None, min_words: int = 6) -> list[str]:
     """Sentences of `texts` (default: the held-out articles of the gensim Wikipedia excerpt) of ≥ `min_words`."""
     if texts is None:
-        from .data import wikipedia_splits
+        from ..data.corpus import wikipedia_splits
 
         texts = wikipedia_splits()["test"]["text"]
     return [s.strip() for text in texts for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= min_words]

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from . import heads
-from .errors import UsageError
+from ..errors import UsageError
+from ..models import heads
 
 _WORD = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
 

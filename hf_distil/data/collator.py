@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..errors import UsageError
 from . import masking
-from .errors import UsageError
 
 
 def check_vocabulary(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, role: str = "student") -> None:

@@ -15,9 +15,9 @@ from typing import NamedTuple
 import torch
 from transformers import PreTrainedModel
 
-from . import heads as model_heads
-from .errors import UsageError
-from .fused_losses import _upcast
+from ..errors import UsageError
+from ..models import heads as model_heads
+from ._ops.fused_losses import _upcast
 
 RELATIONS = ("query", "key", "value")  # the QQ, KK and VV relations
 

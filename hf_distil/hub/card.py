@@ -15,11 +15,11 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from transformers import Trainer
 from transformers.utils import logging
 
-from .bilstm import SPEED_RUNTIMES
-from .errors import RunFailed, UsageError
-from .evaluation import RunReport, describe_speedup
-from .losses import LOSS_TERMS
-from .student import PROVENANCE_KEY
+from ..errors import RunFailed, UsageError
+from ..evaluation.masked_lm import RunReport, describe_speedup
+from ..losses.terms import LOSS_TERMS
+from ..models.bilstm import SPEED_RUNTIMES
+from ..student import PROVENANCE_KEY
 
 logger = logging.get_logger(__name__)
 
@@ -113,7 +113,7 @@ def onnx_files(folder: Path) -> dict[str, Any] | None:
 
     Rows come from the files present; figures from export_report.json when it is there.
     """
-    from .export import EXPORT_REPORT_FILE, FP32_FILE, INT8_FILE, TEACHER_KEY, task_of
+    from ..deploy.export import EXPORT_REPORT_FILE, FP32_FILE, INT8_FILE, TEACHER_KEY, task_of
 
     if not (folder / FP32_FILE).exists():
         return None
@@ -188,8 +188,8 @@ def render_model_card(
     that none of them holds is left out of the card, never printed as "?" or "nan". An ONNX export beside the
     weights (onnx/*.onnx, from recipes/export.py) adds a section on ONNX Runtime and transformers.js.
     """
-    from .bilstm import BiLSTMConfig
-    from .teachers import BASE_MODELS
+    from ..models.bilstm import BiLSTMConfig
+    from ..teachers import BASE_MODELS
 
     folder = Path(folder)
     config = _read_json(folder / "config.json")
@@ -333,8 +333,8 @@ def render_bilstm_card(
 ) -> ModelCard:
     """The card of a BiLSTM student (`hf_distil.bilstm`): what it is, from config.json, and what
     recipes/distil_bilstm.py measured, from results.json beside it (scores over seeds, size, CPU time)."""
-    from .bilstm import RESULTS_FILE
-    from .teachers import BASE_MODELS
+    from ..models.bilstm import RESULTS_FILE
+    from ..teachers import BASE_MODELS
 
     folder = Path(folder)
     config = _read_json(folder / "config.json")

@@ -10,8 +10,8 @@ from collections.abc import Iterable
 
 import torch
 
-from .errors import UsageError
-from .losses import IGNORE_INDEX
+from ..errors import UsageError
+from ..losses.terms import IGNORE_INDEX
 
 
 def check_masking_settings(

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .evaluation import describe_speedup
+from ..evaluation.masked_lm import describe_speedup
 from .export import (
     FP32_FILE,
     INT8_FILE,

@@ -15,8 +15,8 @@ import torch
 from transformers import PreTrainedModel
 from transformers.utils import logging
 
+from ..errors import UsageError
 from . import heads
-from .errors import UsageError
 
 logger = logging.get_logger(__name__)
 

@@ -136,7 +136,7 @@ def resolve_model(name: str) -> str:
     """A folder to load from; the shipped teacher is written out once (it has no folder of its own)."""
     if name != "default-teacher":
         return name
-    from .teachers import load_default_teacher
+    from ..teachers import load_default_teacher
 
     folder = Path("outputs/default_teacher")
     if not (folder / "config.json").exists():

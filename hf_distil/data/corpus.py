@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +16,13 @@ import datasets
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainingArguments
 from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 from transformers.utils import logging
 
+from ..errors import UsageError
+from ..teachers.cache import CACHE_COLUMNS
 from .collator import DataCollatorForDistillation
-from .config import DataArguments, DistillationArguments
-from .errors import UsageError
-from .teacher_cache import CACHE_COLUMNS
 
 logger = logging.get_logger(__name__)
 
@@ -33,6 +33,51 @@ FILE_BUILDERS = {"txt": "text", "jsonl": "json", "json": "json", "csv": "csv"}
 # Part of every cache key: bump it when the same inputs would give other sequences (chunking, split).
 CACHE_VERSION = 2
 _HELD_OUT_SHARE = 0.05
+
+
+@dataclass
+class DataArguments:
+    """Where the text comes from and how it is cut (recipes)."""
+
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "Hub dataset id (needs the Hub); default: the gensim Wikipedia excerpt."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name."})
+    train_file: str | None = field(
+        default=None, metadata={"help": "Local .txt (one text per line) or .json/.jsonl file with a text column."}
+    )
+    validation_file: str | None = field(
+        default=None, metadata={"help": "Held-out file in the same format; default: a 5% split of the train texts."}
+    )
+    text_column: str = field(default="text", metadata={"help": "Column holding the text."})
+    max_seq_length: int = field(
+        default=128,
+        metadata={"help": "Longest sequence; longer texts are cut into chunks, each wrapped in [CLS]/[SEP]."},
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep only this many training sequences (quick runs)."}
+    )
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many held-out sequences."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for datasets.map."})
+    data_cache_dir: str = field(
+        default="outputs/data_cache",
+        metadata={"help": "Processed data and token counts are kept here; a second run reuses them."},
+    )
+    teacher_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train from cached teacher top-k logits (recipes/cache_teacher.py) instead of a live teacher "
+            "for L_ce; masks are the cached ones."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_seq_length < MIN_TOKENS:
+            raise UsageError(
+                f"--max_seq_length {self.max_seq_length} is below {MIN_TOKENS}, the shortest sequence kept (as "
+                "DistilBERT's reference); pass --max_seq_length 128 or so."
+            )
+        check_data_files(self)  # a missing, empty, binary or non-UTF-8 file fails now, before the teacher loads
 
 
 def token_counts(
@@ -346,7 +391,7 @@ def prepare_corpus(
     return train, held_out, torch.from_numpy(np.load(folder / "counts.npy"))
 
 
-def meet_raw_text(model: PreTrainedModel, args: DistillationArguments, kwargs: dict[str, Any]) -> None:
+def meet_raw_text(model: PreTrainedModel, args: TrainingArguments, kwargs: dict[str, Any]) -> None:
     """Datasets with a "text" column are tokenised and chunked by the library's pipeline (as TRL's trainers
     accept raw text), and a missing collator becomes DistilBERT's masking collator with the corpus' counts."""
     tokenizer = kwargs.get("processing_class")

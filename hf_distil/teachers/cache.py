@@ -14,9 +14,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from . import heads
-from .collator import DataCollatorForDistillation
-from .losses import IGNORE_INDEX
+from ..data.collator import DataCollatorForDistillation
+from ..losses.terms import IGNORE_INDEX
+from ..models import heads
 
 CACHE_COLUMNS = ("teacher_topk_ids", "teacher_topk_values")
 

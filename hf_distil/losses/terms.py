@@ -15,8 +15,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .fused_linear import LinearLogits, linear_logit_terms
-from .fused_losses import IGNORE_INDEX, _upcast, logit_terms
+from ._ops.fused_linear import LinearLogits, linear_logit_terms
+from ._ops.fused_losses import IGNORE_INDEX, _upcast, logit_terms
 from .relation import relation_kl
 
 

@@ -19,8 +19,8 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
 from .errors import UsageError
-from .losses import logit_mse, soft_target_kl
-from .teacher import prepare_teacher
+from .losses.terms import logit_mse, soft_target_kl
+from .teachers.prepare import prepare_teacher
 
 TEACHER_LOGITS = "teacher_logits"  # the column of a transfer set labelled by the teacher beforehand
 KD_LOSSES = ("kl", "mse")

@@ -16,11 +16,11 @@ from torch import nn
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from . import heads
-from .config import parse_teacher_weights
-from .errors import UsageError
-from .losses import mix_teacher_logits, terms_needing_a_teacher
-from .teacher_cache import CACHE_COLUMNS
+from ..config import parse_teacher_weights
+from ..errors import UsageError
+from ..losses.terms import mix_teacher_logits, terms_needing_a_teacher
+from ..models import heads
+from .cache import CACHE_COLUMNS
 
 logger = logging.get_logger(__name__)
 

@@ -7,8 +7,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .errors import UsageError
-from .losses import LOSS_TERMS
+from ..errors import UsageError
+from .terms import LOSS_TERMS
 
 SCHEDULE_KINDS = ("constant", "linear", "cosine")
 
