@@ -26,7 +26,7 @@ from transformers.utils import logging
 
 from .config import LOSS_WEIGHTS, DistillationArguments
 from .errors import UsageError
-from .student import PROVENANCE_KEY
+from .models.layer_map import PROVENANCE_KEY
 
 logger = logging.get_logger(__name__)
 

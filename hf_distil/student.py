@@ -17,10 +17,7 @@ from transformers import (
 from transformers.integrations import is_deepspeed_zero3_enabled
 
 from .errors import UsageError
-from .models.layer_map import select_layers
-
-# Written into the student's config.json: where its weights came from (read by the model card).
-PROVENANCE_KEY = "hf_distil"
+from .models.layer_map import PROVENANCE_KEY, select_layers
 
 # BERT (teacher) name → DistilBERT (student) name, inside one transformer layer.
 _BERT_TO_DISTILBERT_LAYER = {

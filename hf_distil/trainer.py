@@ -17,10 +17,9 @@ from .data.collator import check_vocabulary
 from .data.corpus import meet_raw_text
 from .errors import UsageError
 from .launch import keep_freed_memory
-from .losses.relation import RelationPlan, plan_relation
 from .losses.terms import COUNTS, IGNORE_INDEX, LOGIT_TERMS, distillation_loss
 from .models import heads
-from .models.layer_map import plan_layers
+from .models.layer_map import RelationPlan, plan_layers, plan_relation
 from .models.projection import HiddenProjection
 from .run_folder import (
     check_checkpoint,

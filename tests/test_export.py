@@ -25,22 +25,19 @@ from transformers import (
 )
 
 from hf_distil import init_student_from_teacher
-from hf_distil.deploy.export import (
+from hf_distil.deploy import (
     EXPORT_REPORT_FILE,
     FP32_FILE,
     INT8_FILE,
     TASKS,
-    _best_span,
-    agreement,
-    answers,
     export_onnx,
     export_student,
-    fidelity_feeds,
     held_out_sentences,
-    input_names,
     session,
     task_of,
 )
+from hf_distil.deploy.export import input_names
+from hf_distil.deploy.fidelity import _best_span, agreement, answers, fidelity_feeds
 from hf_distil.deploy.quantization import SCHEME_NAMES, SCHEMES, feed_forward_matmuls
 from hf_distil.errors import UsageError
 

@@ -14,9 +14,10 @@ from transformers import (
 )
 
 from hf_distil import DataCollatorForDistillation, DistillationArguments, DistillationTrainer
-from hf_distil.losses.relation import plan_relation, relation_kl
+from hf_distil.losses.relation import relation_kl
 from hf_distil.losses.terms import distillation_loss
 from hf_distil.models import heads
+from hf_distil.models.layer_map import plan_relation
 
 RELATION_ONLY = dict(alpha_ce=0.0, alpha_mlm=0.0, alpha_cos=0.0, alpha_relation=1.0)
 

@@ -21,7 +21,6 @@ from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 from transformers.utils import logging
 
 from ..errors import UsageError
-from ..teachers.cache import CACHE_COLUMNS
 from .collator import DataCollatorForDistillation
 
 logger = logging.get_logger(__name__)
@@ -399,7 +398,7 @@ def meet_raw_text(model: PreTrainedModel, args: TrainingArguments, kwargs: dict[
     for key in ("train_dataset", "eval_dataset"):
         dataset = kwargs.get(key)
         columns = getattr(dataset, "column_names", None)
-        if columns is None or "input_ids" in columns or set(CACHE_COLUMNS) <= set(columns):
+        if columns is None or "input_ids" in columns:
             continue
         if "text" not in columns:
             raise UsageError(f"{key} has columns {columns}; give it a 'text' column or tokenised 'input_ids'.")

@@ -1,0 +1,43 @@
+"""Deployment: ONNX export with a checked int8 model, running and timing exported models, and the deployment
+table (the paper's Table 3, extended)."""
+
+from .deployment import format_deployment, measure_deployment
+from .export import (
+    EXPORT_REPORT_FILE,
+    FP32_FILE,
+    FP32_KEY,
+    INT8_FILE,
+    STUDENT_KEY,
+    TASKS,
+    TEACHER_KEY,
+    ExportReport,
+    export_onnx,
+    export_student,
+    task_of,
+)
+from .fidelity import held_out_sentences
+from .quantization import SCHEME_NAMES
+from .runtime import describe_machine, latencies, onnx_runner, session, torch_runner
+
+__all__ = [
+    "EXPORT_REPORT_FILE",
+    "FP32_FILE",
+    "FP32_KEY",
+    "INT8_FILE",
+    "SCHEME_NAMES",
+    "STUDENT_KEY",
+    "TASKS",
+    "TEACHER_KEY",
+    "ExportReport",
+    "describe_machine",
+    "export_onnx",
+    "export_student",
+    "format_deployment",
+    "held_out_sentences",
+    "latencies",
+    "measure_deployment",
+    "onnx_runner",
+    "session",
+    "task_of",
+    "torch_runner",
+]

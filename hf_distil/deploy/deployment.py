@@ -17,19 +17,9 @@ import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..evaluation.masked_lm import describe_speedup
-from .export import (
-    FP32_FILE,
-    INT8_FILE,
-    TASKS,
-    agreement,
-    answers,
-    export_student,
-    fidelity_feeds,
-    input_names,
-    latencies,
-    onnx_runner,
-    torch_runner,
-)
+from .export import FP32_FILE, INT8_FILE, TASKS, export_student, input_names
+from .fidelity import agreement, answers, fidelity_feeds
+from .runtime import latencies, onnx_runner, torch_runner
 
 PYTORCH, ONNX_FP32, ONNX_INT8 = "PyTorch fp32", "ONNX Runtime fp32", "ONNX Runtime int8"
 BATCH_SIZES = (1, 32)

@@ -16,13 +16,9 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import re
 import shutil
-import statistics
-import time
 import warnings
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,10 +38,11 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from ..data.collator import DataCollatorForDistillation
 from ..errors import RunFailed, UsageError
 from ..models.heads import forward_arguments
+from .fidelity import Task, agreement, answers, fidelity_feeds, held_out_sentences
 from .quantization import SCHEME_NAMES, SCHEMES
+from .runtime import describe_machine, latencies, session, torch_runner
 
 logger = hf_logging.get_logger(__name__)
 
@@ -56,17 +53,6 @@ OPSET = 17
 # fp32 ONNX Runtime against PyTorch, relative to the largest output (measured: 1.0e-05 on logits up to 19.5 for the
 # shipped teacher's student, README "Deploy the student"); beyond it the export is broken, not rounded.
 FP32_TOLERANCE = 1e-4
-MAX_ANSWER_TOKENS = 15  # question answering: longest span considered (transformers' pipeline, max_answer_len)
-
-
-@dataclass(frozen=True)
-class Task:
-    """What a student head is exported as, and how its int8 answers are compared with fp32."""
-
-    pipeline: str  # the transformers / transformers.js pipeline name
-    auto_class: type
-    outputs: tuple[str, ...]  # ONNX output names, as Optimum names them (transformers.js reads them by name)
-    agreement: str  # what the fidelity figure counts
 
 
 TASKS = {  # architecture suffix in config.json -> task
@@ -159,17 +145,6 @@ def export_onnx(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path
     return path
 
 
-def session(path: str | Path, threads: int | None = None):
-    """An ONNX Runtime CPU session using `threads` intra-op threads (default: as many as torch uses)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # warnings about unused initializers are not the user's business
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 @torch.inference_mode()
 def max_abs_difference(
     model: PreTrainedModel, onnx_path: str | Path, batch: dict[str, torch.Tensor], task: Task, names: Sequence[str]
@@ -180,143 +155,6 @@ def max_abs_difference(
     diff = max(float(np.abs(ours[name].numpy() - out).max()) for name, out in zip(task.outputs, theirs))
     scale = max(float(ours[name].abs().max()) for name in task.outputs)
     return diff, scale
-
-
-# -------------------------------------------------------------------------------------------- int8 schemes
-
-
-# ---------------------------------------------------------------------------------------------- held-out inputs
-
-
-def held_out_sentences(texts: Sequence[str] | None = None, min_words: int = 6) -> list[str]:
-    """Sentences of `texts` (default: the held-out articles of the gensim Wikipedia excerpt) of ≥ `min_words`."""
-    if texts is None:
-        from ..data.corpus import wikipedia_splits
-
-        texts = wikipedia_splits()["test"]["text"]
-    return [s.strip() for text in texts for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= min_words]
-
-
-def fidelity_feeds(
-    task: Task,
-    tokenizer: PreTrainedTokenizerBase,
-    sentences: Sequence[str],
-    names: Sequence[str],
-    max_length: int,
-    mask_draws: int = 2,
-) -> list[dict[str, np.ndarray]]:
-    """Batch-1 inputs: each sentence masked `mask_draws` times (fixed seeds) for a masked LM, the sentence itself
-    for a classifier or an encoder, (sentence i as question, the next two as context) for question answering."""
-    if task.pipeline == "fill-mask":
-        ids = tokenizer(list(sentences), truncation=True, max_length=max_length)["input_ids"]
-        feeds = []
-        for seed in range(mask_draws):
-            collator = DataCollatorForDistillation(tokenizer, seed=seed)
-            feeds += [{k: v.numpy() for k, v in collator([{"input_ids": x}]).items() if k in names} for x in ids]
-        if "token_type_ids" in names:  # BERT masked LMs take them; the collator, made for training, has none
-            feeds = [{**f, "token_type_ids": np.zeros_like(f["input_ids"])} for f in feeds]
-        return feeds
-    if task.pipeline == "question-answering":
-        pairs = [(sentences[i], " ".join(sentences[i + 1 : i + 3])) for i in range(len(sentences) - 2)]
-        # longest_first: a question longer than max_length alone (it happens in Wikipedia) is cut, not refused.
-        encoded = [
-            tokenizer(q, c, truncation="longest_first", max_length=max_length, return_tensors="np") for q, c in pairs
-        ]
-    else:
-        encoded = [tokenizer(s, truncation=True, max_length=max_length, return_tensors="np") for s in sentences]
-    return [{k: v.astype(np.int64) for k, v in e.items() if k in names} for e in encoded]
-
-
-def answers(
-    task: Task,
-    outputs: Sequence[Sequence[np.ndarray]],
-    feeds: Sequence[dict[str, np.ndarray]],
-    mask_token_id: int | None,
-) -> np.ndarray:
-    """One answer per item, comparable across models: what a user of the pipeline would see."""
-    if task.pipeline == "fill-mask":
-        return np.concatenate([out[0][f["input_ids"] == mask_token_id].argmax(-1) for out, f in zip(outputs, feeds)])
-    if task.pipeline == "text-classification":
-        return np.array([out[0][0].argmax() for out in outputs])
-    if task.pipeline == "question-answering":
-        return np.array([_best_span(out[0][0], out[1][0], f) for out, f in zip(outputs, feeds)])
-    pooled = np.stack([out[0][0].mean(0) for out in outputs])  # mean over tokens (batch 1: no padding)
-    pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
-    similarity = pooled @ pooled.T
-    np.fill_diagonal(similarity, -np.inf)
-    return similarity.argmax(1)
-
-
-def _best_span(start: np.ndarray, end: np.ndarray, feed: dict[str, np.ndarray]) -> tuple[int, int]:
-    """The (start, end) of highest start + end logit within the context, at most MAX_ANSWER_TOKENS long."""
-    ids = feed["input_ids"][0]
-    # The context is what follows the first [SEP] (question [SEP] context [SEP]); the last token is [SEP].
-    first_sep = int(np.argmax(ids == ids[-1]))
-    positions = np.arange(len(ids))
-    context = (positions > first_sep) & (positions < len(ids) - 1)
-    scores = start[:, None] + end[None, :]
-    allowed = (
-        context[:, None]
-        & context[None, :]
-        & (positions[None, :] >= positions[:, None])
-        & (positions[None, :] - positions[:, None] < MAX_ANSWER_TOKENS)
-    )
-    scores = np.where(allowed, scores, -np.inf)
-    return tuple(int(i) for i in np.unravel_index(scores.argmax(), scores.shape))
-
-
-def agreement(ours: np.ndarray, reference: np.ndarray) -> float:
-    """Share of items with the same answer (a span counts as one item: both ends must match)."""
-    same = np.asarray(ours == reference).reshape(len(reference), -1)
-    return float(same.all(1).mean())
-
-
-# ---------------------------------------------------------------------------------------------------- speed
-
-
-def latencies(
-    runners: dict[Hashable, Callable[[dict[str, np.ndarray]], Any]],
-    feeds: Sequence[dict[str, np.ndarray]],
-    rounds: int = 3,
-) -> dict[Hashable, float]:
-    """Milliseconds per input at batch 1 for each runner: median over `rounds` passes over `feeds`.
-
-    The runners take turns within each round, so load from other processes on the machine hits all alike.
-    """
-    times: dict[Hashable, list[float]] = {name: [] for name in runners}
-    for run in runners.values():
-        run(feeds[0])  # warm-up: first-call allocations are not the model's speed
-    for _ in range(rounds):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            for feed in feeds:
-                run(feed)
-            times[name].append((time.perf_counter() - start) / len(feeds) * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def torch_runner(model: PreTrainedModel) -> Callable[[dict[str, np.ndarray]], Any]:
-    """Batch-1 PyTorch fp32 forward on numpy inputs, under inference_mode; inputs the model does not take
-    (token_type_ids for DistilBERT) are dropped."""
-    accepted = forward_arguments(model)
-    model.eval()
-
-    @torch.inference_mode()
-    def run(feed: dict[str, np.ndarray]) -> Any:
-        return model(**{k: torch.from_numpy(v) for k, v in feed.items() if k in accepted})
-
-    return run
-
-
-def onnx_runner(path: str | Path) -> Callable[[dict[str, np.ndarray]], Any]:
-    """ONNX Runtime forward on numpy inputs of any batch size, passing only the inputs the file declares."""
-    runner = session(path)
-    names = [i.name for i in runner.get_inputs()]
-    return lambda feed: runner.run(None, {n: feed[n] for n in names})
-
-
-def describe_machine() -> str:
-    return f"CPU ({platform.processor() or platform.machine()})"
 
 
 # ----------------------------------------------------------------------------------------------------- report

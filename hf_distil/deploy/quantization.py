@@ -65,7 +65,7 @@ def calibrate(onnx_path: str | Path, feeds: Sequence[dict[str, np.ndarray]]) -> 
     import onnx
     from onnx import TensorProto, helper
 
-    from .export import session
+    from .runtime import session
 
     model = onnx.load(str(onnx_path))
     inputs = list(dict.fromkeys(n.input[0] for n in weighted_matmuls(model.graph)))

@@ -1,0 +1,50 @@
+"""The loss: pure functions, tensors in and a scalar out, and `distillation_loss`, which weighs them.
+
+The fused and compiled kernels under `_ops/` are private to this package."""
+
+from ._ops.fused_linear import LinearLogits
+from .relation import relation_kl
+from .schedules import Schedule, parse_schedules
+from .terms import (
+    COUNTS,
+    IGNORE_INDEX,
+    LOSS_TERMS,
+    LossTerm,
+    attention_mse,
+    clm_loss,
+    distillation_loss,
+    hidden_cosine,
+    hidden_mse,
+    layer_terms,
+    logit_mse,
+    mix_teacher_logits,
+    mlm_loss,
+    pkd_loss,
+    soft_target_kl,
+    terms_needing_a_teacher,
+    topk_soft_target_kl,
+)
+
+__all__ = [
+    "COUNTS",
+    "IGNORE_INDEX",
+    "LOSS_TERMS",
+    "LinearLogits",
+    "LossTerm",
+    "Schedule",
+    "attention_mse",
+    "clm_loss",
+    "distillation_loss",
+    "hidden_cosine",
+    "hidden_mse",
+    "layer_terms",
+    "logit_mse",
+    "mix_teacher_logits",
+    "mlm_loss",
+    "parse_schedules",
+    "pkd_loss",
+    "relation_kl",
+    "soft_target_kl",
+    "terms_needing_a_teacher",
+    "topk_soft_target_kl",
+]

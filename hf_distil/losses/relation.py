@@ -1,5 +1,5 @@
-"""MiniLMv2's self-attention relation distillation (Wang et al. 2021, arXiv:2012.15828): the maths and the choice
-of layers and relation heads.
+"""MiniLMv2's self-attention relation distillation (Wang et al. 2021, arXiv:2012.15828): the maths (which layers
+and how many relation heads: `hf_distil.models.layer_map.plan_relation`).
 
 The student's last layer learns the query-query, key-key and value-value relations of one teacher layer. Each of
 Q, K, V (all attention heads concatenated) is split anew into A_r relation heads of size d_r = H / A_r, on each
@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
-from transformers import PreTrainedModel
 
-from ..errors import UsageError
-from ..models import heads as model_heads
-from ._ops.fused_losses import _upcast
+from ._ops.fused_losses import upcast
 
 RELATIONS = ("query", "key", "value")  # the QQ, KK and VV relations
 
@@ -30,7 +26,7 @@ def relation_log_probs(x: torch.Tensor, heads: int, real: torch.Tensor) -> torch
     """
     batch, length, width = x.shape
     size = width // heads
-    split = _upcast(x).view(batch, length, heads, size).transpose(1, 2)  # (B, A_r, L, d_r)
+    split = upcast(x).view(batch, length, heads, size).transpose(1, 2)  # (B, A_r, L, d_r)
     keys = real[:, None, None, :]  # (B, 1, 1, L)
     # The lowest finite value rather than -inf masks padding keys: a row without real keys stays finite, as does
     # its gradient. The log-probabilities are then set to 0 there, so the KL reads 0·(0 − 0) at padding keys.
@@ -61,40 +57,3 @@ def relation_kl(
         total = total + kl.masked_fill(~real[:, None, :], 0.0).sum()
     tokens = real.sum() if num_items is None else torch.as_tensor(num_items, device=total.device)
     return total / (tokens.clamp_min(1) * heads * len(RELATIONS))
-
-
-class RelationPlan(NamedTuple):
-    """Which layers the relation term compares (1-based, as transformers' `hidden_states`) and in how many heads."""
-
-    student_layer: int
-    teacher_layer: int
-    heads: int
-
-
-def plan_relation(
-    student: PreTrainedModel, teacher: PreTrainedModel, heads: int | None, teacher_layer: int
-) -> RelationPlan:
-    """The student's last layer, `teacher_layer` (negative counts from the end: -1 is the last) and A_r = `heads`
-    (default: the teacher's attention heads), checked against both models in one `UsageError` line each."""
-    for role, model in (("student", student), ("teacher", teacher)):
-        if not model_heads.has_attention_scores(model):
-            raise UsageError(
-                f"alpha_relation reads the query/key/value projections of BERT, RoBERTa and DistilBERT layers; "
-                f"the {role} is a {model.config.model_type!r} model: use one of those or set alpha_relation=0."
-            )
-    depth = teacher.config.num_hidden_layers
-    layer = teacher_layer + depth + 1 if teacher_layer < 0 else teacher_layer
-    if not 1 <= layer <= depth:
-        raise UsageError(
-            f"relation_teacher_layer {teacher_layer} is outside the teacher's {depth} layers; pass 1..{depth}, "
-            f"or -1..-{depth} from the end (-1, the default, is the last)."
-        )
-    heads = heads or model_heads.attention_heads(teacher)
-    s_width, t_width = student.config.hidden_size, teacher.config.hidden_size
-    if s_width % heads or t_width % heads:
-        common = math.gcd(s_width, t_width)
-        raise UsageError(
-            f"relation_heads {heads} must divide both hidden sizes, student {s_width} and teacher {t_width}; "
-            f"pick a divisor of {common}."
-        )
-    return RelationPlan(student.config.num_hidden_layers, layer, heads)

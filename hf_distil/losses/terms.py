@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ._ops.fused_linear import LinearLogits, linear_logit_terms
-from ._ops.fused_losses import IGNORE_INDEX, _upcast, logit_terms
+from ._ops.fused_losses import IGNORE_INDEX, logit_terms, upcast
 from .relation import relation_kl
 
 
@@ -112,8 +112,8 @@ def topk_soft_target_kl(
     distribution over the whole vocabulary read at those ids; averaged over rows, times T². With k = V it
     equals `soft_target_kl`.
     """
-    log_p = torch.log_softmax(_upcast(topk_values).float() / temperature, dim=-1)
-    log_q = torch.log_softmax(_upcast(student_logits) / temperature, dim=-1).gather(-1, topk_ids.long())
+    log_p = torch.log_softmax(upcast(topk_values).float() / temperature, dim=-1)
+    log_q = torch.log_softmax(upcast(student_logits) / temperature, dim=-1).gather(-1, topk_ids.long())
     kl = (log_p.exp() * (log_p - log_q)).sum()
     return _ce_normalised(kl, student_logits.shape[0], temperature, num_items)
 
@@ -126,7 +126,7 @@ def mix_teacher_logits(teacher_logits: list[torch.Tensor], weights: list[float],
     """
     w = torch.tensor(weights, dtype=torch.float32, device=teacher_logits[0].device)
     log_w = (w / w.sum()).log()
-    stacked = torch.stack([torch.log_softmax(_upcast(t) / temperature, dim=-1) for t in teacher_logits])
+    stacked = torch.stack([torch.log_softmax(upcast(t) / temperature, dim=-1) for t in teacher_logits])
     return temperature * torch.logsumexp(stacked + log_w[:, None, None], dim=0)
 
 
@@ -146,7 +146,7 @@ def logit_mse(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, num_items: int | torch.Tensor | None = None
 ) -> torch.Tensor:
     """L_mse: squared differences of the selected rows (N, V), summed, divided by the number of rows."""
-    total = F.mse_loss(_upcast(student_logits), _upcast(teacher_logits), reduction="sum")
+    total = F.mse_loss(upcast(student_logits), upcast(teacher_logits), reduction="sum")
     return total / _denominator(student_logits.shape[0], num_items)
 
 
@@ -161,7 +161,7 @@ def hidden_cosine(
     student_hidden, teacher_hidden (B, L, H), the last hidden states; attention_mask (B, L), 1 = real token.
     """
     keep = attention_mask.bool()
-    cos = F.cosine_similarity(_upcast(student_hidden[keep]), _upcast(teacher_hidden[keep]), dim=-1)
+    cos = F.cosine_similarity(upcast(student_hidden[keep]), upcast(teacher_hidden[keep]), dim=-1)
     return (1.0 - cos).sum() / _denominator(keep.sum(), num_items)
 
 
@@ -184,7 +184,7 @@ def hidden_mse(
     attention_mask (B, L). num_items counts tokens (each brings H units).
     """
     keep = attention_mask.bool()
-    total = F.mse_loss(_upcast(student_hidden[keep]), _upcast(teacher_hidden[keep]), reduction="sum")
+    total = F.mse_loss(upcast(student_hidden[keep]), upcast(teacher_hidden[keep]), reduction="sum")
     return total / (_denominator(keep.sum(), num_items) * student_hidden.shape[-1])
 
 
@@ -202,7 +202,7 @@ def attention_mse(
     real = attention_mask.bool()
     pairs = real[:, None, :, None] & real[:, None, None, :]  # (B, 1, L, L), broadcast over heads
     # Masking instead of boolean indexing: no gathered copies of the (B, heads, L, L) maps, no scatter back.
-    diff = (_upcast(student_attention) - _upcast(teacher_attention)).masked_fill(~pairs, 0.0)
+    diff = (upcast(student_attention) - upcast(teacher_attention)).masked_fill(~pairs, 0.0)
     return (diff * diff).sum() / _denominator(pairs.sum() * student_attention.shape[1], num_items)
 
 
@@ -213,8 +213,8 @@ def pkd_loss(
 
     student_cls, teacher_cls (B, H): the [CLS] states of a student layer and its teacher layer.
     """
-    s = F.normalize(_upcast(student_cls), dim=-1)
-    t = F.normalize(_upcast(teacher_cls), dim=-1)
+    s = F.normalize(upcast(student_cls), dim=-1)
+    t = F.normalize(upcast(teacher_cls), dim=-1)
     return (s - t).pow(2).sum() / _denominator(student_cls.shape[0], num_items)
 
 

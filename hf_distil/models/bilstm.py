@@ -25,7 +25,7 @@ from transformers import (
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..errors import UsageError
-from ..student import PROVENANCE_KEY
+from .layer_map import PROVENANCE_KEY
 
 POOLING = ("max", "last")
 RESULTS_FILE = "results.json"  # what recipes/distil_bilstm.py measured, beside the model: read by its model card

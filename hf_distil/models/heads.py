@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from transformers.activations import gelu
 
-from ..losses._ops.fused_linear import LinearLogits
+from ..losses import LinearLogits
 
 
 def _weight_and_bias(linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:

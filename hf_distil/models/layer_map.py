@@ -8,6 +8,7 @@ i the output of layer i; attention maps of layer i are `attentions[i - 1]`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -17,8 +18,12 @@ from transformers.utils import logging
 
 from ..errors import UsageError
 from . import heads
+from .heads import attention_heads, has_attention_scores
 
 logger = logging.get_logger(__name__)
+
+# Written into a student's config.json: where its weights came from (which teacher, which layers).
+PROVENANCE_KEY = "hf_distil"
 
 # DistilBERT's extraction (reference scripts/extract_distilbert.py) keeps these of BERT-base's 12 layers.
 DISTILBERT_LAYERS = (0, 2, 4, 7, 9, 11)
@@ -202,3 +207,40 @@ def plan_layers(
             "use attention_maps='probabilities'."
         )
     return LayerPlan(pairs, attention_maps == "probabilities")
+
+
+class RelationPlan(NamedTuple):
+    """Which layers the relation term compares (1-based, as transformers' `hidden_states`) and in how many heads."""
+
+    student_layer: int
+    teacher_layer: int
+    heads: int
+
+
+def plan_relation(
+    student: PreTrainedModel, teacher: PreTrainedModel, heads: int | None, teacher_layer: int
+) -> RelationPlan:
+    """The student's last layer, `teacher_layer` (negative counts from the end: -1 is the last) and A_r = `heads`
+    (default: the teacher's attention heads), checked against both models in one `UsageError` line each."""
+    for role, model in (("student", student), ("teacher", teacher)):
+        if not has_attention_scores(model):
+            raise UsageError(
+                f"alpha_relation reads the query/key/value projections of BERT, RoBERTa and DistilBERT layers; "
+                f"the {role} is a {model.config.model_type!r} model: use one of those or set alpha_relation=0."
+            )
+    depth = teacher.config.num_hidden_layers
+    layer = teacher_layer + depth + 1 if teacher_layer < 0 else teacher_layer
+    if not 1 <= layer <= depth:
+        raise UsageError(
+            f"relation_teacher_layer {teacher_layer} is outside the teacher's {depth} layers; pass 1..{depth}, "
+            f"or -1..-{depth} from the end (-1, the default, is the last)."
+        )
+    heads = heads or attention_heads(teacher)
+    s_width, t_width = student.config.hidden_size, teacher.config.hidden_size
+    if s_width % heads or t_width % heads:
+        common = math.gcd(s_width, t_width)
+        raise UsageError(
+            f"relation_heads {heads} must divide both hidden sizes, student {s_width} and teacher {t_width}; "
+            f"pick a divisor of {common}."
+        )
+    return RelationPlan(student.config.num_hidden_layers, layer, heads)

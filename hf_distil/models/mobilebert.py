@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from transformers import MobileBertConfig, MobileBertForMaskedLM, PreTrainedModel
 
-from ..student import PROVENANCE_KEY
+from .layer_map import PROVENANCE_KEY
 
 # Defaults: MobileBERT's widths halved where a CPU needs it (hidden 512 -> 256) and its depth cut to the
 # teacher's (24 layers -> 6 for the shipped MiniLM); the bottleneck (128), the 4 stacked feed-forward networks,

@@ -23,10 +23,18 @@ import torch
 import torch.nn.functional as F
 
 from . import kl_kernel
-from .fused_losses import IGNORE_INDEX, _log_normaliser, _row_slices, _slices, _softmax, _upcast, kl_and_gradient_
+from .fused_losses import (
+    IGNORE_INDEX,
+    kl_and_gradient_,
+    log_normaliser,
+    row_slices,
+    slices,
+    softmax_from_stats,
+    upcast,
+)
 
 # Elements of one (rows × V) block of logits: the matrix products run a block at a time, the element-wise
-# passes on cache-sized pieces of it (fused_losses._row_slices). Each block's weight gradient is a rank-`rows`
+# passes on cache-sized pieces of it (fused_losses.row_slices). Each block's weight gradient is a rank-`rows`
 # update of the whole (V × H) matrix, so blocks must be tall enough for that update to cost little next to the
 # products. CPU time of L_ce + L_mlm with their gradients, 4,096 rows, V = 30,522, one thread: H = 768, 6.2 s
 # in blocks of 137 rows, 5.3 s in blocks of 549 (2**24 elements) or 1,098, 5.2 s from materialised logits;
@@ -48,16 +56,16 @@ class LinearLogits(NamedTuple):
 
 
 def _blocks(rows: int, vocabulary: int, device: torch.device) -> list[slice]:
-    return _slices(rows, vocabulary, _CPU_BLOCK_ELEMENTS if device.type == "cpu" else _ACCELERATOR_BLOCK_ELEMENTS)
+    return slices(rows, vocabulary, _CPU_BLOCK_ELEMENTS if device.type == "cpu" else _ACCELERATOR_BLOCK_ELEMENTS)
 
 
 def _fp32(x: torch.Tensor | None) -> torch.Tensor | None:
-    return None if x is None else _upcast(x)
+    return None if x is None else upcast(x)
 
 
 def _project(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """fp32 (rows × V) logits of a row chunk (weight and bias already upcast)."""
-    h = _upcast(features)
+    h = upcast(features)
     return h @ weight.T if bias is None else torch.addmm(bias, h, weight.T)
 
 
@@ -81,10 +89,10 @@ class _LinearLogitTerms(torch.autograd.Function):
         dtype = torch.promote_types(features.dtype, torch.float32)
         ctx.dtypes = (features.dtype, weight.dtype, None if bias is None else bias.dtype)
         ctx.rows = features.shape[0]
-        w, b = _upcast(weight), _fp32(bias)
+        w, b = upcast(weight), _fp32(bias)
         dense = isinstance(teacher, LinearLogits)
         if dense:
-            teacher = teacher._replace(weight=_upcast(teacher.weight), bias=_fp32(teacher.bias))
+            teacher = teacher._replace(weight=upcast(teacher.weight), bias=_fp32(teacher.bias))
         ctx.kept = None
         if teacher is None:  # L_mlm alone reads only the labelled rows
             labels = torch.full(features.shape[:1], IGNORE_INDEX, device=features.device) if labels is None else labels
@@ -100,7 +108,7 @@ class _LinearLogitTerms(torch.autograd.Function):
         biases = [x for x in (b, teacher.bias if dense else None) if x is not None]
         fold = dense and kl_kernel.applies(w, teacher.weight, *biases)
         for block in _blocks(features.shape[0], w.shape[0], features.device):
-            h = _upcast(features[block])
+            h = upcast(features[block])
             s = _project(h, w, None if fold else b)  # (c, V) fp32, overwritten below by the gradient
             t = _project(teacher.features[block], teacher.weight, None if fold else teacher.bias) if dense else None
             kl_part, ce_part = _terms_and_gradient(
@@ -165,7 +173,7 @@ def _terms_and_gradient(
             s.index_add_(0, at, ce_grad.mul_(mlm_weight))
         return kl, ce
     kl, ce = 0.0, 0.0
-    for rows in _row_slices(s):  # the element-wise passes on cache-sized pieces
+    for rows in row_slices(s):  # the element-wise passes on cache-sized pieces
         piece = s[rows]
         ce_part, at, ce_grad = _cross_entropy_and_gradient(piece, None if labels is None else labels[rows])
         if topk is not None:
@@ -190,9 +198,9 @@ def _cross_entropy_and_gradient(
     at = labels.ne(IGNORE_INDEX).nonzero().squeeze(1)
     label = labels[at]
     logits = s[at] if bias is None else s[at].add_(bias)  # a copy
-    stats = _log_normaliser(logits)
+    stats = log_normaliser(logits)
     ce = (stats[:, 1:] - (logits.gather(1, label[:, None]) - stats[:, :1])).sum()
-    grad = _softmax(logits, stats)
+    grad = softmax_from_stats(logits, stats)
     grad[torch.arange(len(at), device=at.device), label] -= 1
     return ce, at, grad
 
@@ -202,12 +210,12 @@ def _topk_kl_and_gradient(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Σ_k p_k (log p_k − log q_k) against a teacher kept as its top-k logits (losses.topk_soft_target_kl), and the
     gradient (q − p)/T, p scattered over the vocabulary (zero off the k ids). xs (rows, V) = s/T, overwritten."""
-    log_p = torch.log_softmax(_upcast(values).to(xs.dtype) / temperature, dim=-1)
-    stats = _log_normaliser(xs)
+    log_p = torch.log_softmax(upcast(values).to(xs.dtype) / temperature, dim=-1)
+    stats = log_normaliser(xs)
     log_q = xs.gather(1, ids) - stats[:, :1] - stats[:, 1:]
     p = log_p.exp()
     kl = (p * (log_p - log_q)).sum()
-    return kl, _softmax(xs, stats).scatter_add_(1, ids, -p).div_(temperature)
+    return kl, softmax_from_stats(xs, stats).scatter_add_(1, ids, -p).div_(temperature)
 
 
 def linear_logit_terms(

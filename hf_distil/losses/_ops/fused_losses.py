@@ -27,23 +27,23 @@ _CPU_CHUNK_ELEMENTS = 2**18
 _ACCELERATOR_CHUNK_ELEMENTS = 2**26
 
 
-def _upcast(x: torch.Tensor) -> torch.Tensor:
+def upcast(x: torch.Tensor) -> torch.Tensor:
     """fp16/bf16 → fp32; fp32 and fp64 stay as they are (no copy)."""
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
-def _slices(rows: int, width: int, budget: int) -> list[slice]:
+def slices(rows: int, width: int, budget: int) -> list[slice]:
     """Consecutive row ranges of at most `budget` elements each (at least one row)."""
     step = max(1, budget // max(width, 1))
     return [slice(a, a + step) for a in range(0, rows, step)]
 
 
-def _row_slices(x: torch.Tensor) -> list[slice]:
+def row_slices(x: torch.Tensor) -> list[slice]:
     budget = _CPU_CHUNK_ELEMENTS if x.device.type == "cpu" else _ACCELERATOR_CHUNK_ELEMENTS
-    return _slices(x.shape[0], x.shape[-1], budget)
+    return slices(x.shape[0], x.shape[-1], budget)
 
 
-def _log_normaliser(x: torch.Tensor) -> torch.Tensor:
+def log_normaliser(x: torch.Tensor) -> torch.Tensor:
     """(rows, 2): each row's max m and log Σ exp(x − m). Kept apart so that confident rows lose no precision."""
     m = x.amax(-1, keepdim=True)
     return torch.cat([m, (x - m).exp_().sum(-1, keepdim=True).log_()], dim=-1)
@@ -68,9 +68,9 @@ def kl_and_gradient_(
     if kernel and kl_kernel.applies(s, t, *biases):
         return kl_kernel.kl_rows_and_gradient(s, t, temperature, float(scale), bias_s, bias_t).sum().to(s.dtype)
     kl = s.new_zeros(())
-    for rows in _row_slices(s):
+    for rows in row_slices(s):
         xs = s[rows] if bias_s is None else s[rows].add_(bias_s)
-        xt = _upcast(t[rows]) if bias_t is None else t[rows] + bias_t
+        xt = upcast(t[rows]) if bias_t is None else t[rows] + bias_t
         part, grad = _kl_and_gradient(xs.div_(temperature), xt.div(temperature))
         torch.mul(grad, scale, out=xs)
         kl += part
@@ -92,8 +92,8 @@ def _kl_and_gradient(xs: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, 
     return kl, q.sub_(p)
 
 
-def _softmax(x: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
-    """softmax of x (a fresh tensor, modified in place) from its saved `_log_normaliser` statistics."""
+def softmax_from_stats(x: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
+    """softmax of x (a fresh tensor, modified in place) from its saved `log_normaliser` statistics."""
     return x.sub_(stats[:, :1]).sub_(stats[:, 1:]).exp_()
 
 
@@ -119,10 +119,10 @@ class _LogitTerms(torch.autograd.Function):
         if labels is not None:
             ce_stats = student.new_zeros(student.shape[0], 2, dtype=dtype)
             labelled = labels.ne(IGNORE_INDEX)
-            for rows in _row_slices(student):
+            for rows in row_slices(student):
                 keep = labelled[rows].nonzero().squeeze(1)
-                ce_stats[rows][keep] = _log_normaliser(_upcast(student[rows][keep]))
-            picked = _upcast(student.gather(1, labels.clamp_min(0)[:, None]))
+                ce_stats[rows][keep] = log_normaliser(upcast(student[rows][keep]))
+            picked = upcast(student.gather(1, labels.clamp_min(0)[:, None]))
             ce = (ce_stats[:, 1:] - (picked - ce_stats[:, :1]))[labelled].sum()
         ctx.save_for_backward(student if labels is not None else None, labels, kl_grad, ce_stats)
         ctx.input_dtype, ctx.shape = student.dtype, student.shape
@@ -142,9 +142,9 @@ class _LogitTerms(torch.autograd.Function):
             )
         if use_ce:
             labelled = labels.ne(IGNORE_INDEX)
-            for rows in _row_slices(student):
+            for rows in row_slices(student):
                 keep = labelled[rows].nonzero().squeeze(1)
-                ce_grad = _softmax(_upcast(student[rows][keep]), ce_stats[rows][keep])
+                ce_grad = softmax_from_stats(upcast(student[rows][keep]), ce_stats[rows][keep])
                 ce_grad[torch.arange(len(keep), device=keep.device), labels[rows][keep]] -= 1
                 grad[rows].index_add_(0, keep, ce_grad.mul_(grad_ce))
         return grad.to(ctx.input_dtype), None, None, None
