@@ -8,6 +8,8 @@ from .errors import RunFailed, UsageError
 from .hub.card import push_to_hub
 from .models.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification, bilstm_from_teacher
 from .student import init_student_from_teacher
+from .task_config import TaskDistillationArguments
+from .task_trainer import TaskDistillationTrainer, label_with_teacher
 from .trainer import DistillationTrainer
 
 __all__ = [
@@ -17,10 +19,13 @@ __all__ = [
     "DistillationArguments",
     "DistillationTrainer",
     "RunFailed",
+    "TaskDistillationArguments",
+    "TaskDistillationTrainer",
     "UsageError",
     "bilstm_from_teacher",
     "export_student",
     "init_student_from_teacher",
+    "label_with_teacher",
     "push_to_hub",
     "token_counts",
 ]

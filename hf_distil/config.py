@@ -30,7 +30,20 @@ def loss_weights(args: TrainingArguments, scheduled: dict[str, float] | None = N
 
 
 @dataclass
-class DistillationArguments(TrainingArguments):
+class SoftTargetArguments:
+    """The softening of teacher and student logits, one field shared by both trainers' arguments."""
+
+    temperature: float = field(
+        default=2.0,
+        metadata={
+            "help": "Softmax temperature applied to teacher and student logits in the soft-target KL (L_ce, and "
+            "task distillation's kd_loss=kl); the term is scaled by T²."
+        },
+    )
+
+
+@dataclass
+class DistillationArguments(SoftTargetArguments, TrainingArguments):
     """TrainingArguments plus the distillation settings of DistilBERT (Sanh et al. 2019).
 
     > Parameters that control the loss: `temperature`, `alpha_*`, `intermediate_layers`, `relation_*`,
@@ -44,12 +57,6 @@ class DistillationArguments(TrainingArguments):
     > (lr 5e-4, betas 0.9/0.98, eps 1e-6, warm-up 5%, clipping 5.0).
     """
 
-    temperature: float = field(
-        default=2.0,
-        metadata={
-            "help": "Softmax temperature applied to teacher and student logits in L_ce; the term is scaled by T²."
-        },
-    )
     alpha_ce: float = field(
         default=5.0, metadata={"help": "Weight of L_ce, the KL between softened teacher and student distributions."}
     )

@@ -1,146 +1,183 @@
-"""Task-specific distillation (the paper's "DistilBERT (D)"): a fine-tuned teacher's task logits guide the
-student's fine-tuning. loss = alpha_task · task loss + alpha_kd · KL(softmax(t/T) ‖ softmax(s/T)) · T²
-(for extractive QA the KL is the mean over start and end logits, as in the paper's SQuAD run).
+"""`TaskDistillationTrainer`: task-specific distillation (the paper's "DistilBERT (D)"), a teacher fine-tuned on
+the task guiding the student's fine-tuning: loss = alpha_task · task loss + alpha_kd · KD term (losses/task.py).
 
-With kd_loss="mse" the KD term is Tang et al.'s (arXiv:1903.12136): ‖t − s‖² between the raw logits, mean over
-examples. The teacher runs live on each batch, or labels a transfer set once beforehand (`label_with_teacher`: a
+The teacher runs live on each batch, or labels a transfer set once beforehand (`label_with_teacher`: a
 `teacher_logits` column); transfer-set examples without a gold label (label −100, e.g. augmented text) get the KD
-term alone."""
+term alone. As in `DistillationTrainer`, every term is divided by its count over the whole accumulated (and
+gathered) batch, so gradient accumulation and data parallelism give the gradients of one large batch."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from datasets import Dataset
 from torch import nn
-from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers import (
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    PreTrainedModel,
+    Trainer,
+)
+from transformers.utils import ModelOutput
 
 from .errors import UsageError
-from .losses.terms import logit_mse, soft_target_kl
-from .teachers.prepare import prepare_teacher
-
-TEACHER_LOGITS = "teacher_logits"  # the column of a transfer set labelled by the teacher beforehand
-KD_LOSSES = ("kl", "mse")
-
-
-@dataclass
-class TaskDistillationArguments(TrainingArguments):
-    """TrainingArguments plus the weights of the task-distillation loss."""
-
-    temperature: float = field(
-        default=2.0, metadata={"help": "Softmax temperature of the KD term; it is scaled by T²."}
-    )
-    alpha_task: float = field(default=1.0, metadata={"help": "Weight of the task loss against the gold labels."})
-    alpha_kd: float = field(
-        default=1.0,
-        metadata={"help": "Weight of the KL to the fine-tuned teacher's softened outputs (MSE for regression)."},
-    )
-    kd_loss: str = field(
-        default="kl",
-        metadata={
-            "help": "kl: KL of the softened distributions × T² (DistilBERT (D)); mse: squared error between the "
-            "logits, summed over classes, mean over examples (Tang et al. 2019; T is not used)."
-        },
-    )
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.temperature > 0:
-            raise UsageError(f"temperature must be > 0, got {self.temperature}.")
-        if self.alpha_task < 0 or self.alpha_kd < 0 or self.alpha_task + self.alpha_kd == 0:
-            raise UsageError(
-                f"alpha_task and alpha_kd must be >= 0 and not both 0, got {self.alpha_task}, {self.alpha_kd}."
-            )
-        if self.kd_loss not in KD_LOSSES:
-            raise UsageError(f"kd_loss must be one of {', '.join(KD_LOSSES)}, got {self.kd_loss!r}.")
+from .losses.task import (
+    TASK_COUNTS,
+    classification_kd,
+    gold_label_loss,
+    regression_kd,
+    span_kd,
+    span_loss,
+    task_counts,
+)
+from .models import heads
+from .task_config import TaskDistillationArguments
+from .teachers.cache import TEACHER_LOGITS
+from .teachers.prepare import Teachers, check_compatible, load_teacher
+from .term_logging import TermLoggingMixin
 
 
-class TaskDistillationTrainer(Trainer):
-    """Fine-tunes `model` on a task while matching a fine-tuned teacher on the same inputs: `teacher_model` run on
-    each batch, or a `teacher_logits` column that the teacher wrote beforehand (`label_with_teacher`)."""
+class TaskDistillationTrainer(TermLoggingMixin, Trainer):
+    """Fine-tunes `model` on a task while matching a fine-tuned teacher on the same inputs: `teacher_model` (a
+    model, or a folder or Hub id loaded with the student's task head) run on each batch, or a `teacher_logits`
+    column that the teacher wrote beforehand (`label_with_teacher`). Logs `loss_task` and `loss_kd`.
+    """
+
+    loss_is_scaled_for_ga = True  # each term is divided by its count over the accumulated batch
 
     def __init__(
         self,
         model: PreTrainedModel,
-        teacher_model: PreTrainedModel | None,
-        args: TaskDistillationArguments,
+        teacher_model: PreTrainedModel | str | None = None,
+        args: TaskDistillationArguments | None = None,
         **kwargs: Any,
     ) -> None:
+        if not isinstance(args, TaskDistillationArguments):
+            raise UsageError(
+                f"args must be TaskDistillationArguments, got {type(args).__name__}; build it like TrainingArguments."
+            )
         train_columns = getattr(kwargs.get("train_dataset"), "column_names", None) or []
         if teacher_model is None and TEACHER_LOGITS not in train_columns:
             raise UsageError(
                 f"no teacher: pass teacher_model, or a train_dataset with a {TEACHER_LOGITS!r} column "
                 "(label_with_teacher(teacher, dataset))."
             )
-        if teacher_model is not None and model.config.num_labels != teacher_model.config.num_labels:
-            raise UsageError(
-                f"teacher has {teacher_model.config.num_labels} labels, student {model.config.num_labels}; "
-                "fine-tune the teacher on the same task first."
-            )
+        if isinstance(teacher_model, str):
+            teacher_model = load_teacher(teacher_model, flag="teacher_model", auto_class=_task_head(model))
+        if teacher_model is not None:
+            if model.config.num_labels != teacher_model.config.num_labels:
+                raise UsageError(
+                    f"teacher has {teacher_model.config.num_labels} labels, student {model.config.num_labels}; "
+                    "fine-tune the teacher on the same task first."
+                )
+            check_compatible(model, teacher_model, needs_hidden=False)
+        models = [] if teacher_model is None else [teacher_model]
+        self.teachers = Teachers(models, [1.0] * len(models))
         super().__init__(model=model, args=args, **kwargs)
-        self.teacher = None if teacher_model is None else prepare_teacher(teacher_model, self.accelerator)
+        self.teachers.prepare(self.accelerator)
+
+    @property
+    def teacher(self) -> Any:
+        """The teacher, prepared (a DeepSpeed engine under ZeRO); None with a transfer set's logits alone."""
+        return self.teachers.first
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()  # keeps only what the student's forward takes, and the labels
         if TEACHER_LOGITS not in self._signature_columns:
             self._signature_columns.append(TEACHER_LOGITS)
 
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: torch.device) -> tuple[list, Any]:
+        """Trainer's micro-batches of one update, with our denominators in place of its single label count: they
+        reach `compute_loss` as `num_items_in_batch`, a dict {count name: tensor} (losses.task.TASK_COUNTS)."""
+        batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        return batch_samples, self._term_counts(batch_samples, device)
+
+    def _term_counts(self, batch_samples: list, device: torch.device) -> dict[str, torch.Tensor] | None:
+        """Denominators of every term over the accumulated batch (and all processes)."""
+        if not batch_samples:
+            return None
+        counts = sum(task_counts(batch).to(device) for batch in batch_samples)
+        if self._gathers_counts:
+            counts = self.accelerator.gather(counts.unsqueeze(0)).sum(0)
+        return dict(zip(TASK_COUNTS, counts))
+
+    @property
+    def _gathers_counts(self) -> bool:
+        return self.args.average_tokens_across_devices and self.args.world_size > 1
+
     def compute_loss(
         self,
         model: nn.Module,
         inputs: dict[str, torch.Tensor],
         return_outputs: bool = False,
-        num_items_in_batch: Any = None,
-    ):
+        num_items_in_batch: dict[str, torch.Tensor] | torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, ModelOutput]:
+        """Student forward, the teacher's logits (live or written), the terms of losses/task.py; terms logged.
+
+        Our counts come from `get_batch_samples`; in evaluation Trainer passes its own label count (or none, on a
+        direct call), and this batch's counts stand in, as in DistillationTrainer.prediction_step."""
+        counts = num_items_in_batch
+        if not isinstance(counts, dict):
+            counts = self._term_counts([inputs], self.args.device)
         written = inputs.pop(TEACHER_LOGITS, None)
-        teacher_out = None
+        targets = {k: inputs.pop(k) for k in ("labels", "start_positions", "end_positions") if k in inputs}
+        outputs = model(**inputs)
+        teacher = None
         if written is None and self.teacher is not None:
-            teacher_inputs = {
-                k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")
-            }
             with torch.no_grad():
-                teacher_out = self.teacher(**teacher_inputs)
-        T = self.args.temperature
-        if "start_positions" in inputs:  # extractive QA: the model's own span loss; KD on start and end
-            outputs = model(**inputs)
-            task = outputs.loss
-            kd = (
-                soft_target_kl(outputs.start_logits, teacher_out.start_logits, T)
-                + soft_target_kl(outputs.end_logits, teacher_out.end_logits, T)
-            ) / 2
-        else:
-            labels = inputs.pop("labels")
-            outputs = model(**inputs)
-            logits = outputs.logits.float()
-            teacher_logits = written if teacher_out is None else teacher_out.logits
-            task = gold_label_loss(logits, labels)
-            if teacher_logits is None:  # evaluation without a teacher: the task loss alone
-                kd = torch.zeros((), device=logits.device)
-            elif logits.shape[-1] == 1 and self.args.kd_loss == "kl":  # regression (STS-B): match the teacher's score
-                kd = F.mse_loss(logits, teacher_logits.float())
-            elif self.args.kd_loss == "mse":
-                kd = logit_mse(logits, teacher_logits.float())
-            else:
-                kd = soft_target_kl(logits, teacher_logits.float(), T)
-        loss = self.args.alpha_task * task + self.args.alpha_kd * kd
-        return (loss, outputs) if return_outputs else loss
+                teacher = self.teacher(**heads.model_inputs(self.teacher, inputs))
+        with torch.autocast(device_type=inputs["input_ids"].device.type, enabled=False):  # the loss maths in fp32
+            terms = self._terms(outputs, teacher, written, targets, counts)
+        if self._gathers_counts:  # terms are shares of the global batch; DDP averages gradients over processes
+            terms = {name: value * self.accelerator.num_processes for name, value in terms.items()}
+        weights = {"task": self.args.alpha_task, "kd": self.args.alpha_kd}
+        total = sum(weights[name] * value for name, value in terms.items())
+        mode = "train" if model.training else "eval"
+        if mode == "eval":  # Trainer's prediction_step computes the loss once per batch
+            self._eval_batches += 1
+        self._accumulate_terms(mode, terms)
+        return (total, outputs) if return_outputs else total
+
+    def _terms(
+        self,
+        student: ModelOutput,
+        teacher: ModelOutput | None,
+        written: torch.Tensor | None,
+        targets: dict[str, torch.Tensor],
+        counts: dict[str, torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
+        """{"task": ..., "kd": ...}, unweighted; the task term needs gold labels, the KD term the teacher's logits
+        (evaluation without a teacher gives the task term alone)."""
+        temperature, terms = self.args.temperature, {}
+        if "start_positions" in targets:  # extractive QA: the span loss; KD on start and end
+            positions = targets["start_positions"], targets["end_positions"]
+            terms["task"] = span_loss(student.start_logits, student.end_logits, *positions, counts["boundaries"])
+            if teacher is not None:
+                terms["kd"] = span_kd(
+                    student.start_logits,
+                    student.end_logits,
+                    teacher.start_logits,
+                    teacher.end_logits,
+                    temperature,
+                    counts["examples"],
+                )
+            return terms
+        logits = student.logits
+        if "labels" in targets:
+            terms["task"] = gold_label_loss(logits, targets["labels"], counts["labelled"])
+        teacher_logits = written if teacher is None else teacher.logits
+        if teacher_logits is not None and logits.shape[-1] == 1:  # regression (STS-B): the teacher's score
+            terms["kd"] = regression_kd(logits, teacher_logits, counts["examples"])
+        elif teacher_logits is not None:
+            terms["kd"] = classification_kd(logits, teacher_logits, temperature, self.args.kd_loss, counts["examples"])
+        return terms
 
 
-def gold_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy (MSE for one output: regression) over the examples that have a gold label; labels of −100
-    (transfer-set text the teacher labelled) are left out, and a batch without any gives 0, not NaN.
-
-    logits (B, C); labels (B,). Mean over the labelled examples.
-    """
-    if logits.shape[-1] == 1:
-        labelled = labels != -100
-        squared = (logits.squeeze(-1) - labels.float()).pow(2)[labelled]
-        return squared.sum() / labelled.sum().clamp(min=1)
-    total = F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
-    return total / (labels != -100).sum().clamp(min=1)
+def _task_head(student: nn.Module) -> type:
+    """The Auto class a teacher given by name is loaded with: the student's task (QA, else classification)."""
+    qa = type(student).__name__.endswith("ForQuestionAnswering")
+    return AutoModelForQuestionAnswering if qa else AutoModelForSequenceClassification
 
 
 @torch.no_grad()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -31,6 +30,7 @@ from .run_folder import (
 from .student import kept_teacher_layers
 from .teachers.cache import CACHE_COLUMNS
 from .teachers.prepare import Teachers, TeacherSignals
+from .term_logging import TermLoggingMixin
 
 
 class _Needs(NamedTuple):
@@ -47,7 +47,7 @@ class _Needs(NamedTuple):
     causal: bool  # a causal student: full logits, next-token labels
 
 
-class DistillationTrainer(Trainer):
+class DistillationTrainer(TermLoggingMixin, Trainer):
     """Trains `model` (the student) to imitate `teacher_model` with DistilBERT's triple loss.
 
     Every term of `DistillationArguments` is normalised by the count of its items over the whole
@@ -418,40 +418,6 @@ class DistillationTrainer(Trainer):
             loss = self.compute_loss(model, inputs, num_items_in_batch=self._term_counts([inputs], self.args.device))
         self._eval_batches += 1
         return loss.detach(), None, None
-
-    # ---- logging: per-term values averaged like Trainer's own loss ----
-
-    def _accumulate_terms(self, mode: str, terms: dict[str, torch.Tensor]) -> None:
-        sums = self._term_sums[mode]
-        if mode == "train" and not sums:
-            self._terms_since_step = self.state.global_step
-        for name, value in terms.items():
-            sums[name] = sums.get(name, 0.0) + value.detach().float()
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._term_sums["train"]:
-            steps = max(self.state.global_step - self._terms_since_step, 1)
-            terms = self._flush("train", steps, prefix="loss_")
-            logs.update(terms)
-            if not all(math.isfinite(v) for v in terms.values()):
-                # Trainer's logging_nan_inf_filter put the mean of earlier losses (0 at first) in place of the
-                # non-finite ones; the terms tell the truth, so does the loss.
-                logs["loss"], self._logged_nonfinite_loss = math.nan, True
-            for callback in self.callback_handler.callbacks:
-                logs.update(getattr(callback, "current_values", dict)())
-        elif "train_loss" in logs and self._logged_nonfinite_loss:
-            logs["train_loss"] = math.nan  # the filtered mean would hide that some steps were not finite
-        elif any(k.startswith("eval_") for k in logs) and self._term_sums["eval"]:
-            logs.update(self._flush("eval", max(self._eval_batches, 1), prefix="eval_loss_"))
-            self._eval_batches = 0
-        super().log(logs, start_time)
-
-    def _flush(self, mode: str, count: int, prefix: str) -> dict[str, float]:
-        names = sorted(self._term_sums[mode])
-        values = torch.stack([torch.as_tensor(self._term_sums[mode][n], device=self.args.device) for n in names])
-        values = self.accelerator.reduce(values, reduction="mean") / count
-        self._term_sums[mode] = {}
-        return {f"{prefix}{n}": v for n, v in zip(names, values.tolist())}
 
 
 def _check_tokenizers(model: PreTrainedModel, kwargs: dict[str, Any]) -> None:

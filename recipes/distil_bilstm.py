@@ -43,6 +43,7 @@ from transformers import (
 )
 from transformers.utils import logging
 
+from hf_distil import TaskDistillationArguments, TaskDistillationTrainer, label_with_teacher
 from hf_distil.cli.arguments import parse_with_config
 from hf_distil.cli.run import run_script
 from hf_distil.deploy.export import TASKS as EXPORT_TASKS
@@ -50,7 +51,6 @@ from hf_distil.deploy.export import describe_machine, export_onnx, latencies, on
 from hf_distil.errors import UsageError
 from hf_distil.hub.card import push_to_hub, render_bilstm_card
 from hf_distil.models.bilstm import RESULTS_FILE, SPEED_RUNTIMES, bilstm_from_teacher, non_embedding_parameters
-from hf_distil.task_trainer import TaskDistillationArguments, TaskDistillationTrainer, label_with_teacher
 from hf_distil.tasks.augment import TangRates, mlm_candidates, mlm_transfer_set, tang_transfer_set, words_of
 from hf_distil.tasks.datasets import MAIN_METRIC, TASKS, encode_pairs, load_task, resolve_model
 from hf_distil.tasks.metrics import metric_path

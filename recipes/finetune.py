@@ -36,9 +36,9 @@ from transformers import (
 )
 from transformers.utils import logging
 
+from hf_distil import TaskDistillationArguments, TaskDistillationTrainer
 from hf_distil.cli.run import run_script
 from hf_distil.errors import UsageError
-from hf_distil.task_trainer import TaskDistillationArguments, TaskDistillationTrainer
 from hf_distil.tasks import qa as qa_lib
 from hf_distil.tasks.datasets import MAIN_METRIC, TASKS, encode_pairs, load_task, resolve_model
 from hf_distil.tasks.metrics import metric_path

@@ -5,6 +5,15 @@ The fused and compiled kernels under `_ops/` are private to this package."""
 from ._ops.fused_linear import LinearLogits
 from .relation import relation_kl
 from .schedules import Schedule, parse_schedules
+from .task import (
+    TASK_COUNTS,
+    classification_kd,
+    gold_label_loss,
+    regression_kd,
+    span_kd,
+    span_loss,
+    task_counts,
+)
 from .terms import (
     COUNTS,
     IGNORE_INDEX,
@@ -32,9 +41,12 @@ __all__ = [
     "LinearLogits",
     "LossTerm",
     "Schedule",
+    "TASK_COUNTS",
     "attention_mse",
+    "classification_kd",
     "clm_loss",
     "distillation_loss",
+    "gold_label_loss",
     "hidden_cosine",
     "hidden_mse",
     "layer_terms",
@@ -43,8 +55,12 @@ __all__ = [
     "mlm_loss",
     "parse_schedules",
     "pkd_loss",
+    "regression_kd",
     "relation_kl",
     "soft_target_kl",
+    "span_kd",
+    "span_loss",
+    "task_counts",
     "terms_needing_a_teacher",
     "topk_soft_target_kl",
 ]

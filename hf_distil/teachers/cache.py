@@ -19,6 +19,8 @@ from ..losses.terms import IGNORE_INDEX
 from ..models import heads
 
 CACHE_COLUMNS = ("teacher_topk_ids", "teacher_topk_values")
+# A task teacher's whole logits per example, written once into a transfer set (`label_with_teacher`).
+TEACHER_LOGITS = "teacher_logits"
 
 
 @torch.no_grad()
