@@ -38,7 +38,7 @@ VARIANTS = {
     "pkd": {"alpha_pkd": 1.0, "intermediate_layers": "pkd_skip"},
     "relation": {"alpha_relation": 1.0},
     "two_teachers": {},
-    "loss_schedules": {"loss_schedules": "temperature=4:1:cosine"},
+    "loss_schedules": {"loss_schedules": {"temperature": [4, 1, "cosine"]}},
     "triple_loss_no_cos": {"alpha_cos": 0.0},
     "cached_teacher": {"alpha_cos": 0.0},
 }

@@ -21,7 +21,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
 from .errors import UsageError
-from .losses.schedules import SCHEDULE_KINDS, Schedule, parse_schedules  # noqa: F401
+from .losses.schedules import Schedule
 
 logger = logging.get_logger(__name__)
 

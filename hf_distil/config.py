@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import json
+import math
+import numbers
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -13,9 +15,9 @@ from transformers.utils import logging
 from .data.masking import check_masking_settings
 from .errors import UsageError
 from .launch import accumulation_for, check_deepspeed_config, check_fsdp_launch, env_flag
-from .losses.schedules import parse_schedules
+from .losses.schedules import Schedule, check_schedules
 from .losses.terms import LOSS_TERMS
-from .models.layer_map import parse_intermediate_layers
+from .models.layer_map import check_intermediate_layers
 
 logger = logging.get_logger(__name__)
 
@@ -133,26 +135,26 @@ class DistillationArguments(SoftTargetArguments, TrainingArguments):
     intermediate_layers: list[list[int]] | str | None = field(
         default="tinybert",
         metadata={
-            "nargs": "+",
             "help": "Student→teacher layer pairs for the intermediate losses: tinybert (layer i ↔ round(i·N/M), "
             "embeddings included), pkd_skip or pkd_last (BERT-PKD), init (each student layer ↔ the teacher layer "
-            "it was copied from), or explicit pairs, e.g. --intermediate_layers 1:2 2:4 (a list in YAML, "
-            "[[1, 2], [2, 4]] or ['1:2', '2:4']; 0 is the embedding output).",
+            "it was copied from), or explicit (student, teacher) pairs: [[1, 2], [2, 4]] in Python and YAML, "
+            "--intermediate_layers 1:2 2:4 on the command line (0 is the embedding output)."
         },
     )
     teacher_weights: list[float] | None = field(
         default=None,
         metadata={
             "help": "With several teachers: weights of their softened distributions in L_ce/L_mse, one per "
-            "teacher, e.g. --teacher_weights 0.7 0.3 (a list in YAML; default equal). L_cos and the "
-            "intermediate terms use the first teacher."
+            "teacher: [0.7, 0.3] in Python and YAML, --teacher_weights 0.7 0.3 on the command line (default equal). "
+            "L_cos and the intermediate terms use the first teacher."
         },
     )
-    loss_schedules: dict | str | None = field(
+    loss_schedules: dict[str, list | Schedule] | None = field(
         default=None,
         metadata={
             "help": "Schedules for the temperature and loss weights over training: {name: [start, end, kind]} "
-            "with kind constant, linear (default) or cosine; a mapping in YAML, JSON on the command line, "
+            "with kind constant, linear (default) or cosine: a mapping in Python and YAML, JSON text on the command "
+            "line, "
             'e.g. --loss_schedules \'{"temperature": [4, 1, "cosine"], "alpha_mlm": [0, 2]}\'.'
         },
     )
@@ -227,53 +229,34 @@ class DistillationArguments(SoftTargetArguments, TrainingArguments):
         if env_flag("ACCELERATE_USE_FSDP"):
             check_fsdp_launch(self)
         validate_distillation_settings(self)
-        # Fail now, in one line naming the flag, not at step 1.
-        self.loss_schedules = _schedules_as_mapping(self.loss_schedules)
-        parse_schedules(self.loss_schedules)
-        if isinstance(self.teacher_weights, str):  # the comma form of hf_distil 0.1
-            logger.warning("teacher_weights as a comma-separated string is deprecated; pass a list (0.7 0.3).")
-            self.teacher_weights = parse_teacher_weights(self.teacher_weights)
-        parse_teacher_weights(self.teacher_weights)
-        layers = parse_intermediate_layers(self.intermediate_layers or "tinybert")
-        self.intermediate_layers = layers if isinstance(layers, str) else [list(pair) for pair in layers]
+        # Typed values only (the command line's words, 1:2 pairs and JSON text, are read by hf_distil.cli): checked
+        # now, in one line naming the setting, not at step 1; kept in their JSON forms, which training_args.json and
+        # the resume check record.
+        layers = "tinybert" if self.intermediate_layers is None else self.intermediate_layers
+        self.intermediate_layers = check_intermediate_layers(layers)
+        self.teacher_weights = check_teacher_weights(self.teacher_weights)
+        self.loss_schedules = {name: s.as_list() for name, s in check_schedules(self.loss_schedules).items()}
         if self.target_batch_size is not None:
             self.gradient_accumulation_steps = accumulation_for(
                 self.target_batch_size, self.per_device_train_batch_size, self.world_size
             )
 
 
-def _schedules_as_mapping(value: dict | str | None) -> dict:
-    """{name: [start, end, kind]}: a mapping as given, JSON text, or the "name=start:end[:kind],..." form of
-    hf_distil 0.1 (deprecated). Kept JSON-serialisable, so training_args.json records it as given."""
-    if not value:
-        return {}
-    if isinstance(value, dict):
-        return value
-    if value.lstrip().startswith("{"):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError as error:
-            raise UsageError(
-                f"--loss_schedules {value!r} is not valid JSON ({error.msg}); write "
-                '\'{"temperature": [4, 1, "cosine"]}\'.'
-            ) from None
-    logger.warning('loss_schedules as "name=start:end,..." is deprecated; pass a mapping {name: [start, end, kind]}.')
-    return {name: [s.start, s.end, s.kind] for name, s in parse_schedules(value).items()}
-
-
-def parse_teacher_weights(weights: list[float] | str | None) -> list[float]:
-    """The checked weights ([] when none: equal weights); the count is checked against the teachers later."""
-    if not weights:
-        return []
-    form = "give one non-negative number per teacher, not all 0, e.g. --teacher_weights 0.7 0.3"
-    shown = weights if isinstance(weights, str) else " ".join(map(str, weights))
-    try:
-        weights = [float(w) for w in (weights.split(",") if isinstance(weights, str) else weights)]
-    except (TypeError, ValueError):
-        raise UsageError(f"--teacher_weights {shown!r} holds something that is not a number; {form}.") from None
-    if not all(0 <= w < float("inf") for w in weights) or sum(weights) == 0:
-        raise UsageError(f"--teacher_weights {shown!r}: weights must be finite, >= 0 and not all 0; {form}.")
-    return weights
+def check_teacher_weights(weights: Sequence[float] | None) -> list[float] | None:
+    """`teacher_weights` as floats, checked (None: equal weights); their count must match the teachers, which
+    `Teachers.build` checks once they are known."""
+    if weights is None:
+        return None
+    form = (
+        "pass one non-negative number per teacher, not all 0, e.g. teacher_weights=[0.7, 0.3] "
+        "(--teacher_weights 0.7 0.3)"
+    )
+    is_list = isinstance(weights, Sequence) and not isinstance(weights, str) and len(weights) > 0
+    if not is_list or not all(isinstance(w, numbers.Real) and not isinstance(w, bool) for w in weights):
+        raise UsageError(f"teacher_weights {weights!r} is not a list of numbers; {form}.")
+    if not all(0 <= w < math.inf for w in weights) or sum(weights) == 0:
+        raise UsageError(f"teacher_weights {list(weights)}: weights must be finite, >= 0 and not all 0; {form}.")
+    return [float(w) for w in weights]
 
 
 def validate_distillation_settings(args: DistillationArguments) -> None:

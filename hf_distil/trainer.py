@@ -10,12 +10,13 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
-from .callbacks import LossScheduleCallback, MaskingEpochCallback, PushToHubCallback, parse_schedules
+from .callbacks import LossScheduleCallback, MaskingEpochCallback, PushToHubCallback
 from .config import DistillationArguments, loss_weights
 from .data.collator import check_vocabulary
 from .data.corpus import meet_raw_text
 from .errors import UsageError
 from .launch import keep_freed_memory
+from .losses.schedules import check_schedules
 from .losses.terms import COUNTS, IGNORE_INDEX, LOGIT_TERMS, distillation_loss
 from .models import heads
 from .models.layer_map import RelationPlan, plan_layers, plan_relation
@@ -110,7 +111,7 @@ class DistillationTrainer(TermLoggingMixin, Trainer):
             keep_freed_memory()
         if hasattr(self.data_collator, "set_epoch"):
             self.add_callback(MaskingEpochCallback(self.data_collator))
-        self.schedule = LossScheduleCallback(parse_schedules(args.loss_schedules)) if args.loss_schedules else None
+        self.schedule = LossScheduleCallback(check_schedules(args.loss_schedules)) if args.loss_schedules else None
         if self.schedule is not None:
             self.add_callback(self.schedule)
         self._term_sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}

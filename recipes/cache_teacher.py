@@ -22,6 +22,7 @@ from hf_distil import DataCollatorForDistillation, DistillationArguments
 from hf_distil.cli.arguments import ModelArguments, parse_with_config
 from hf_distil.cli.run import run_script
 from hf_distil.data.corpus import DataArguments, prepare_corpus
+from hf_distil.errors import UsageError
 from hf_distil.teachers import load_default_teacher
 from hf_distil.teachers.cache import build_teacher_cache, bytes_per_token
 from hf_distil.teachers.prepare import load_teacher, load_tokenizer
@@ -46,7 +47,10 @@ def main() -> None:
     logging.set_verbosity_info()
     set_seed(args.seed)
     if model_args.teacher:
-        teacher, tokenizer = load_teacher(model_args.teacher), load_tokenizer(model_args.teacher)
+        if len(model_args.teacher) > 1:
+            names = " ".join(model_args.teacher)
+            raise UsageError(f"--teacher {names}: a cache holds one teacher's logits; pass one teacher.")
+        teacher, tokenizer = load_teacher(model_args.teacher[0]), load_tokenizer(model_args.teacher[0])
     else:
         teacher, tokenizer = load_default_teacher()
     train, _, counts = prepare_corpus(data_args, tokenizer)

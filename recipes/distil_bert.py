@@ -77,7 +77,7 @@ def main() -> None:
         )
 
     # The output folder must not be where a model comes from: the student would be saved over it.
-    teacher_names = model_args.teacher.split(",") if model_args.teacher else []
+    teacher_names = model_args.teacher or []
     sources = [*(("the teacher", name) for name in teacher_names), ("the student", model_args.student)]
     refuse_source_folders(args.output_dir, sources)
     set_seed(args.seed)
@@ -92,7 +92,7 @@ def main() -> None:
     else:
         logger.info(f"no --teacher given: using the shipped offline teacher {DEFAULT_TEACHER}")
         teacher, tokenizer = load_default_teacher()
-    teacher_name = (model_args.teacher or DEFAULT_TEACHER).split(",")[0]
+    teacher_name = teacher_names[0] if teacher_names else DEFAULT_TEACHER
 
     # Student: taken from the teacher's layers (DistilBERT's initialisation) unless one is given.
     if model_args.student:
@@ -102,7 +102,7 @@ def main() -> None:
         student = mobilebert_student(teacher, model_args.student_num_layers)
     else:
         student = init_student_from_teacher(
-            teacher, model_args.layers, model_args.student_num_layers, model_args.student_architecture
+            teacher, model_args.student_layers, model_args.student_num_layers, model_args.student_architecture
         )
         if model_args.random_init_student:
             student = type(student)(student.config)
@@ -176,7 +176,7 @@ def main() -> None:
         report = RunReport(
             teacher_name=teacher_name,
             base_model=None if model_args.teacher else minilm.BASE_MODEL,  # a --teacher Hub id is used as is
-            other_teachers=model_args.teacher.split(",")[1:] if model_args.teacher else [],
+            other_teachers=teacher_names[1:],
             teacher=student_metrics.pop("teacher"),
             student=student_metrics,
             eval_dataset=data_args.dataset_name

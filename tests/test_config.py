@@ -70,82 +70,72 @@ def test_invalid_settings_fail_at_construction_with_one_line(kwargs, message):
     assert "\n" not in str(info.value)
 
 
-def test_typed_list_and_mapping_settings_parse_from_yaml_and_flags(tmp_path):
-    from hf_distil.cli.arguments import ModelArguments, parse_with_config
-    from hf_distil.data.corpus import DataArguments
-    from hf_distil.losses.schedules import Schedule, parse_schedules
+@pytest.mark.parametrize(
+    "given, stored",
+    [
+        ("tinybert", "tinybert"),
+        ("init", "init"),
+        ([(1, 2), (2, 4)], [[1, 2], [2, 4]]),
+        ([[1, 2], [0, 0]], [[1, 2], [0, 0]]),
+        (None, "tinybert"),
+    ],
+)
+def test_intermediate_layers_are_a_rule_or_pairs_stored_as_lists(given, stored):
+    args = make(intermediate_layers=given)
+    assert args.intermediate_layers == stored
+    assert json.loads(args.to_json_string())["intermediate_layers"] == stored  # what training_args.json records
 
-    config = tmp_path / "run.yaml"
-    config.write_text(
-        "teacher_weights: [0.7, 0.3]\nloss_schedules:\n  temperature: [4, 1, cosine]\n  alpha_mlm: [0, 2]\n"
-        f"output_dir: {tmp_path / 'out'}\nreport_to: none\n"
-    )
-    types = (ModelArguments, DataArguments, DistillationArguments)
-    *_, args = parse_with_config(types, [], config)
-    assert args.teacher_weights == [0.7, 0.3]
-    assert parse_schedules(args.loss_schedules) == {
-        "temperature": Schedule(4, 1, "cosine"),
-        "alpha_mlm": Schedule(0, 2),
+
+def test_teacher_weights_and_loss_schedules_are_a_list_and_a_mapping():
+    from hf_distil.losses.schedules import Schedule
+
+    args = make(teacher_weights=[7, 3], loss_schedules={"temperature": [4, 1, "cosine"], "alpha_mlm": [0, 2]})
+    assert args.teacher_weights == [7.0, 3.0]
+    assert args.loss_schedules == {"temperature": [4.0, 1.0, "cosine"], "alpha_mlm": [0.0, 2.0, "linear"]}
+    assert make(loss_schedules={"alpha_ce": Schedule(5, 1)}).loss_schedules == {"alpha_ce": [5.0, 1.0, "linear"]}
+    assert json.loads(make(loss_schedules={"alpha_ce": Schedule(5, 1)}).to_json_string())["loss_schedules"] == {
+        "alpha_ce": [5.0, 1.0, "linear"]
     }
-    *_, args = parse_with_config(
-        types, ["--teacher_weights", "1", "3", "--loss_schedules", '{"alpha_ce": [5, 1]}'], config
-    )
-    assert args.teacher_weights == [1.0, 3.0] and args.loss_schedules == {"alpha_ce": [5, 1]}  # flags win
-    # hf_distil 0.1's forms still work, with a deprecation warning, and are stored in the new shapes
-    *_, args = parse_with_config(
-        types, ["--teacher_weights", "0.6,0.4", "--loss_schedules", "alpha_ce=5:1:cosine"], config
-    )
-    assert args.teacher_weights == [0.6, 0.4] and args.loss_schedules == {"alpha_ce": [5.0, 1.0, "cosine"]}
-    assert json.loads(args.to_json_string())["loss_schedules"] == {"alpha_ce": [5.0, 1.0, "cosine"]}
+    assert (make().teacher_weights, make().loss_schedules) == (None, {})
 
 
 @pytest.mark.parametrize(
-    "yaml_text, flags, student_layers, intermediate_layers",
+    "kwargs, message",
     [
-        ("", [], "distilbert", "tinybert"),
-        ("student_layers: [0, 2, 4]\nintermediate_layers: [[1, 2], [2, 4]]\n", [], [0, 2, 4], [[1, 2], [2, 4]]),
-        ("intermediate_layers: ['1:2', '3:6']\n", [], "distilbert", [[1, 2], [3, 6]]),
-        ("student_layers: last\nintermediate_layers: pkd_last\n", [], "last", "pkd_last"),
+        # the command line's words are not read in Python: the message gives the typed form
         (
-            "student_layers: [0, 2]\n",
-            ["--student_layers", "1", "3", "--intermediate_layers", "2:4", "0:0"],
-            [1, 3],
-            [[2, 4], [0, 0]],
+            {"intermediate_layers": "1:2"},
+            "intermediate_layers '1:2' is not a layer rule; pass (student, teacher) pairs, e.g. "
+            "intermediate_layers=[(1, 2), (2, 4)]",
         ),
-        ("", ["--student_layers", "even", "--intermediate_layers", "init"], "even", "init"),
-        # hf_distil 0.1's comma strings and old rule names: read, with a warning, stored in the new shapes
-        (
-            "student_layers: 0,2,4,7,9,11\n",
-            ["--intermediate_layers", "1:2,2:4"],
-            [0, 2, 4, 7, 9, 11],
-            [[1, 2], [2, 4]],
-        ),
-        ("", ["--student_layers", "0,3", "--intermediate_layers", "skip"], [0, 3], "pkd_skip"),
+        ({"intermediate_layers": "uniform"}, "intermediate_layers 'uniform' is not a layer rule"),
+        ({"intermediate_layers": ["1:2", "2:4"]}, "intermediate_layers ['1:2', '2:4']: pass (student, teacher) pairs"),
+        ({"intermediate_layers": [(1, 2, 3)]}, "intermediate_layers [(1, 2, 3)]: pass (student, teacher) pairs"),
+        ({"intermediate_layers": [(-1, 2)]}, "intermediate_layers [(-1, 2)]: pass (student, teacher) pairs"),
+        ({"intermediate_layers": []}, "intermediate_layers []: pass (student, teacher) pairs"),
+        ({"teacher_weights": "0.7,0.3"}, "teacher_weights '0.7,0.3' is not a list of numbers; pass one non-negative"),
+        ({"teacher_weights": ["0.7"]}, "teacher_weights ['0.7'] is not a list of numbers; pass one non-negative"),
+        ({"teacher_weights": [0.5, -1]}, "teacher_weights [0.5, -1]: weights must be finite, >= 0 and not all 0"),
+        ({"teacher_weights": [0, 0]}, "teacher_weights [0, 0]: weights must be finite, >= 0 and not all 0"),
+        ({"teacher_weights": [float("inf")]}, "weights must be finite"),
+        ({"loss_schedules": '{"alpha_ce": [5, 1]}'}, "loss_schedules '{\"alpha_ce\": [5, 1]}' is not a mapping"),
+        ({"loss_schedules": "alpha_ce=5:1"}, "loss_schedules 'alpha_ce=5:1' is not a mapping; write {name: [start"),
+        ({"loss_schedules": {"alpha_nope": [1, 2]}}, "bad loss schedule alpha_nope: [1, 2]; write {name: [start"),
+        ({"loss_schedules": {"alpha_ce": [1]}}, "bad loss schedule alpha_ce: [1]; write"),
+        ({"loss_schedules": {"alpha_ce": "1:2"}}, "bad loss schedule alpha_ce: '1:2'; write"),
+        ({"loss_schedules": {"alpha_ce": ["x", 1]}}, "bad loss schedule alpha_ce: ['x', 1], start and end must be"),
+        ({"loss_schedules": {"alpha_ce": [1, 2, "wobbly"]}}, "kind must be one of ('constant', 'linear', 'cosine')"),
+        ({"loss_schedules": {"alpha_ce": [-1, 2]}}, "values finite and >= 0"),
+        ({"loss_schedules": {"alpha_ce": [float("nan"), 1]}}, "values finite and >= 0"),
+        ({"loss_schedules": {"temperature": [0, 1]}}, "(temperature > 0)"),
     ],
 )
-def test_layer_settings_are_a_list_or_one_rule_from_yaml_and_flags(
-    tmp_path, yaml_text, flags, student_layers, intermediate_layers
-):
-    from hf_distil.cli.arguments import ModelArguments, parse_with_config
-    from hf_distil.data.corpus import DataArguments
-
-    config = tmp_path / "run.yaml"
-    config.write_text(yaml_text + f"output_dir: {tmp_path / 'out'}\nreport_to: none\n")
-    model_args, _, args = parse_with_config((ModelArguments, DataArguments, DistillationArguments), flags, config)
-    assert model_args.student_layers == model_args.layers == student_layers
-    assert args.intermediate_layers == intermediate_layers
-    assert json.loads(args.to_json_string())["intermediate_layers"] == intermediate_layers
-
-
-def test_layer_settings_built_in_python_take_lists_and_pairs():
-    from hf_distil.cli.arguments import ModelArguments
-
-    assert ModelArguments(student_layers=[0, 3]).layers == [0, 3]
-    assert make(intermediate_layers=[(1, 2), (2, 4)]).intermediate_layers == [[1, 2], [2, 4]]
-    with pytest.raises(ValueError, match=r"--intermediate_layers '1:2 3': layer pairs must look like"):
-        make(intermediate_layers=["1:2", "3"])
-    with pytest.raises(ValueError, match=r"--student_layers '2 1' repeats or reorders layers"):
-        ModelArguments(student_layers=[2, 1])
+def test_other_forms_are_refused_in_one_line_naming_the_setting(kwargs, message):
+    with pytest.raises(UsageError) as info:
+        make(**kwargs)
+    (setting,) = kwargs
+    assert str(info.value).startswith(setting) and message in str(info.value), str(info.value)
+    assert "\n" not in str(info.value)
 
 
 def test_an_fsdp_launch_that_loads_weights_on_one_process_only_is_refused(monkeypatch):

@@ -3,7 +3,7 @@ import math
 import pytest
 from conftest import make_args
 
-from hf_distil.callbacks import Schedule, parse_schedules
+from hf_distil.losses.schedules import Schedule, check_schedules
 
 
 def test_schedule_shapes():
@@ -15,20 +15,28 @@ def test_schedule_shapes():
 
 
 @pytest.mark.parametrize(
-    "text", ["temperature=0:1", "alpha_nope=1:2", "alpha_ce=1", "alpha_ce=1:2:wobbly", "alpha_ce=-1:2"]
+    "schedules",
+    [
+        {"temperature": [0, 1]},
+        {"alpha_nope": [1, 2]},
+        {"alpha_ce": [1]},
+        {"alpha_ce": [1, 2, "wobbly"]},
+        {"alpha_ce": [-1, 2]},
+        {"alpha_ce": Schedule(1, 2, "wobbly")},
+    ],
 )
-def test_bad_schedules_fail_at_construction(tmp_path, text):
+def test_bad_schedules_fail_at_construction(tmp_path, schedules):
     with pytest.raises(ValueError, match="bad loss schedule"):
-        make_args(tmp_path, loss_schedules=text)
+        make_args(tmp_path, loss_schedules=schedules)
 
 
 @pytest.mark.slow
 def test_schedules_move_the_values_and_are_logged(tmp_path, teacher, student, tokenizer, dataset, tiny_trainer):
-    assert parse_schedules("temperature=4:1:cosine,alpha_mlm=0:2") == {
+    assert check_schedules({"temperature": [4, 1, "cosine"], "alpha_mlm": [0, 2]}) == {
         "temperature": Schedule(4, 1, "cosine"),
         "alpha_mlm": Schedule(0, 2, "linear"),
     }
-    trainer = tiny_trainer(max_steps=4, loss_schedules="temperature=4:1,alpha_mlm=0:2")
+    trainer = tiny_trainer(max_steps=4, loss_schedules={"temperature": [4, 1], "alpha_mlm": [0, 2]})
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert [h["schedule_temperature"] for h in logs] == pytest.approx([4.0, 3.25, 2.5, 1.75])
@@ -43,7 +51,7 @@ def test_schedules_move_the_values_and_are_logged(tmp_path, teacher, student, to
 def test_schedules_leave_the_arguments_as_the_user_set_them(
     tmp_path, teacher, student, tokenizer, dataset, tiny_trainer
 ):
-    schedules = "temperature=4:1,alpha_mlm=0:2"
+    schedules = {"temperature": [4, 1], "alpha_mlm": [0, 2]}
     trainer = tiny_trainer(max_steps=3, loss_schedules=schedules)
     trainer.train()
     assert (trainer.args.temperature, trainer.args.alpha_mlm) == (

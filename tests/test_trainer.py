@@ -312,7 +312,7 @@ def test_intermediate_terms_vanish_for_an_identity_student_and_match_by_hand(tmp
     for name in ("hidden_mse", "attention_mse", "pkd"):
         assert out["terms"][name].item() == pytest.approx(0.0, abs=1e-6), name
     half = init_student_from_teacher(teacher, layers=[1, 3]).eval()
-    trainer = make_trainer(tmp_path, half, teacher, intermediate_layers="uniform", **INTERMEDIATE)
+    trainer = make_trainer(tmp_path, half, teacher, intermediate_layers="tinybert", **INTERMEDIATE)
     assert trainer.layer_pairs == [(0, 0), (1, 2), (2, 4)]
     _, out = trainer.compute_loss(half, dict(batch), return_outputs=True)
     with torch.no_grad():
@@ -353,7 +353,7 @@ def test_narrower_student_learns_a_projection_saved_beside_it(tmp_path, teacher,
         alpha_cos=0.0,
         alpha_hidden_mse=1.0,
         alpha_pkd=1.0,
-        intermediate_layers="skip",
+        intermediate_layers="pkd_skip",
         max_steps=3,
         save_strategy="steps",
         save_steps=3,
@@ -394,14 +394,14 @@ def test_several_teachers_mix_their_soft_targets(tmp_path, teacher, student, tok
     batch.pop("token_type_ids", None)
     student.eval()
 
-    def terms(teachers, weights=""):
+    def terms(teachers, weights=None):
         trainer = make_trainer(tmp_path, student, teachers, teacher_weights=weights)
         return trainer.compute_loss(student, dict(batch), return_outputs=True)[1]["terms"]
 
     single = terms(teacher)
     assert terms([teacher, teacher])["ce"].item() == pytest.approx(single["ce"].item(), rel=1e-5)
-    assert terms([teacher, other], "1,0")["ce"].item() == pytest.approx(single["ce"].item(), rel=1e-5)
-    mixed = terms([teacher, other], "0.5,0.5")
+    assert terms([teacher, other], [1.0, 0.0])["ce"].item() == pytest.approx(single["ce"].item(), rel=1e-5)
+    mixed = terms([teacher, other], [0.5, 0.5])
     assert mixed["cos"].item() == pytest.approx(
         single["cos"].item(), rel=1e-6
     )  # hidden terms follow the first teacher
@@ -418,7 +418,7 @@ def test_several_teachers_mix_their_soft_targets(tmp_path, teacher, student, tok
     by_hand = (p * (p.log() - torch.log_softmax(s, -1))).sum(-1).mean() * 4
     assert mixed["ce"].item() == pytest.approx(by_hand.item(), rel=1e-4)
     with pytest.raises(ValueError, match="must hold 2 non-negative weights"):
-        terms([teacher, other], "1,2,3")
+        terms([teacher, other], [1.0, 2.0, 3.0])
 
 
 def test_attention_scores_are_the_logits_of_the_eager_attention_maps(teacher, tokenizer, dataset):

@@ -2,31 +2,31 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
-import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NoReturn
 
 import yaml
 from transformers import HfArgumentParser
-from transformers.utils import logging
 
 from ..errors import UsageError
-from ..models.layer_map import parse_student_layers
-
-logger = logging.get_logger(__name__)
+from ..models.layer_map import check_student_layers
+from .forms import FORMS
 
 
 @dataclass
 class ModelArguments:
     """Which teacher teaches which student (recipes)."""
 
-    teacher: str | None = field(
+    teacher: list[str] | None = field(
         default=None,
         metadata={
-            "help": "Hub id (e.g. bert-base-uncased) or local folder of a masked-LM teacher, or several separated by "
-            "commas (their soft targets are mixed, see --teacher_weights); default: the shipped offline teacher."
+            "help": "Hub id (e.g. bert-base-uncased) or local folder of a masked-LM teacher; several mix their soft "
+            "targets (--teacher A B, a list in YAML; see --teacher_weights); default: the shipped offline teacher."
         },
     )
     student: str | None = field(
@@ -35,9 +35,9 @@ class ModelArguments:
     student_layers: list[int] | str | None = field(
         default="distilbert",
         metadata={
-            "nargs": "+",
             "help": "Teacher layers the student keeps: a rule (distilbert: 0,2,4,7,9,11 of 12 layers and one of "
-            "two otherwise; uniform, even, last) or indices, e.g. --student_layers 0 2 4 7 9 11 (a list in YAML).",
+            "two otherwise; uniform, even, last) or indices: [0, 2, 4, 7, 9, 11] in Python and YAML, "
+            "--student_layers 0 2 4 7 9 11 on the command line."
         },
     )
     student_num_layers: int | None = field(
@@ -56,30 +56,24 @@ class ModelArguments:
     )
 
     def __post_init__(self) -> None:
-        # A malformed value fails now, before any model loads.
-        _warn_comma_string("student_layers", self.student_layers, "0 2 4")
-        self.student_layers = parse_student_layers(self.student_layers or "distilbert")
-
-    @property
-    def layers(self) -> str | list[int]:
-        """The checked `student_layers` (kept for hf_distil 0.1's callers)."""
-        return self.student_layers
-
-
-def _warn_comma_string(name: str, value: object, example: str) -> None:
-    """hf_distil 0.1 took layer lists as one comma-separated string; still read, with a warning."""
-    if isinstance(value, list) and len(value) == 1:  # a YAML string reaches the parser as one word
-        value = value[0]
-    if isinstance(value, str) and "," in value:
-        logger.warning(f"{name} as a comma-separated string is deprecated; pass a list (--{name} {example}).")
+        # Typed values only (parse_with_config reads the command line's words); a malformed one fails now, before
+        # any model loads.
+        if isinstance(self.teacher, str):
+            raise UsageError(
+                f"teacher {self.teacher!r} is one name; pass a list, teacher=[{self.teacher!r}] (--teacher A B on the "
+                "command line)."
+            )
+        layers = "distilbert" if self.student_layers is None else self.student_layers
+        self.student_layers = check_student_layers(layers)
 
 
 def parse_with_config(dataclass_types: tuple, argv: list[str], default_config: Path) -> tuple:
-    """Parse `argv` into `dataclass_types` (HfArgumentParser) after the values of a YAML/JSON file:
-    `--config FILE` picks the file (default `default_config`); flags given on the command line win.
+    """Build `dataclass_types` from a YAML/JSON run config and the command line: `--config FILE` picks the file
+    (default `default_config`), whose values become the flags' defaults, so flags given on the command line win.
 
-    A key of the file that no dataclass knows is an error (a typo would otherwise be ignored), and so is
-    any value the dataclasses reject: both end as one `UsageError` line.
+    The words of the settings in `forms.FORMS` (`1:2 2:4`, JSON text) are read into their typed values here, once;
+    then each dataclass checks what it gets. A key of the file that no dataclass knows is an error (a typo would
+    otherwise be ignored), and so is any value argparse or the dataclasses reject: each ends as one `UsageError`.
     """
     config = default_config
     if "--config" in argv:
@@ -87,53 +81,69 @@ def parse_with_config(dataclass_types: tuple, argv: list[str], default_config: P
         if at + 1 >= len(argv):
             raise UsageError("--config needs a file, e.g. --config recipes/configs/distil_bert.yaml.")
         config, argv = Path(argv[at + 1]), argv[:at] + argv[at + 2 :]
+    settings = _read_config(config)
     known = {f.name for cls in dataclass_types for f in dataclasses.fields(cls)}
-    from_file: list[str] = []
-    for key, value in _read_config(config).items():
+    for key in settings:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else "; see --help for the options."
             raise UsageError(f"{config}: unknown setting {key!r}{hint}")
-        values = [json.dumps(value)] if isinstance(value, dict) else value if isinstance(value, list) else [value]
-        # A pair [1, 2] in a list (intermediate_layers) is written 1:2 on the command line.
-        from_file += [f"--{key}", *(":".join(map(str, v)) if isinstance(v, list) else str(v) for v in values)]
-    argv = _split_comma_lists(argv, dataclass_types)
-    parser = HfArgumentParser(dataclass_types)
-    parser.epilog = (
-        f"--config FILE: a YAML file of settings, read before the flags (which win); default {default_config}."
-    )
-    helps = {}
-    for action in parser._actions:  # argparse %-formats help text; ours is plain ("~10% of a step")
-        helps.update(dict.fromkeys(action.option_strings, " ".join((action.help or "").split())))
-        if action.help and "%(" not in action.help:
-            action.help = action.help.replace("%", "%%")
-    parser.error = lambda message: _bad_flag(message, helps)
+    epilog = f"--config FILE: a YAML file of settings, read before the flags (which win); default {default_config}."
+    values = vars(_Parser(dataclass_types, settings, epilog=epilog).parse_args(argv))
+    for name, form in FORMS.items():
+        if name in values:
+            values[name] = form.read(values[name])
     try:
-        return parser.parse_args_into_dataclasses(args=from_file + argv)
+        return tuple(
+            cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.init}) for cls in dataclass_types
+        )
     except ValueError as error:  # raised by a dataclass's __post_init__: a setting the user gave
         raise UsageError(str(error)) from None
 
 
-def _bad_flag(message: str, helps: dict[str, str]) -> None:
-    """argparse's complaint as a UsageError, with the flag's own help (its expected form)."""
-    flag = next((f for f in sorted(helps, key=len, reverse=True) if f in message), None)
-    raise UsageError(f"{message}; {flag}: {helps[flag]}" if flag and helps[flag] else f"{message}; see --help.")
+class _Parser(HfArgumentParser):
+    """HfArgumentParser with a run config's values as the defaults, FORMS' settings collected as words, help
+    text taken as written, and a bad flag raised as a `UsageError` that quotes the flag's help."""
+
+    def __init__(self, dataclass_types: tuple, settings: dict[str, Any], epilog: str) -> None:
+        self.settings = settings  # read by add_argument, which argparse calls from __init__ (--help)
+        self.helps: dict[str, str] = {}
+        super().__init__(dataclass_types, epilog=epilog)
+
+    def add_argument(self, *names: str, **kwargs: Any) -> argparse.Action:
+        """HfArgumentParser calls this once per field, with `--field_name` first."""
+        dest = kwargs.get("dest") or next((name[2:] for name in names if name.startswith("--")), "")
+        if dest in FORMS:
+            kwargs["type"], kwargs["nargs"] = str, FORMS[dest].nargs
+        if dest in self.settings and "dest" not in kwargs:  # a `--no_x` complement keeps its own default
+            kwargs["default"] = _as_default(self.settings[dest], kwargs.get("nargs"))
+            kwargs.pop("required", None)
+        if kwargs.get("help"):
+            text = " ".join(kwargs["help"].split())
+            self.helps.update(dict.fromkeys(names, text))
+            # argparse %-formats help text (ArgumentDefaultsHelpFormatter adds "%(default)s"); ours is plain.
+            kwargs["help"] = text if "%(" in text else text.replace("%", "%%")
+        return super().add_argument(*names, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        """argparse's complaint as a UsageError, with the flag's own help (its expected form), or the flag it
+        resembles."""
+        flags = re.findall(r"--[\w-]+", message)
+        flag = next((word for word in flags if word in self.helps), None)
+        if flag:
+            raise UsageError(f"{message}; {flag}: {self.helps[flag]}")
+        close = difflib.get_close_matches(flags[0], self.helps, n=1) if flags else []
+        raise UsageError(f"{message}; did you mean {close[0]}?" if close else f"{message}; see --help.")
 
 
-def _split_comma_lists(argv: list[str], dataclass_types: tuple) -> list[str]:
-    """`--teacher_weights 0.7,0.3` (hf_distil 0.1) as `--teacher_weights 0.7 0.3`, with a deprecation warning."""
-    lists = {
-        f"--{f.name}" for cls in dataclass_types for f in dataclasses.fields(cls) if str(f.type).startswith("list[")
-    }
-    out, flag = [], None
-    for token in argv:
-        if flag in lists and "," in token and not token.startswith("--"):
-            logger.warning(f"{flag} {token}: comma-separated values are deprecated; separate them with spaces.")
-            out += [part for part in token.split(",") if part]
-        else:
-            out.append(token)
-        flag = token if token.startswith("--") else flag
-    return out
+def _as_default(value: Any, nargs: str | int | None) -> Any:
+    """A run config's value as an argparse default: one value of a list flag becomes a list of one (as `--flag x`
+    gives), and a number or word is handed over as text, which argparse reads with the flag's type as if typed."""
+    if nargs == "+" and not isinstance(value, list):
+        return [value]
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        return str(value)
+    return value
 
 
 def _read_config(path: Path) -> dict:

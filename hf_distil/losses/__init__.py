@@ -4,7 +4,7 @@ The fused and compiled kernels under `_ops/` are private to this package."""
 
 from ._ops.fused_linear import LinearLogits
 from .relation import relation_kl
-from .schedules import Schedule, parse_schedules
+from .schedules import Schedule, check_schedules
 from .task import (
     TASK_COUNTS,
     classification_kd,
@@ -43,6 +43,7 @@ __all__ = [
     "Schedule",
     "TASK_COUNTS",
     "attention_mse",
+    "check_schedules",
     "classification_kd",
     "clm_loss",
     "distillation_loss",
@@ -53,7 +54,6 @@ __all__ = [
     "logit_mse",
     "mix_teacher_logits",
     "mlm_loss",
-    "parse_schedules",
     "pkd_loss",
     "regression_kd",
     "relation_kl",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -26,47 +26,41 @@ class Schedule:
         shape = {"constant": 0.0, "linear": p, "cosine": (1 - math.cos(math.pi * p)) / 2}[self.kind]
         return self.start + (self.end - self.start) * shape
 
+    def as_list(self) -> list[float | str]:
+        """[start, end, kind]: the JSON form that training_args.json records."""
+        return [self.start, self.end, self.kind]
 
-def parse_schedules(schedules: Mapping[str, Sequence | str] | str | None) -> dict[str, Schedule]:
-    """{name: [start, end, kind]} (or the string "name=start:end[:kind],..." of hf_distil 0.1) → {name: Schedule};
-    the kind defaults to linear.
 
-    Anything else is one `UsageError` line naming --loss_schedules, the item and the expected form (called
-    when the arguments are parsed, so a typo fails before any model loads).
+def check_schedules(schedules: Mapping[str, Sequence[float | str] | Schedule] | None) -> dict[str, Schedule]:
+    """{name: [start, end, kind]} or {name: Schedule} → {name: Schedule}; the kind defaults to linear.
+
+    Anything else is one `UsageError` line naming loss_schedules, the item and the expected form (called when
+    the arguments are built, so a typo fails before any model loads). Text is the command line's form, read by
+    `hf_distil.cli`; here it is refused.
     """
     if not schedules:
         return {}
-    if isinstance(schedules, Mapping):
-        items = [
-            f"{name}={spec if isinstance(spec, str) else ':'.join(map(str, spec))}" for name, spec in schedules.items()
-        ]
-        text = json.dumps(schedules)
-    else:
-        text = schedules
-        items = [part.strip() for part in text.split(",")]
+    form = (
+        f"write {{name: [start, end, kind]}}, name temperature or an alpha_*, kind one of {SCHEDULE_KINDS}, "
+        "e.g. loss_schedules={'temperature': [4, 1, 'cosine']} "
+        '(--loss_schedules \'{"temperature": [4, 1, "cosine"]}\')'
+    )
+    if not isinstance(schedules, Mapping):
+        raise UsageError(f"loss_schedules {schedules!r} is not a mapping; {form}.")
     names = ("temperature", *(term.weight_field for term in LOSS_TERMS))
-    form = f"write {{name: [start, end, kind]}}, name temperature or an alpha_*, kind one of {SCHEDULE_KINDS}"
-    schedules = {}
-    for item in filter(None, items):
-        name, _, spec = item.partition("=")
-        fields = spec.split(":")
-        if name not in names or len(fields) not in (2, 3):
-            raise UsageError(f"--loss_schedules {text!r}: bad loss schedule {item!r}; {form}.")
-        if name in schedules:
-            twice = f"bad loss schedule {item!r}, {name} is scheduled twice"
-            raise UsageError(f"--loss_schedules {text!r}: {twice}; {form}.")
-        kind = fields[2] if len(fields) == 3 else "linear"
-        try:
-            start, end = float(fields[0]), float(fields[1])
-        except ValueError:
-            numbers = f"bad loss schedule {item!r}, start and end must be numbers"
-            raise UsageError(f"--loss_schedules {text!r}: {numbers}; {form}.") from None
+    checked = {}
+    for name, spec in schedules.items():
+        bad = f"loss_schedules: bad loss schedule {name}: {spec!r}"
+        if isinstance(spec, Schedule):
+            spec = spec.as_list()
+        if name not in names or isinstance(spec, str) or not isinstance(spec, Sequence) or len(spec) not in (2, 3):
+            raise UsageError(f"{bad}; {form}.")
+        start, end, kind = (*spec, "linear") if len(spec) == 2 else spec
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (start, end)):
+            raise UsageError(f"{bad}, start and end must be numbers; {form}.")
         lowest = min(start, end)
         finite = math.isfinite(start) and math.isfinite(end)
         if kind not in SCHEDULE_KINDS or not finite or lowest < 0 or (name == "temperature" and lowest == 0):
-            raise UsageError(
-                f"--loss_schedules {text!r}: bad loss schedule {item!r}: kind must be one of {SCHEDULE_KINDS}, "
-                "values finite and >= 0 (temperature > 0)."
-            )
-        schedules[name] = Schedule(start, end, kind)
-    return schedules
+            raise UsageError(f"{bad}: kind must be one of {SCHEDULE_KINDS}, values finite and >= 0 (temperature > 0).")
+        checked[name] = Schedule(float(start), float(end), kind)
+    return checked

@@ -9,18 +9,16 @@ i the output of layer i; attention maps of layer i are `attentions[i - 1]`.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
 from transformers import PreTrainedModel
-from transformers.utils import logging
 
 from ..errors import UsageError
 from . import heads
 from .heads import attention_heads, has_attention_scores
-
-logger = logging.get_logger(__name__)
 
 # Written into a student's config.json: where its weights came from (which teacher, which layers).
 PROVENANCE_KEY = "hf_distil"
@@ -30,63 +28,52 @@ DISTILBERT_LAYERS = (0, 2, 4, 7, 9, 11)
 STUDENT_RULES = ("distilbert", "uniform", "even", "last")
 # Named after the method they come from (TinyBERT, BERT-PKD), apart from STUDENT_RULES.
 INTERMEDIATE_RULES = ("tinybert", "pkd_skip", "pkd_last", "init")
-# hf_distil 0.1's intermediate names, still read (with a warning): the same maps.
-_RENAMED = {"uniform": "tinybert", "skip": "pkd_skip", "last": "pkd_last"}
 LAYER_TERMS = ("hidden_mse", "attention_mse", "pkd")
 
 
-def _one_token(value: Any) -> Any:
-    """A command-line list of one word (["distilbert"], ["0,2,4"]) as that word; anything else as given."""
-    if isinstance(value, (list, tuple)) and len(value) == 1 and isinstance(value[0], str):
-        return value[0].strip()
-    return value
+def _is_layer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
 
 
-def _shown(value: Any) -> str:
-    return value if isinstance(value, str) else " ".join(map(str, value))
-
-
-def parse_student_layers(value: Sequence[int | str] | str) -> str | list[int]:
-    """A STUDENT_RULES name, or strictly increasing teacher layer indices: a list (ints, or digits from the
-    command line) or hf_distil 0.1's "0,2,4". Their range is checked against the teacher by `select_layers`."""
-    value = _one_token(value)
-    if isinstance(value, str) and value.strip() in STUDENT_RULES:
-        return value.strip()
-    form = f"expected one of {STUDENT_RULES} or strictly increasing teacher layer indices like 0,2,4,7,9,11"
-    parts = [str(part).strip() for part in (value.split(",") if isinstance(value, str) else value)]
-    if not parts or not all(part.isdigit() for part in parts):
-        raise UsageError(f"--student_layers {_shown(value)!r}: {form}.")
-    indices = [int(part) for part in parts]
-    if sorted(set(indices)) != indices:
-        raise UsageError(f"--student_layers {_shown(value)!r} repeats or reorders layers; {form}.")
-    return indices
-
-
-def parse_intermediate_layers(value: Sequence[str | Sequence[int]] | str) -> str | list[tuple[int, int]]:
-    """An INTERMEDIATE_RULES name, or (student, teacher) pairs: "1:2" items or [1, 2] pairs in a list, or
-    hf_distil 0.1's "1:2,2:4". Checked when the arguments are parsed, before any model loads; the ranges need
-    the layer counts and are checked by `intermediate_pairs`."""
-    value = _one_token(value)
-    if isinstance(value, str) and value.strip() in _RENAMED:
-        new = _RENAMED[value.strip()]
-        logger.warning(f"intermediate_layers {value!r} is now called {new!r} (apart from student_layers' rules).")
-        return new
-    if isinstance(value, str) and value.strip() in INTERMEDIATE_RULES:
-        return value.strip()
-    expected = (
-        "write student:teacher pairs like --intermediate_layers 1:2 2:4 (0 is the embedding output) "
-        f"or one of {INTERMEDIATE_RULES}"
+def _is_pair(value: Any) -> bool:
+    return (
+        isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2 and all(map(_is_layer, value))
     )
-    if isinstance(value, str) and ":" not in value:
-        raise UsageError(f"--intermediate_layers {value!r}: unknown intermediate layer rule; {expected}.")
-    pairs = []
-    for item in value.split(",") if isinstance(value, str) else value:
-        parts = [str(part).strip() for part in (item.split(":") if isinstance(item, str) else item)]
-        if len(parts) != 2 or not all(part.isdigit() for part in parts):
-            bad = f"layer pairs must look like '1:2,2:4', got {item!r}"
-            raise UsageError(f"--intermediate_layers {_shown(value)!r}: {bad}; {expected}.")
-        pairs.append((int(parts[0]), int(parts[1])))
-    return pairs
+
+
+def check_student_layers(layers: str | Sequence[int]) -> str | list[int]:
+    """`student_layers` as given, checked: a STUDENT_RULES name, or strictly increasing teacher layer indices
+    (ints). Their range needs the teacher and is checked by `select_layers`."""
+    form = (
+        f"pass one of {STUDENT_RULES} or strictly increasing teacher layer indices, e.g. student_layers=[0, 2, 4] "
+        "(--student_layers 0 2 4)"
+    )
+    if isinstance(layers, str):
+        if layers in STUDENT_RULES:
+            return layers
+        raise UsageError(f"student_layers {layers!r} is not a layer rule; {form}.")
+    if not isinstance(layers, Sequence) or not layers or not all(map(_is_layer, layers)):
+        raise UsageError(f"student_layers {layers!r}: {form}.")
+    if sorted(set(layers)) != list(layers):
+        raise UsageError(f"student_layers {list(layers)} repeats or reorders layers; {form}.")
+    return [int(layer) for layer in layers]
+
+
+def check_intermediate_layers(layers: str | Sequence[Sequence[int]]) -> str | list[list[int]]:
+    """`intermediate_layers` as given, checked: an INTERMEDIATE_RULES name, or (student, teacher) pairs of ints,
+    returned as lists, [[1, 2], [2, 4]], which JSON records as they are (training_args.json, resume checks).
+    Their ranges need the layer counts and are checked by `intermediate_pairs`."""
+    form = (
+        "pass (student, teacher) pairs, e.g. intermediate_layers=[(1, 2), (2, 4)] (--intermediate_layers 1:2 2:4; "
+        f"0 is the embedding output), or one of {INTERMEDIATE_RULES}"
+    )
+    if isinstance(layers, str):
+        if layers in INTERMEDIATE_RULES:
+            return layers
+        raise UsageError(f"intermediate_layers {layers!r} is not a layer rule; {form}.")
+    if not isinstance(layers, Sequence) or not layers or not all(map(_is_pair, layers)):
+        raise UsageError(f"intermediate_layers {layers!r}: {form}.")
+    return [[int(student), int(teacher)] for student, teacher in layers]
 
 
 def select_layers(num_teacher_layers: int, layers: Sequence[int] | str, num_layers: int | None = None) -> list[int]:
@@ -132,7 +119,7 @@ def select_layers(num_teacher_layers: int, layers: Sequence[int] | str, num_laye
 def intermediate_pairs(
     num_student_layers: int,
     num_teacher_layers: int,
-    rule: Sequence[str | Sequence[int]] | str = "tinybert",
+    rule: str | Sequence[Sequence[int]] = "tinybert",
     student_source: list[int] | None = None,
 ) -> list[tuple[int, int]]:
     """(student index, teacher index) pairs.
@@ -142,17 +129,17 @@ def intermediate_pairs(
     "pkd_last" (BERT-PKD): layers 1..M−1 ↔ the teacher's top layers N−M+1..N−1.
     "init": each student layer ↔ the teacher layer it was copied from (`student_source`, the 0-based teacher
     layers that `init_student_from_teacher` kept), embeddings included.
-    Or explicit pairs: [(1, 2), (2, 4), (3, 6)] (or "1:2" items).
+    Or explicit pairs: [(1, 2), (2, 4), (3, 6)].
     """
     m, n = num_student_layers, num_teacher_layers
-    parsed = parse_intermediate_layers(rule)
-    if parsed == "tinybert":
+    checked = check_intermediate_layers(rule)
+    if checked == "tinybert":
         pairs = [(i, round(i * n / m)) for i in range(m + 1)]
-    elif parsed == "pkd_skip":
+    elif checked == "pkd_skip":
         pairs = [(i, round(i * n / m)) for i in range(1, m)]
-    elif parsed == "pkd_last":
+    elif checked == "pkd_last":
         pairs = [(i, n - m + i) for i in range(1, m)]
-    elif parsed == "init":
+    elif checked == "init":
         if not student_source or len(student_source) != m:
             raise UsageError(
                 "intermediate_layers 'init' needs a student made by init_student_from_teacher (its config "
@@ -160,7 +147,7 @@ def intermediate_pairs(
             )
         pairs = [(0, 0), *((i + 1, layer + 1) for i, layer in enumerate(student_source))]
     else:
-        pairs = parsed
+        pairs = [(s, t) for s, t in checked]
     bad = [(s, t) for s, t in pairs if not (0 <= s <= m and 0 <= t <= n)]
     if bad:
         raise UsageError(
@@ -179,7 +166,7 @@ class LayerPlan(NamedTuple):
 def plan_layers(
     student: PreTrainedModel,
     teacher: PreTrainedModel | None,
-    rule: Sequence[str | Sequence[int]] | str,
+    rule: str | Sequence[Sequence[int]],
     weights: dict[str, float],
     attention_maps: str,
     student_source: list[int] | None = None,

@@ -16,7 +16,7 @@ from torch import nn
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from ..config import parse_teacher_weights
+from ..config import check_teacher_weights
 from ..errors import UsageError
 from ..losses.terms import mix_teacher_logits, terms_needing_a_teacher
 from ..models import heads
@@ -229,7 +229,7 @@ class Teachers:
         given: PreTrainedModel | str | Sequence[PreTrainedModel | str] | None,
         student: PreTrainedModel,
         *,
-        weights: Sequence[float] | str | None,
+        weights: Sequence[float] | None,
         loss_weights: dict[str, float],
         cached_soft_targets: bool = False,
     ) -> Teachers:
@@ -238,7 +238,7 @@ class Teachers:
         whose states L_cos reads), and a teacher present when a term of `loss_weights` needs one."""
         listed = list(given) if isinstance(given, (list, tuple)) else [given]
         loaded = [load_teacher(t, flag="teacher_model") if isinstance(t, str) else t for t in listed]
-        mixture = parse_teacher_weights(weights) or [1.0] * len(loaded)
+        mixture = check_teacher_weights(weights) or [1.0] * len(loaded)
         if len(mixture) != len(loaded):  # values are checked with the arguments
             raise UsageError(f"teacher_weights {weights!r} must hold {len(loaded)} non-negative weights, not all 0.")
         for other in loaded[1:]:

@@ -94,7 +94,7 @@ def main(out: Path, narrow: bool) -> None:
         max_grad_norm=0.5 if narrow else 0.0,
         disable_tqdm=True,
         # narrow: clipping on (0.5 is below this step's norm), over the student and the projection together
-        **({"alpha_cos": 0.0, "alpha_hidden_mse": 1.0, "intermediate_layers": "skip"} if narrow else {}),
+        **({"alpha_cos": 0.0, "alpha_hidden_mse": 1.0, "intermediate_layers": "pkd_skip"} if narrow else {}),
     )
     trainer = DistillationTrainer(
         model=student, teacher_model=teacher, args=args, train_dataset=fixed_batch(), data_collator=stack
