@@ -30,7 +30,8 @@ from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM
 from hf_distil import init_student_from_teacher
 from hf_distil.cli.run import run_script
 from hf_distil.deploy.deployment import format_deployment, measure_deployment
-from hf_distil.evaluation.masked_lm import describe_speedup, relative_speed
+from hf_distil.evaluation import relative_speed
+from hf_distil.hub import describe_speedup
 
 # report key part → (prefix of its keys in relative_speed's result, name in the table)
 PARTS = {"encoder": ("encoder_", "encoder"), "masked_lm": ("", "masked LM")}

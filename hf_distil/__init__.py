@@ -5,7 +5,7 @@ from .data.collator import DataCollatorForDistillation
 from .data.corpus import token_counts
 from .deploy.export import export_student
 from .errors import RunFailed, UsageError
-from .hub.card import push_to_hub
+from .hub import push_to_hub
 from .models.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification, bilstm_from_teacher
 from .student import init_student_from_teacher
 from .task_config import TaskDistillationArguments

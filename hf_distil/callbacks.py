@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import math
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
-from .errors import UsageError
 from .losses.schedules import Schedule
 
 logger = logging.get_logger(__name__)
@@ -87,65 +85,6 @@ class TeacherAgreementCallback(TrainerCallback):
             if any(k.startswith("eval_") for k in entry):
                 entry.update(extra)
                 break
-
-
-class PushToHubCallback(TrainerCallback):
-    """Push each saved checkpoint to the Hub in a background thread, so training does not wait.
-
-    Pushes run one at a time, in order; the last one is awaited at the end of training, and a failed
-    push is logged (the checkpoint stays on disk) rather than stopping the run.
-    """
-
-    def __init__(
-        self, repo_id: str, *, private: bool = False, token: str | None = None, revision: str | None = None
-    ) -> None:
-        self.repo_id, self.private, self.token, self.revision = repo_id, private, token, revision
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf_distil-push")
-        self.futures: list[concurrent.futures.Future] = []
-
-    @classmethod
-    def from_arguments(cls, args: TrainingArguments) -> PushToHubCallback:
-        """The pusher of `--push_to_hub` (DistillationTrainer adds it: Trainer's own push uploads pickles)."""
-        if not args.hub_model_id:
-            raise UsageError("push_to_hub=True needs hub_model_id, e.g. --hub_model_id your-name/distilbert-mini.")
-        return cls(
-            args.hub_model_id, private=bool(args.hub_private_repo), token=args.hub_token, revision=args.hub_revision
-        )
-
-    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        if not state.is_world_process_zero:
-            return
-        from .hub.card import ARGS_FILE, push_to_hub
-
-        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-        (folder / ARGS_FILE).write_text(args.to_json_string())
-        message = f"Checkpoint at step {state.global_step}"
-        self.futures.append(
-            self._pool.submit(
-                push_to_hub,
-                folder,
-                self.repo_id,
-                private=self.private,
-                token=self.token,
-                revision=self.revision,
-                commit_message=message,
-            )
-        )
-
-    def on_train_end(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
-        self.wait()
-
-    def wait(self) -> list[str]:
-        """Block until every push has finished; returns the commit URLs of those that succeeded."""
-        urls = []
-        for future in self.futures:
-            try:
-                urls.append(future.result())
-            except Exception as error:  # a failed push must not lose the run: the checkpoint is on disk
-                logger.error(f"push to {self.repo_id} failed: {error}")
-        return urls
 
 
 class NonFiniteLossGuard(TrainerCallback):

@@ -55,7 +55,8 @@ def check_fsdp_launch(args: TrainingArguments) -> None:
     if args.device.type == "cpu" and args.distributed_state.distributed_type == "MULTI_CPU":
         raise UsageError(
             "the launch config asks for FSDP, which Accelerate runs on GPUs only (on CPU processes it would "
-            "silently train with DDP); launch with ds_configs/cpu_2proc.yaml here, ds_configs/fsdp2.yaml on GPUs."
+            "silently train with DDP); on CPUs launch with a multi-CPU config (accelerate config: distributed_type "
+            "MULTI_CPU), or run FSDP on GPUs."
         )
 
 
@@ -73,15 +74,15 @@ def check_deepspeed_config(value: str, flag: str) -> None:
     if not path.exists():
         if isinstance(_inline_json(value), dict):  # HfDeepSpeedConfig also takes the JSON itself
             return
-        raise UsageError(f"{flag} {value}: no such file; pass a DeepSpeed JSON config such as ds_configs/zero2.json.")
+        raise UsageError(f"{flag} {value}: no such file; pass the path of a DeepSpeed JSON config file.")
     if not path.is_file():
-        raise UsageError(f"{flag} {value} is a directory; pass a DeepSpeed JSON file such as ds_configs/zero2.json.")
+        raise UsageError(f"{flag} {value} is a directory; pass the path of a DeepSpeed JSON config file.")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise UsageError(
             f"{flag} {value} is not valid JSON ({error.msg} at line {error.lineno} column {error.colno}); "
-            "fix the file, e.g. start from ds_configs/zero2.json."
+            "fix the file (its keys: https://www.deepspeed.ai/docs/config-json/)."
         ) from None
     except UnicodeDecodeError as error:
         byte = error.object[error.start]

@@ -10,7 +10,8 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
-from .callbacks import LossScheduleCallback, MaskingEpochCallback, PushToHubCallback
+from . import hub
+from .callbacks import LossScheduleCallback, MaskingEpochCallback
 from .config import DistillationArguments, loss_weights
 from .data.collator import check_vocabulary
 from .data.corpus import meet_raw_text
@@ -18,6 +19,7 @@ from .errors import UsageError
 from .launch import keep_freed_memory
 from .losses.schedules import check_schedules
 from .losses.terms import COUNTS, IGNORE_INDEX, LOGIT_TERMS, distillation_loss
+from .model_card import training_card_report
 from .models import heads
 from .models.layer_map import RelationPlan, plan_layers, plan_relation
 from .models.projection import HiddenProjection
@@ -98,7 +100,8 @@ class DistillationTrainer(TermLoggingMixin, Trainer):
             self.relation = plan_relation(model, teacher, args.relation_heads, args.relation_teacher_layer)
         meet_raw_text(model, args, kwargs)
         if args.push_to_hub:  # checkpoints go up through our callback: Trainer's own push uploads pickles
-            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), PushToHubCallback.from_arguments(args)]
+            pusher = hub.PushToHubCallback.from_arguments(args, card_report=self.card_report)
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), pusher]
         super().__init__(model=model, args=args, **kwargs)
         if self.hidden_projection is not None:
             self.hidden_projection.place(
@@ -202,23 +205,23 @@ class DistillationTrainer(TermLoggingMixin, Trainer):
     ) -> str | None:
         """Publish exactly what `hf_distil.push_to_hub(trainer, ...)` publishes; returns the commit URL.
 
-        The repository is `args.hub_model_id` (or `repo_id=`); `blocking` is accepted for Trainer's signature
-        and the upload always completes before returning.
+        The repository is `args.hub_model_id` (or `repo_id=`); the card states `card=` (a `hub.CardReport`: e.g.
+        `card_report()` with what a run measured added), by default `card_report()`. `blocking` is accepted for
+        Trainer's signature and the upload always completes before returning.
         """
-        from .hub.card import push_to_hub
-
         repo_id = kwargs.pop("repo_id", None) or self.args.hub_model_id
         if not repo_id:
             raise UsageError(
                 "push_to_hub needs a repository: set hub_model_id in the arguments, e.g. you/distil-mini."
             )
         for callback in self.callback_handler.callbacks:  # checkpoint pushes first, in order
-            if isinstance(callback, PushToHubCallback):
+            if isinstance(callback, hub.PushToHubCallback):
                 callback.wait()
         private = self.args.hub_private_repo if private is None else private
-        return push_to_hub(
+        return hub.push_to_hub(
             self,
             repo_id,
+            card=kwargs.pop("card", None),
             private=bool(private),
             token=token or self.args.hub_token,
             revision=revision or self.args.hub_revision,
@@ -235,18 +238,16 @@ class DistillationTrainer(TermLoggingMixin, Trainer):
         """Trainer's own checkpoint push uploads training_args.bin (a pickle); the PushToHubCallback added in
         __init__ pushes each checkpoint instead (safetensors and JSON only)."""
 
-    def create_model_card(self, **kwargs: Any) -> None:
-        """hf_distil's card (teacher, layer map, loss terms, held-out results) in place of Trainer's."""
-        from .hub.card import render_model_card
+    def card_report(self) -> hub.CardReport:
+        """What the model card states that this trainer knows: the teacher, the student, the loss, the arguments
+        and the log history. A run adds what it measured (held-out results, speed) with `dataclasses.replace`."""
+        student = self.accelerator.unwrap_model(self.model)
+        return training_card_report(student, self.teacher, self.teacher_name, self.args, self.state)
 
+    def create_model_card(self, model_name: str | None = None, **kwargs: Any) -> None:
+        """hf_distil's card in place of Trainer's: `card_report()` as README.md in output_dir, beside its loss plot."""
         if self.is_world_process_zero():
-            card = render_model_card(
-                self.args.output_dir,
-                repo_id=kwargs.get("model_name") or self.args.hub_model_id,
-                teacher=self.teacher_name,
-                world_size=self.args.world_size,
-            )
-            card.save(Path(self.args.output_dir, "README.md"))
+            hub.save_model_card(self.card_report(), self.args.output_dir, model_name or self.args.hub_model_id)
 
     # ---- data: keep the columns the teacher needs, even if the student does not take them ----
 

@@ -15,6 +15,7 @@ held-out text → summary table → model card → push to the Hub (--push_to_hu
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import sys
@@ -38,20 +39,13 @@ from hf_distil.cli.run import run_script
 from hf_distil.config import loss_weights
 from hf_distil.data.corpus import DataArguments, prepare_corpus
 from hf_distil.errors import RunFailed
-from hf_distil.evaluation.masked_lm import (
-    REPORT_FILE,
-    RunReport,
-    describe_speedup,
-    masked_lm_metrics,
-    relative_speed,
-    whole_model,
-)
-from hf_distil.hub.card import render_model_card, save_training_arguments
+from hf_distil.evaluation import REPORT_FILE, RunReport, masked_lm_metrics, relative_speed, whole_model
+from hf_distil.hub import CardReport, HeldOut, Speed, describe_speedup, save_model_card, save_training_arguments
 from hf_distil.losses.terms import terms_needing_a_teacher
 from hf_distil.models.mobilebert import mobilebert_student
 from hf_distil.run_folder import refuse_source_folders, resume_point
 from hf_distil.student import PROVENANCE_KEY
-from hf_distil.teachers import DEFAULT_TEACHER, load_default_teacher, minilm
+from hf_distil.teachers import DEFAULT_TEACHER, base_model_of, load_default_teacher, minilm
 from hf_distil.teachers.cache import CachedSignalsCollator
 from hf_distil.teachers.prepare import check_model_source, load_teacher, load_tokenizer, prepare_teacher
 
@@ -157,7 +151,7 @@ def main() -> None:
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     trainer.save_state()
-    save_training_arguments(trainer, args.output_dir)
+    save_training_arguments(trainer.args, args.output_dir)
 
     # Evaluate teacher and student on held-out text: masked-token accuracy, perplexity, agreement, speed.
     # Every process takes part: under ZeRO-3 each holds only shards of both models, gathered at each forward.
@@ -166,6 +160,7 @@ def main() -> None:
     student_metrics = masked_lm_metrics(student, held_out, tokenizer, teacher=teacher, all_processes=every_process)
     # Speed and sizes need whole models in one process (under ZeRO-3, copies from the gathered shards).
     whole_teacher, whole_student = whole_model(teacher), whole_model(student)
+    card = None
     if trainer.is_world_process_zero():
         device = whole_student.device
         speed_rows = held_out.select(range(min(100, len(held_out))))
@@ -195,14 +190,18 @@ def main() -> None:
         )
         report.save(args.output_dir)
         print_summary(report)
+        card = card_report(trainer, report, data_args)
 
-    # Save the student and its card. With --push_to_hub, save_model also publishes them (after the checkpoint
-    # pushes): safetensors, JSON, tokenizer, card and plot, never a pickle.
-    trainer.save_model()
+    # Save the student and its card. With --push_to_hub, push_to_hub saves them and publishes them (after the
+    # checkpoint pushes): safetensors, JSON, tokenizer, card and plot, never a pickle. Every process saves (under
+    # ZeRO-3 the weights are gathered), the main one writes the card.
+    if args.push_to_hub:
+        trainer.push_to_hub(card=card)
+    else:
+        trainer.save_model()
+        if trainer.is_world_process_zero():
+            save_model_card(card, args.output_dir, args.hub_model_id)
     if trainer.is_world_process_zero():
-        dataset_ids = [data_args.dataset_name] if data_args.dataset_name else None
-        card = render_model_card(args.output_dir, repo_id=args.hub_model_id, datasets=dataset_ids)
-        card.save(Path(args.output_dir, "README.md"))
         print(
             f"student written to {Path(args.output_dir).resolve()}: model.safetensors, config.json and tokenizer "
             f"(load with from_pretrained), README.md (model card, loss_terms.png), {REPORT_FILE}, train_results.json"
@@ -214,6 +213,33 @@ def main() -> None:
     # its gloo group down under the others' feet ("terminate called without an active exception", exit -6).
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()
+
+
+def card_report(trainer: DistillationTrainer, report: RunReport, data_args: DataArguments) -> CardReport:
+    """The model card's report: what the trainer knows, and what this run measured on held-out text."""
+    speed = report.speed_batch_1
+    return dataclasses.replace(
+        trainer.card_report(),
+        teacher=report.teacher_name,
+        base_model=base_model_of(report.teacher_name),
+        datasets=[data_args.dataset_name] if data_args.dataset_name else None,
+        teacher_layers=report.teacher_layers,
+        teacher_parameters=report.params["teacher"],
+        student_parameters=report.params["student"],
+        layer_map=report.layer_map,
+        eval_dataset=report.eval_dataset,
+        teacher_results=HeldOut.from_metrics(report.teacher),
+        student_results=HeldOut.from_metrics(report.student),
+        speed=Speed(
+            report.speed_sentences,
+            speed["teacher_seconds"],
+            speed["student_seconds"],
+            speed["encoder_teacher_seconds"],
+            speed["encoder_student_seconds"],
+        ),
+        hardware=report.hardware,
+        train_seconds=report.train_seconds,
+    )
 
 
 def describe_hardware() -> str:

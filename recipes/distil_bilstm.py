@@ -46,22 +46,25 @@ from transformers.utils import logging
 from hf_distil import TaskDistillationArguments, TaskDistillationTrainer, label_with_teacher
 from hf_distil.cli.arguments import parse_with_config
 from hf_distil.cli.run import run_script
-from hf_distil.deploy.export import TASKS as EXPORT_TASKS
-from hf_distil.deploy.export import describe_machine, export_onnx, latencies, onnx_runner, torch_runner
+from hf_distil.deploy import TASKS as EXPORT_TASKS
+from hf_distil.deploy import describe_machine, export_onnx, latencies, onnx_runner, torch_runner
 from hf_distil.errors import UsageError
-from hf_distil.hub.card import push_to_hub, render_bilstm_card
-from hf_distil.models.bilstm import RESULTS_FILE, SPEED_RUNTIMES, bilstm_from_teacher, non_embedding_parameters
+from hf_distil.hub import BiLSTMCardReport, CpuTime, Score, push_to_hub, save_model_card
+from hf_distil.models.bilstm import bilstm_from_teacher, non_embedding_parameters
 from hf_distil.tasks.augment import TangRates, mlm_candidates, mlm_transfer_set, tang_transfer_set, words_of
 from hf_distil.tasks.datasets import MAIN_METRIC, TASKS, encode_pairs, load_task, resolve_model
 from hf_distil.tasks.metrics import metric_path
 from hf_distil.tasks.pos_tagger import PerceptronTagger
-from hf_distil.teachers import DEFAULT_TEACHER
+from hf_distil.teachers import DEFAULT_TEACHER, base_model_of
 from hf_distil.teachers.prepare import load_teacher, load_tokenizer
 
 logger = logging.get_logger("distil_bilstm")
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "distil_bilstm.yaml"
 AUGMENTATIONS = ("tang", "mlm", "unlabelled")
 CLASSIFIER = EXPORT_TASKS["ForSequenceClassification"]
+RESULTS_FILE = "results.json"  # what the run measured, beside the saved BiLSTM
+# results.json's "speed" keys, "{prefix}_{batch size}", and the runtime each was timed in
+SPEED_RUNTIMES = {"batch": "PyTorch fp32", "onnx_batch": "ONNX Runtime fp32"}
 ROW_LABELS = {
     "teacher": "teacher (fine-tuned)",
     "gold": "BiLSTM, gold labels only",
@@ -278,7 +281,7 @@ def main() -> None:
     # The last seed's BiLSTM of the first augmentation, its tokenizer and card; published with --push_to_hub.
     kept.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    render_bilstm_card(out, repo_id=args.hub_model_id).save(out / "README.md")
+    save_model_card(card_report(results, kept), out, args.hub_model_id)
     print(f"BiLSTM written to {out.resolve()}: model.safetensors, config.json, tokenizer, README.md, {RESULTS_FILE}")
     if args.push_to_hub:
         push_to_hub(out, args.hub_model_id)
@@ -326,6 +329,37 @@ def summarise(
         "machine": describe_machine(),
         "load_average": os.getloadavg()[0],
     }
+
+
+def card_report(results: dict, bilstm: PreTrainedModel) -> BiLSTMCardReport:
+    """The BiLSTM's model card: its shape from its config, the rest from what the run measured (results.json)."""
+    kept, speed, params = results["rows"][results["kept"]], results["speed"], results["params"]
+    return BiLSTMCardReport(
+        teacher=results["teacher"],
+        base_model=base_model_of(results["teacher"]),
+        hidden_size=bilstm.config.hidden_size,
+        classifier_size=bilstm.config.classifier_size,
+        max_pooling=bilstm.config.pooling == "max",
+        pair_encoder=bilstm.config.pair_encoder,
+        kd_loss=results["settings"]["kd_loss"],
+        gold_labels=results["settings"]["alpha_task"] > 0,
+        transfer_examples=kept["examples"],
+        augmentation=kept["label"].split("distilled")[-1].strip() or None,
+        task=results["task"],
+        metric=results["metric"],
+        seeds=len(results["seeds"]),
+        scores=[Score(row["label"], row["mean"], row["sd"]) for row in results["rows"].values()],
+        teacher_parameters=params["teacher"],
+        student_parameters=params["bilstm"],
+        teacher_non_embedding=params["teacher_non_embedding"],
+        student_non_embedding=params["bilstm_non_embedding"],
+        cpu_times=[
+            CpuTime(runtime, size, speed["threads"], speed[key]["teacher_ms"], speed[key]["bilstm_ms"])
+            for prefix, runtime in SPEED_RUNTIMES.items()
+            for size in (1, 32)
+            if (key := f"{prefix}_{size}") in speed
+        ],
+    )
 
 
 def fine_tune_teacher(

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from transformers import HfArgumentParser
 
+from hf_distil import push_to_hub
 from hf_distil.cli.run import run_script
-from hf_distil.hub.card import push_to_hub
+from hf_distil.deploy import EXPORT_REPORT_FILE, ExportReport
+from hf_distil.hub import CardReport
 
 
 @dataclass
@@ -26,9 +29,18 @@ class PushArguments:
     revision: str | None = field(default=None, metadata={"help": "Branch to push to (created if missing)."})
 
 
+def card_of(folder: Path) -> CardReport | None:
+    """The card of a folder that has none yet, when export.py wrote an ONNX export there: how to run it. A folder
+    with a README.md (a training recipe's card) keeps it."""
+    if (folder / "README.md").exists() or not (folder / EXPORT_REPORT_FILE).exists():
+        return None
+    return CardReport(onnx=ExportReport.load(folder).for_card())
+
+
 def main() -> None:
     (cli,) = HfArgumentParser(PushArguments).parse_args_into_dataclasses(args=sys.argv[1:])
-    url = push_to_hub(cli.model, cli.repo_id, private=cli.private, revision=cli.revision)
+    card = card_of(Path(cli.model))
+    url = push_to_hub(cli.model, cli.repo_id, card=card, private=cli.private, revision=cli.revision)
     print(f"pushed {cli.model} to {url}")
 
 

@@ -10,8 +10,9 @@ from conftest import make_trainer
 from transformers import TrainerCallback
 
 from hf_distil import DistillationTrainer
-from hf_distil.callbacks import NonFiniteLossGuard, PushToHubCallback, TeacherAgreementCallback
+from hf_distil.callbacks import NonFiniteLossGuard, TeacherAgreementCallback
 from hf_distil.evaluation.masked_lm import masked_lm_metrics
+from hf_distil.hub import PushToHubCallback
 
 pytestmark = pytest.mark.slow  # each test is a Trainer run of 2-20 steps
 

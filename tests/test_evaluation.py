@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from hf_distil import DataCollatorForDistillation, init_student_from_teacher
-from hf_distil.evaluation.masked_lm import describe_speedup, masked_lm_metrics, relative_speed
+from hf_distil.evaluation.masked_lm import masked_lm_metrics, relative_speed
+from hf_distil.hub import describe_speedup
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
@@ -10,7 +11,7 @@ import yaml
 from huggingface_hub import ModelCard
 
 from hf_distil import DistillationTrainer, push_to_hub
-from hf_distil.hub.card import render_model_card
+from hf_distil.hub import CardReport, HeldOut, Speed, render_model_card, save_model_card
 
 TOKEN = "hf_testsecret0123456789"
 pytestmark = pytest.mark.slow  # each test trains a student first (the `trained` fixture)
@@ -71,24 +72,23 @@ def test_revision_and_private(trained, hub, tmp_path):
     assert hub.commits[-1]["message"] == "first cut"
 
 
-def test_rendered_card_round_trips(tmp_path, trained):
-    folder = tmp_path / "out"
-    trained.save_model()
-    trained.state.save_to_json(str(folder / "trainer_state.json"))
-    results = {
-        "teacher_name": "bert-base-uncased",
-        "layer_map": [0, 2, 4, 7, 9, 11],
-        "teacher_layers": 12,
-        "hardware": "2 CPU cores",
-        "train_seconds": 12.5,
-        "params": {"teacher": 110e6, "student": 66e6},
-        "speed_sentences": 10,
-        "speed_batch_1": {"teacher_seconds": 2.0, "student_seconds": 1.2, "speedup": 1.67},
-        "teacher": {"accuracy": 0.5, "top5_accuracy": 0.7, "perplexity": 5.0},
-        "student": {"accuracy": 0.4, "top5_accuracy": 0.6, "perplexity": 7.0, "teacher_agreement": 0.55},
-    }
-    (folder / "held_out_results.json").write_text(json.dumps(results))
-    card = render_model_card(folder, repo_id="alice/distil", datasets=["wikipedia"])
+def test_rendered_card_round_trips(trained):
+    report = dataclasses.replace(
+        trained.card_report(),
+        teacher="bert-base-uncased",
+        base_model="bert-base-uncased",
+        datasets=["wikipedia"],
+        layer_map=[0, 2, 4, 7, 9, 11],
+        teacher_layers=12,
+        hardware="2 CPU cores",
+        train_seconds=12.5,
+        teacher_parameters=110_000_000,
+        student_parameters=66_000_000,
+        speed=Speed(10, teacher_seconds=2.0, student_seconds=1.2),
+        teacher_results=HeldOut(accuracy=0.5, top5_accuracy=0.7, perplexity=5.0),
+        student_results=HeldOut(accuracy=0.4, top5_accuracy=0.6, perplexity=7.0, teacher_agreement=0.55),
+    )
+    card = render_model_card(report, "alice/distil")
     text = str(card)
     header = yaml.safe_load(text.split("---")[1])
     assert header["base_model"] == "bert-base-uncased" and header["datasets"] == ["wikipedia"]
@@ -166,7 +166,7 @@ def test_a_push_that_cannot_reach_the_hub_fails_in_one_line_and_keeps_the_folder
     message = str(info.value)
     assert "\n" not in message and TOKEN not in message
     assert ("HF_HUB_OFFLINE" if where == "offline" else "ConnectError") in message
-    assert f"python recipes/push_to_hub.py --model {folder} --repo_id alice/nowhere" in message
+    assert f"hf_distil.push_to_hub('{folder}', 'alice/nowhere')" in message
     after = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     assert {k: v for k, v in after.items() if k not in ("README.md", "loss_terms.png")} == {
         k: v for k, v in before.items() if k not in ("README.md", "loss_terms.png")
@@ -177,30 +177,19 @@ def test_card_from_the_python_api_states_only_what_the_trainer_knows(trained, tm
     from journeys.test_readme import assert_card_states_only_what_is_known
 
     trained.save_model()
-    trained.state.save_to_json(str(tmp_path / "out" / "trainer_state.json"))
-    (tmp_path / "out" / "training_args.json").write_text(trained.args.to_json_string())
-    card = str(render_model_card(tmp_path / "out", repo_id="alice/api-card", teacher=trained.teacher_name))
+    card = str(save_model_card(trained.card_report(), tmp_path / "out", "alice/api-card"))
     files = {p.name: b"" for p in (tmp_path / "out").iterdir()}
     assert_card_states_only_what_is_known(card, files)
     assert "| layers | 4 | 2 |" in card and "| optimizer steps | 6 |" in card and "loss_terms.png" in files
     assert f"| parameters | {teacher.num_parameters() / 1e3:.1f}K |" in card
 
 
-def test_card_calls_a_slower_student_slower(tmp_path, trained):
-    folder = tmp_path / "out"
-    trained.save_model()
-    speed = {
-        "teacher_seconds": 1.0,
-        "student_seconds": 2.0,
-        "speedup": 0.5,
-        "encoder_teacher_seconds": 1.0,
-        "encoder_student_seconds": 1.92,
-        "encoder_speedup": 0.52,
-    }
-    (folder / "held_out_results.json").write_text(
-        json.dumps({"hardware": "CPU", "speed_sentences": 10, "speed_batch_1": speed})
+def test_card_calls_a_slower_student_slower(trained):
+    speed = Speed(
+        10, teacher_seconds=1.0, student_seconds=2.0, encoder_teacher_seconds=1.0, encoder_student_seconds=1.92
     )
-    text = str(render_model_card(folder, repo_id="alice/slow"))
+    report = dataclasses.replace(trained.card_report(), hardware="CPU", speed=speed)
+    text = str(render_model_card(report, "alice/slow"))
     assert "student's encoder runs **0.52x the speed of the teacher (slower)**" in text
     assert "faster" not in text.split("## Citation")[0]  # the paper's title says "faster"; the card must not
     assert "| CPU time per sentence, batch 1, encoder | 100.0 ms | 192.0 ms |" in text
@@ -208,13 +197,13 @@ def test_card_calls_a_slower_student_slower(tmp_path, trained):
 
 @pytest.fixture
 def exported(tmp_path, student, tokenizer):
-    """A student folder with its ONNX export beside the weights (recipes/export.py with no --output_dir)."""
+    """A student folder with its ONNX export beside the weights (`export_student(folder, folder)`)."""
     from hf_distil.deploy.export import export_student
 
     folder = tmp_path / "student"
     student.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    card_before = str(render_model_card(folder, repo_id="alice/onnx"))
+    card_before = str(render_model_card(CardReport(), "alice/onnx"))
     report = export_student(folder, folder, min_agreement=0.5, num_sentences=20, speed_sentences=3, speed_rounds=1)
     return folder, report, card_before
 
@@ -223,7 +212,7 @@ def test_push_uploads_the_onnx_export_and_the_card_says_how_to_run_it(exported, 
     from journeys.test_readme import assert_card_states_only_what_is_known
 
     folder, report, card_before = exported
-    push_to_hub(folder, "alice/onnx", token=TOKEN)
+    push_to_hub(folder, "alice/onnx", card=CardReport(onnx=report.for_card()), token=TOKEN)
     files = published(hub, "alice/onnx")
     for name in ("onnx/model.onnx", "onnx/model_quantized.onnx", "export_report.json", "model.safetensors"):
         assert files[name] == (folder / name).read_bytes(), name
@@ -241,8 +230,8 @@ def test_push_uploads_the_onnx_export_and_the_card_says_how_to_run_it(exported, 
 
 
 def test_card_of_an_export_without_int8_offers_fp32_only(exported):
-    folder, _, _ = exported
-    (folder / "onnx" / "model_quantized.onnx").unlink()  # as when no scheme passed the gate
-    card = str(render_model_card(folder, repo_id="alice/onnx"))
+    _, report, _ = exported
+    fp32_only = dataclasses.replace(report, int8_file=None, chosen=None)  # as when no scheme passed the gate
+    card = str(render_model_card(CardReport(onnx=fp32_only.for_card()), "alice/onnx"))
     assert "`onnx/model.onnx` | fp32" in card and "model_quantized" not in card
     assert '{ dtype: "fp32" }' in card and "q8" not in card

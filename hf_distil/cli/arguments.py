@@ -79,7 +79,7 @@ def parse_with_config(dataclass_types: tuple, argv: list[str], default_config: P
     if "--config" in argv:
         at = argv.index("--config")
         if at + 1 >= len(argv):
-            raise UsageError("--config needs a file, e.g. --config recipes/configs/distil_bert.yaml.")
+            raise UsageError("--config needs a file, e.g. --config my_run.yaml (flag names as keys).")
         config, argv = Path(argv[at + 1]), argv[:at] + argv[at + 2 :]
     settings = _read_config(config)
     known = {f.name for cls in dataclass_types for f in dataclasses.fields(cls)}
@@ -151,9 +151,7 @@ def _read_config(path: Path) -> dict:
     try:
         settings = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise UsageError(
-            f"--config {path}: no such file; pass a YAML file such as recipes/configs/distil_bert.yaml."
-        ) from None
+        raise UsageError(f"--config {path}: no such file; pass a YAML file with flag names as keys.") from None
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise UsageError(f"--config {path} is not valid YAML ({' '.join(str(error).split())[:160]}).") from None
     if settings is None:

@@ -65,8 +65,8 @@ class DataArguments:
     teacher_cache: str | None = field(
         default=None,
         metadata={
-            "help": "Train from cached teacher top-k logits (recipes/cache_teacher.py) instead of a live teacher "
-            "for L_ce; masks are the cached ones."
+            "help": "Train from cached teacher top-k logits (a folder of build_teacher_cache) instead of a live "
+            "teacher for L_ce; masks are the cached ones."
         },
     )
 

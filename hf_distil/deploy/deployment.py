@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..evaluation.masked_lm import describe_speedup
+from ..hub import describe_speedup
 from .export import FP32_FILE, INT8_FILE, TASKS, export_student, input_names
 from .fidelity import agreement, answers, fidelity_feeds
 from .runtime import latencies, onnx_runner, torch_runner

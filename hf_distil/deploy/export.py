@@ -39,6 +39,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from ..errors import RunFailed, UsageError
+from ..hub import OnnxExport
 from ..models.heads import forward_arguments
 from .fidelity import Task, agreement, answers, fidelity_feeds, held_out_sentences
 from .quantization import SCHEME_NAMES, SCHEMES
@@ -207,6 +208,32 @@ class ExportReport:
         path = Path(folder, EXPORT_REPORT_FILE)
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ExportReport:
+        """The report that `save` wrote in `folder`."""
+        fields = json.loads(Path(folder, EXPORT_REPORT_FILE).read_text())
+        fields["schemes"] = [SchemeResult(**scheme) for scheme in fields.get("schemes", [])]
+        return cls(**fields)
+
+    def for_card(self) -> OnnxExport:
+        """What a model card says of this export: the files, how close each is to PyTorch's answers, and how fast
+        the int8 model runs against the teacher."""
+        kept = next((s for s in self.schemes if s.name == self.chosen), None)
+        teacher_ms = self.latency_ms.get(TEACHER_KEY)
+        return OnnxExport(
+            task=self.task,
+            fp32_file=self.fp32_file,
+            fp32_max_abs_diff=self.fp32_max_abs_diff,
+            int8_file=self.int8_file,
+            int8_scheme=kept.name if kept else None,
+            int8_agreement=kept.agreement if kept else None,
+            agreement_measure=self.agreement_measure,
+            items=self.items,
+            int8_speedup=teacher_ms / kept.latency_ms if kept and teacher_ms and kept.latency_ms else None,
+            machine=self.machine or None,
+            threads=self.threads or None,
+        )
 
 
 TEACHER_KEY = "teacher, PyTorch fp32"

@@ -247,20 +247,11 @@ def time_models(
     return {name: statistics.median(t) for name, t in times.items()}, len(next(iter(times.values())))
 
 
-def describe_speedup(ratio: float, than: str = "the teacher") -> str:
-    """A speed ratio (teacher time / student time) in words: "1.94x faster than the teacher", and below 1
-    "0.52x the speed of the teacher (slower)" rather than a "0.52x faster" that reads as a gain."""
-    shown = f"{ratio:.2f}x"
-    if shown == "1.00x":
-        return f"as fast as {than} ({shown})"
-    return f"{shown} faster than {than}" if ratio > 1 else f"{shown} the speed of {than} (slower)"
-
-
 @dataclass
 class RunReport:
-    """What a recipe's run measured, between the recipe and the model card: written as held_out_results.json
-    beside the student, read back by `hf_distil.hub.render_model_card`. A field left None is unknown and the
-    card leaves it out."""
+    """What a run measured on held-out text and how fast, written as held_out_results.json beside the student
+    for the reader and for later comparisons (the model card takes these values as a `hub.CardReport`). A field
+    left None is unknown."""
 
     teacher_name: str | None = None
     base_model: str | None = None  # the Hub model the teacher is (or is built on), for the card's base_model
@@ -279,12 +270,3 @@ class RunReport:
 
     def save(self, folder: str | Path) -> None:
         Path(folder, REPORT_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, folder: str | Path) -> RunReport:
-        """The report in `folder`, or an empty one (everything unknown) when the run wrote none."""
-        path = Path(folder, REPORT_FILE)
-        if not path.exists():
-            return cls()
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})

@@ -28,9 +28,6 @@ from ..errors import UsageError
 from .layer_map import PROVENANCE_KEY
 
 POOLING = ("max", "last")
-RESULTS_FILE = "results.json"  # what recipes/distil_bilstm.py measured, beside the model: read by its model card
-# results.json's "speed" keys, "{prefix}_{batch size}", and the runtime each was timed in (the recipe and the card)
-SPEED_RUNTIMES = {"batch": "PyTorch fp32", "onnx_batch": "ONNX Runtime fp32"}
 
 
 class BiLSTMConfig(PretrainedConfig):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -15,6 +17,16 @@ TEACHERS: dict[str, Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase]
 DEFAULT_TEACHER = minilm.NAME
 # The Hub model each shipped teacher is built on: the model card's `base_model`.
 BASE_MODELS = {minilm.NAME: minilm.BASE_MODEL}
+
+
+def base_model_of(teacher: str | None) -> str | None:
+    """The Hub model a teacher is or is built on (the card's `base_model`): a shipped teacher's base, a name that
+    can be a Hub id as it is, and None for a local folder, which the Hub cannot link to."""
+    if not teacher:
+        return None
+    if teacher in BASE_MODELS:
+        return BASE_MODELS[teacher]
+    return teacher if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", teacher) and not Path(teacher).exists() else None
 
 
 def load_default_teacher(name: str = DEFAULT_TEACHER) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

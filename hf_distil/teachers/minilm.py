@@ -76,7 +76,7 @@ def sha256(path: Path) -> str:
 def load_minilm_wiki_mlm(dtype: torch.dtype = torch.float32) -> tuple[BertForMaskedLM, PreTrainedTokenizerBase]:
     """The shipped teacher: packaged encoder + shipped fp16 tensors, checked against the recorded sha256."""
     if not DELTA_FILE.exists():
-        raise FileNotFoundError(f"{DELTA_FILE} is missing; rebuild it with python recipes/build_teacher.py")
+        raise FileNotFoundError(f"{DELTA_FILE} is missing from the installed package; reinstall hf_distil")
     digest = sha256(DELTA_FILE)
     if digest != DELTA_SHA256:
         raise UsageError(

@@ -54,8 +54,8 @@ def load_teacher(
     if untrained:
         shown = ", ".join(untrained[:3]) + (", ..." if len(untrained) > 3 else "")
         needed = (
-            "a masked-LM checkpoint (saved from ...ForMaskedLM, not a bare BertModel), or train a head first "
-            "as recipes/build_teacher.py does"
+            "a masked-LM checkpoint (saved from ...ForMaskedLM, not a bare BertModel), or train a masked-LM head "
+            "on it first"
             if auto_class is AutoModelForMaskedLM
             else f"a teacher already fine-tuned for this task ({auto_class.__name__})"
         )

@@ -1,0 +1,113 @@
+"""Uploading a saved student with its card: safetensors, JSON, tokenizer, card, plot and ONNX files; never a pickle."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import HfApi, ModelCard
+from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+from transformers.utils import logging
+
+from ..errors import RunFailed, UsageError
+from .card import CARD_FILE, save_model_card
+from .report import BiLSTMCardReport, CardReport
+
+logger = logging.get_logger(__name__)
+
+# What reaches the Hub: weights as safetensors, configs, tokenizer, card, plot, metrics, arguments, and an ONNX
+# export in the layout Optimum and transformers.js read (its report is a *.json).
+UPLOAD_PATTERNS = ["*.safetensors", "*.json", "*.txt", "*.md", "*.png", "*.model", "onnx/*.onnx"]
+NEVER_UPLOADED = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "checkpoint-*/*", "runs/*"]
+ARGS_FILE = "training_args.json"
+
+
+def save_training_arguments(args: Any, folder: str | Path) -> None:
+    """The training arguments as JSON (Trainer's own copy is a pickle, which never leaves the machine).
+
+    `TrainingArguments.to_json_string` already replaces every `*_token` value by a placeholder.
+    """
+    Path(folder, ARGS_FILE).write_text(args.to_json_string())
+
+
+def _write_card(card: CardReport | BiLSTMCardReport | ModelCard, folder: Path, repo_id: str) -> None:
+    if isinstance(card, ModelCard):
+        card.save(folder / CARD_FILE)
+    else:
+        save_model_card(card, folder, repo_id)
+
+
+def push_to_hub(
+    folder_or_trainer: str | Path | Any,
+    repo_id: str,
+    *,
+    card: CardReport | BiLSTMCardReport | ModelCard | None = None,
+    private: bool = False,
+    token: str | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+) -> str | None:
+    """Upload a saved student (a folder, or a Trainer's output) with its card; returns the commit URL.
+
+    The card is `card` (a report to render, or a card), else: for a Trainer, its `create_model_card` (the
+    DistillationTrainer's states what training knows), for a folder the README.md already there, or a card that
+    names only the model. Given a Trainer, every process saves (ZeRO-3 gathers the weights) and the main process
+    uploads (the others return None). Only safetensors weights, JSON, the tokenizer, the card, its plot and ONNX
+    files leave the machine. Honours HF_ENDPOINT, read at call time. The token comes from `token`, else HF_TOKEN
+    or `hf auth login`. A failed upload changes nothing local and raises `RunFailed` with one line saying how to
+    retry.
+    """
+    if isinstance(folder_or_trainer, (str, Path)):
+        folder = Path(folder_or_trainer)
+        if not (folder / "config.json").exists():
+            raise UsageError(f"{folder} holds no saved model (config.json); save the student there first.")
+        if card is not None:
+            _write_card(card, folder, repo_id)
+        elif not (folder / CARD_FILE).exists():
+            save_model_card(CardReport(), folder, repo_id)
+    else:  # a Trainer, duck-typed: the hub does not depend on the trainer
+        trainer = folder_or_trainer
+        folder = Path(trainer.args.output_dir)
+        # With args.push_to_hub, save_model would push again (and so on): Trainer's own guard stops that.
+        trainer.save_model(str(folder), _internal_call=True)
+        if not trainer.is_world_process_zero():
+            return None
+        trainer.state.save_to_json(str(folder / "trainer_state.json"))
+        save_training_arguments(trainer.args, folder)
+        if card is not None:
+            _write_card(card, folder, repo_id)
+        else:
+            trainer.create_model_card(model_name=repo_id)
+    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT"), token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        info = api.upload_folder(
+            folder_path=folder,
+            repo_id=repo_id,
+            revision=revision,
+            commit_message=commit_message or f"Upload distilled model from {folder.name}",
+            allow_patterns=UPLOAD_PATTERNS,
+            ignore_patterns=NEVER_UPLOADED,
+        )
+    # huggingface_hub raises HfHubHTTPError for an HTTP answer, OSError (OfflineModeIsEnabled) offline, and its
+    # HTTP client's own transport errors when nothing answers: whatever the cause, nothing local was changed.
+    except Exception as error:
+        raise RunFailed(
+            f"upload of {folder} to {repo_id} failed ({_reason(error)}); the folder is intact: "
+            f"call push_to_hub again, e.g. hf_distil.push_to_hub({str(folder)!r}, {repo_id!r})"
+        ) from None
+    logger.info(f"pushed {folder} to {info.commit_url}")
+    return info.commit_url
+
+
+def _reason(error: Exception) -> str:
+    """A short, token-free account of why an upload failed."""
+    if isinstance(error, HfHubHTTPError) and error.response is not None:
+        return f"HTTP {error.response.status_code}"
+    if isinstance(error, OfflineModeIsEnabled):
+        return "HF_HUB_OFFLINE is set"
+    first_line = (str(error).strip().splitlines() or [""])[0][:120]
+    return f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
