@@ -25,9 +25,9 @@ import torch
 from train_step import models_and_batch, timed
 
 from hf_distil import DistillationArguments, DistillationTrainer
-from hf_distil.cli.run import run_script
-from hf_distil.models.heads import hidden_and_row_logits
-from hf_distil.teachers.cache import CACHE_COLUMNS
+from hf_distil.cli import run_script
+from hf_distil.models import hidden_and_row_logits
+from hf_distil.teachers import CACHE_COLUMNS
 
 VARIANTS = {
     "triple_loss": {},

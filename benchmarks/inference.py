@@ -28,8 +28,8 @@ import torch
 from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM
 
 from hf_distil import init_student_from_teacher
-from hf_distil.cli.run import run_script
-from hf_distil.deploy.deployment import format_deployment, measure_deployment
+from hf_distil.cli import run_script
+from hf_distil.deploy import format_deployment, measure_deployment
 from hf_distil.evaluation import relative_speed
 from hf_distil.hub import describe_speedup
 
@@ -42,7 +42,7 @@ def sentences(tiny: bool, count: int, tokenizer=None) -> list[list[int]]:
         g = torch.Generator().manual_seed(0)
         lengths = torch.randint(8, 40, (count,), generator=g)
         return [torch.randint(5, 1000, (int(n),), generator=g).tolist() for n in lengths]
-    from hf_distil.data.corpus import tokenize_and_chunk, wikipedia_splits
+    from hf_distil.data import tokenize_and_chunk, wikipedia_splits
 
     return tokenize_and_chunk(wikipedia_splits()["test"], tokenizer).select(range(count))["input_ids"]
 
@@ -162,14 +162,14 @@ def main() -> None:
 def default_tokenizer():
     from transformers import AutoTokenizer
 
-    from hf_distil.teachers.minilm import packaged_encoder_path
+    from hf_distil.teachers import packaged_encoder_path
 
     return AutoTokenizer.from_pretrained(packaged_encoder_path())
 
 
 def deployment(teacher, student, tokenizer, count: int, cli) -> list:
     """The deployment table's rows: exports under --deployment_dir (or a temporary folder), all timed in turn."""
-    from hf_distil.deploy.export import held_out_sentences
+    from hf_distil.deploy import held_out_sentences
 
     held_out = held_out_sentences()
     # --tiny models are random: their top-1 at [MASK] is a near-tie that int8 flips at will, so the gate keeps the

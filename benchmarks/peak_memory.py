@@ -33,7 +33,7 @@ import torch
 from train_step import machine, models_and_batch
 
 from hf_distil import DistillationArguments, DistillationTrainer
-from hf_distil.cli.run import run_script
+from hf_distil.cli import run_script
 
 PHASES = ("mlm", "distil", "distil_logits")
 

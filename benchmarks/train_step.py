@@ -42,9 +42,9 @@ from hf_distil import (
     DistillationTrainer,
     init_student_from_teacher,
 )
-from hf_distil.cli.run import run_script
-from hf_distil.losses.terms import mlm_loss
-from hf_distil.models.heads import hidden_and_row_logits
+from hf_distil.cli import run_script
+from hf_distil.losses import mlm_loss
+from hf_distil.models import hidden_and_row_logits
 
 
 def models_and_batch(tiny: bool, batch_size: int, length: int, bert_base: bool = False):
@@ -53,7 +53,7 @@ def models_and_batch(tiny: bool, batch_size: int, length: int, bert_base: bool =
     if bert_base:
         from transformers import AutoTokenizer
 
-        from hf_distil.teachers.minilm import packaged_encoder_path
+        from hf_distil.teachers import packaged_encoder_path
 
         tokenizer = AutoTokenizer.from_pretrained(packaged_encoder_path())  # bert-base-uncased's 30,522 words
         teacher = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer)))  # 12 layers of 768

@@ -6,15 +6,17 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from datasets import Dataset
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 from transformers.trainer_utils import TrainOutput, get_last_checkpoint
+from transformers.utils import logging
 
 from . import hub
 from .callbacks import LossScheduleCallback, MaskingEpochCallback
 from .config import DistillationArguments, loss_weights
 from .data.collator import check_vocabulary
-from .data.corpus import meet_raw_text
+from .data.corpus import datasets_from_text
 from .errors import UsageError
 from .launch import keep_freed_memory
 from .losses.schedules import check_schedules
@@ -35,18 +37,14 @@ from .teachers.cache import CACHE_COLUMNS
 from .teachers.prepare import Teachers, TeacherSignals
 from .term_logging import TermLoggingMixin
 
+logger = logging.get_logger(__name__)
 
-class _Needs(NamedTuple):
-    """What this step's active terms read from the forwards."""
 
-    logits: bool  # LM logits at the selected rows (L_ce, L_mse)
-    hidden: bool  # last hidden states (L_cos)
-    states: bool  # every layer's output (hidden MSE, PKD)
-    maps: bool  # attention probabilities (eager attention)
-    student_scores: list[int] | None  # layers whose pre-softmax scores are read, student side
-    teacher_scores: list[int] | None
-    student_qkv: int | None  # the layer whose Q, K, V the relation term reads, student side
-    teacher_qkv: int | None
+class _Reads(NamedTuple):
+    """What this step's active terms read from the forwards, as keyword arguments of each side's forward."""
+
+    student: dict[str, Any]  # of models.heads.hidden_and_row_logits
+    teacher: dict[str, Any]  # of Teachers.signals
     causal: bool  # a causal student: full logits, next-token labels
 
 
@@ -70,6 +68,10 @@ class DistillationTrainer(TermLoggingMixin, Trainer):
         model: PreTrainedModel,
         teacher_model: PreTrainedModel | str | list[PreTrainedModel | str] | None = None,
         args: DistillationArguments | None = None,
+        train_dataset: Dataset | None = None,
+        eval_dataset: Dataset | None = None,
+        data_collator: Any = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(args, DistillationArguments):
@@ -78,7 +80,7 @@ class DistillationTrainer(TermLoggingMixin, Trainer):
             )
         # Teachers: loaded and checked now, placed once the accelerator exists (below).
         weights = loss_weights(args)
-        cached = set(CACHE_COLUMNS) <= set(getattr(kwargs.get("train_dataset"), "column_names", None) or [])
+        cached = set(CACHE_COLUMNS) <= set(getattr(train_dataset, "column_names", None) or [])
         self.teachers = Teachers.build(
             teacher_model, model, weights=args.teacher_weights, loss_weights=weights, cached_soft_targets=cached
         )
@@ -86,23 +88,41 @@ class DistillationTrainer(TermLoggingMixin, Trainer):
         refuse_source_folders(args.output_dir, [("the teacher", t.name_or_path) for t in self.teachers.models])
         # What a checkpoint must share with a run that resumes it (saved beside every model; see run_folder.py).
         # Recipes add what the trainer cannot see, e.g. which teacher layers the student was cut from.
-        self.run_settings = run_settings(args, self.teachers.models, model, kwargs.get("train_dataset"))
-        _check_tokenizers(model, kwargs)
+        self.run_settings = run_settings(args, self.teachers.models, model, train_dataset)
+        for tokenizer in (processing_class, getattr(data_collator, "tokenizer", None)):
+            if isinstance(tokenizer, PreTrainedTokenizerBase):  # it fits the student, hence the teachers
+                check_vocabulary(tokenizer, model)
         # Layer terms: which layers pair up, the attention they read, a width projection if the widths differ.
         teacher, source = self.teachers.first, kept_teacher_layers(model)
         plan = plan_layers(model, teacher, args.intermediate_layers, weights, args.attention_maps, source)
-        for m in (model, teacher) if plan.eager_attention else ():
-            m.set_attn_implementation("eager")
+        if plan.eager_attention:  # only eager attention returns its probabilities
+            logger.warning(
+                "alpha_attention_mse compares attention probabilities: student and teacher now run eager attention."
+            )
+            for m in (model, teacher):
+                m.set_attn_implementation("eager")
         self.layer_pairs = plan.pairs
         self.hidden_projection = HiddenProjection.between(model, teacher) if plan.pairs else None
         self.relation: RelationPlan | None = None
         if teacher is not None and (weights["relation"] > 0 or "alpha_relation" in args.loss_schedules):
             self.relation = plan_relation(model, teacher, args.relation_heads, args.relation_teacher_layer)
-        meet_raw_text(model, args, kwargs)
+        # Raw text (a "text" column) goes through the corpus pipeline and the masking collator, as TRL's trainers take
+        # raw text; tokenised datasets and a given collator pass unchanged.
+        train_dataset, eval_dataset, data_collator = datasets_from_text(
+            model, args, processing_class, train_dataset, eval_dataset, data_collator
+        )
         if args.push_to_hub:  # checkpoints go up through our callback: Trainer's own push uploads pickles
             pusher = hub.PushToHubCallback.from_arguments(args, card_report=self.card_report)
             kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), pusher]
-        super().__init__(model=model, args=args, **kwargs)
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            data_collator=data_collator,
+            processing_class=processing_class,
+            **kwargs,
+        )
         if self.hidden_projection is not None:
             self.hidden_projection.place(
                 self.args.device,
@@ -159,12 +179,15 @@ class DistillationTrainer(TermLoggingMixin, Trainer):
         return optimizer
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> TrainOutput:
-        """Trainer.train, once the checkpoint to resume from is known intact and made with these settings."""
+        """Trainer.train, once the checkpoint to resume from is known intact and made with these settings; the width
+        projection resumes from it too."""
         checkpoint = resume_from_checkpoint
         if checkpoint is True and Path(self.args.output_dir).is_dir():
             checkpoint = get_last_checkpoint(self.args.output_dir)
         if checkpoint and checkpoint is not True:
             check_checkpoint(checkpoint, self.run_settings)
+            if self.hidden_projection is not None:  # Trainer restores the student and the optimizer, not this
+                self.hidden_projection.load(checkpoint, self.args.device)
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
@@ -186,11 +209,6 @@ class DistillationTrainer(TermLoggingMixin, Trainer):
         if self.hidden_projection is not None:
             self.hidden_projection.save(folder)
         readable_like_other_files(folder.glob("*.safetensors"))
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        if self.hidden_projection is not None:
-            self.hidden_projection.load(resume_from_checkpoint, self.args.device)
 
     # ---- the Hub: everything goes through hf_distil.hub (safetensors and JSON only, our card) ----
 
@@ -309,103 +327,87 @@ class DistillationTrainer(TermLoggingMixin, Trainer):
         return_outputs: bool = False,
         num_items_in_batch: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Student forward, teacher signals, one call into losses.py; terms logged per step."""
-        cache = {k: inputs.pop(k) for k in CACHE_COLUMNS if k in inputs}
+        """Student forward, teacher signals, one call into the loss; terms logged per step."""
+        cached = {k: inputs.pop(k) for k in CACHE_COLUMNS if k in inputs}
         labels = inputs["labels"]
         mask = inputs.setdefault("attention_mask", torch.ones_like(labels))
         rows = self._selected_rows(labels, mask)
-        needs = self._needs()
-        split = self._splits(model, needs.causal)
-        defer = split and self.projection_in_loss and self.weights["mse"] == 0  # L_mse reads whole logits
-        student = heads.hidden_and_row_logits(
-            model,
-            inputs,
-            rows,
-            split,
-            needs.states,
-            needs.maps,
-            needs.student_scores,
-            needs.student_qkv,
-            defer,
-        )
-        teacher = self.teachers.signals(
-            inputs,
-            rows,
-            logits=needs.logits,
-            hidden=needs.hidden,
-            states=needs.states,
-            maps=needs.maps,
-            score_layers=needs.teacher_scores,
-            qkv_layer=needs.teacher_qkv,
-            temperature=self.temperature,
-            cache=cache,
-            defer_projection=defer,
-        )
+        reads = self._reads(model)
+        student = heads.hidden_and_row_logits(model, inputs, rows, **reads.student)
+        teacher = self.teachers.signals(inputs, rows, cache=cached, **reads.teacher)
         with torch.autocast(device_type=labels.device.type, enabled=False):  # the loss maths in fp32
             total, terms = distillation_loss(
-                student_logits=student.row_logits,
-                teacher_logits=teacher.row_logits,
-                teacher_topk=teacher.topk,
-                labels=labels[rows],
-                causal_logits=student.full_logits if needs.causal else None,
-                causal_labels=labels if needs.causal else None,
-                student_hidden=student.hidden,
-                teacher_hidden=teacher.hidden,
+                **self._loss_inputs(student, teacher, labels, rows, reads.causal),
                 attention_mask=mask,
                 weights=self.weights,
                 temperature=self.temperature,
                 num_items=num_items_in_batch,
-                layers=self._layer_inputs(student, teacher),
-                relation=self._relation_inputs(student, teacher),
             )
         if num_items_in_batch is not None and self._gathers_counts:
             # Terms are shares of the global batch; DDP averages gradients over processes, so undo that mean.
-            total = total * self.accelerator.num_processes
-            terms = {k: v * self.accelerator.num_processes for k, v in terms.items()}
+            processes = self.accelerator.num_processes
+            total, terms = total * processes, {name: value * processes for name, value in terms.items()}
         self._accumulate_terms("train" if model.training else "eval", terms)
         return (total, {"terms": terms}) if return_outputs else total
 
-    def _needs(self) -> _Needs:
+    def _reads(self, model: nn.Module) -> _Reads:
         """What the active terms read this step (schedules may switch terms on or off)."""
         weights = self.weights
         attention, scores = weights["attention_mse"] > 0, self.args.attention_maps == "scores"
         pairs = self._attention_pairs if attention and scores else []
         relation = self.relation if weights["relation"] > 0 else None
-        return _Needs(
-            logits=any(weights[t] > 0 for t in LOGIT_TERMS),
-            hidden=weights["cos"] > 0,
-            states=weights["hidden_mse"] > 0 or weights["pkd"] > 0,
-            maps=attention and not scores,
-            student_scores=[i for i, _ in pairs] or None,
-            teacher_scores=[j for _, j in pairs] or None,
-            student_qkv=relation.student_layer if relation else None,
-            teacher_qkv=relation.teacher_layer if relation else None,
-            causal=weights["clm"] > 0,
-        )
-
-    def _splits(self, model: nn.Module, causal: bool) -> bool:
-        """Encoder + LM head at the selected rows only; a wrapped student (DDP, DeepSpeed) must run its own
-        forward for its gradient hooks, and a causal loss reads every position: full logits then."""
-        return model is self.model and not causal and heads.can_split(self.model)
-
-    def _layer_inputs(self, student: heads.LMOutputs, teacher: TeacherSignals) -> dict[str, Any] | None:
-        """The intermediate-layer part of the loss (losses.layer_terms), when layer terms are on."""
-        if not self.layer_pairs:
-            return None
-        return {
-            "layer_pairs": self.layer_pairs,
-            "projection": self.hidden_projection,
-            "student_states": student.hidden_states,
-            "teacher_states": teacher.states,
-            "student_attention": student.attention_by_layer,
-            "teacher_attention": teacher.attention,
+        causal = weights["clm"] > 0
+        # The encoder, then the LM head at the selected rows only; a wrapped student (DDP, DeepSpeed) must run its own
+        # forward for its gradient hooks, and a causal loss reads every position: full logits then.
+        split = model is self.model and not causal and heads.can_split(self.model)
+        shared = {
+            "states": weights["hidden_mse"] > 0 or weights["pkd"] > 0,
+            "maps": attention and not scores,
+            "defer_projection": split and self.projection_in_loss and weights["mse"] == 0,  # L_mse reads whole logits
         }
+        student = {
+            "split": split,
+            "score_layers": [i for i, _ in pairs] or None,
+            "qkv_layer": relation.student_layer if relation else None,
+        }
+        teacher = {
+            "logits": any(weights[t] > 0 for t in LOGIT_TERMS),
+            "hidden": weights["cos"] > 0,
+            "score_layers": [j for _, j in pairs] or None,
+            "qkv_layer": relation.teacher_layer if relation else None,
+        }
+        return _Reads({**student, **shared}, {**teacher, **shared}, causal)
 
-    def _relation_inputs(self, student: heads.LMOutputs, teacher: TeacherSignals) -> dict[str, Any] | None:
-        """The relation term's part of the loss (relation.relation_kl), when it is on this step."""
-        if student.qkv is None:
-            return None
-        return {"student_qkv": student.qkv, "teacher_qkv": teacher.qkv, "heads": self.relation.heads}
+    def _loss_inputs(
+        self, student: heads.LMOutputs, teacher: TeacherSignals, labels: torch.Tensor, rows: torch.Tensor, causal: bool
+    ) -> dict[str, Any]:
+        """Both sides' outputs as the arguments of `distillation_loss`."""
+        layers = None
+        if self.layer_pairs:
+            layers = {
+                "layer_pairs": self.layer_pairs,
+                "projection": self.hidden_projection,
+                "student_states": student.hidden_states,
+                "teacher_states": teacher.states,
+                "student_attention": student.attention_by_layer,
+                "teacher_attention": teacher.attention,
+            }
+        relation = None
+        if student.qkv is not None:
+            relation = {"student_qkv": student.qkv, "teacher_qkv": teacher.qkv, "heads": self.relation.heads}
+        return {
+            "student_logits": student.row_logits,
+            "teacher_logits": teacher.row_logits,
+            "teacher_topk": teacher.topk,
+            "teacher_weights": self.teachers.weights,
+            "labels": labels[rows],
+            "causal_logits": student.full_logits if causal else None,
+            "causal_labels": labels if causal else None,
+            "student_hidden": student.hidden,
+            "teacher_hidden": teacher.hidden,
+            "layers": layers,
+            "relation": relation,
+        }
 
     def prediction_step(
         self,
@@ -420,13 +422,6 @@ class DistillationTrainer(TermLoggingMixin, Trainer):
             loss = self.compute_loss(model, inputs, num_items_in_batch=self._term_counts([inputs], self.args.device))
         self._eval_batches += 1
         return loss.detach(), None, None
-
-
-def _check_tokenizers(model: PreTrainedModel, kwargs: dict[str, Any]) -> None:
-    """The tokenizers given (processing_class, the collator's) fit the student's vocabulary, hence the teachers'."""
-    tokenizers = (kwargs.get("processing_class"), getattr(kwargs.get("data_collator"), "tokenizer", None))
-    for tokenizer in {id(t): t for t in tokenizers if isinstance(t, PreTrainedTokenizerBase)}.values():
-        check_vocabulary(tokenizer, model)
 
 
 def _without_tied_copies(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hf_distil.cli.run import run_script
+from hf_distil.cli import run_script
 
 RECIPES = Path(__file__).resolve().parent
 VARIANTS = {

@@ -22,9 +22,9 @@ from transformers import HfArgumentParser, get_linear_schedule_with_warmup, set_
 from transformers.utils import logging
 
 from hf_distil import DataCollatorForDistillation, DistillationArguments, DistillationTrainer, token_counts
-from hf_distil.cli.run import run_script
-from hf_distil.data.corpus import HELD_OUT_ARTICLES, tokenize_and_chunk, wikipedia_splits
-from hf_distil.evaluation.masked_lm import masked_lm_metrics
+from hf_distil.cli import run_script
+from hf_distil.data import HELD_OUT_ARTICLES, tokenize_and_chunk, wikipedia_splits
+from hf_distil.evaluation import masked_lm_metrics
 from hf_distil.teachers import minilm
 
 logger = logging.get_logger("build_teacher")

@@ -19,13 +19,10 @@ from transformers import set_seed
 from transformers.utils import logging
 
 from hf_distil import DataCollatorForDistillation, DistillationArguments
-from hf_distil.cli.arguments import ModelArguments, parse_with_config
-from hf_distil.cli.run import run_script
-from hf_distil.data.corpus import DataArguments, prepare_corpus
+from hf_distil.cli import ModelArguments, parse_with_config, run_script
+from hf_distil.data import DataArguments, prepare_corpus
 from hf_distil.errors import UsageError
-from hf_distil.teachers import load_default_teacher
-from hf_distil.teachers.cache import build_teacher_cache, bytes_per_token
-from hf_distil.teachers.prepare import load_teacher, load_tokenizer
+from hf_distil.teachers import build_teacher_cache, bytes_per_token, load_default_teacher, load_teacher, load_tokenizer
 
 logger = logging.get_logger("cache_teacher")
 

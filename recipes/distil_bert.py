@@ -34,20 +34,27 @@ from hf_distil import (
     init_student_from_teacher,
 )
 from hf_distil.callbacks import NonFiniteLossGuard, TeacherAgreementCallback
-from hf_distil.cli.arguments import ModelArguments, parse_with_config
-from hf_distil.cli.run import run_script
+from hf_distil.cli import ModelArguments, parse_with_config, run_script
 from hf_distil.config import loss_weights
-from hf_distil.data.corpus import DataArguments, prepare_corpus
+from hf_distil.data import DataArguments, prepare_corpus
 from hf_distil.errors import RunFailed
 from hf_distil.evaluation import REPORT_FILE, RunReport, masked_lm_metrics, relative_speed, whole_model
 from hf_distil.hub import CardReport, HeldOut, Speed, describe_speedup, save_model_card, save_training_arguments
-from hf_distil.losses.terms import terms_needing_a_teacher
-from hf_distil.models.mobilebert import mobilebert_student
+from hf_distil.losses import terms_needing_a_teacher
+from hf_distil.models import mobilebert_student
 from hf_distil.run_folder import refuse_source_folders, resume_point
 from hf_distil.student import PROVENANCE_KEY
-from hf_distil.teachers import DEFAULT_TEACHER, base_model_of, load_default_teacher, minilm
-from hf_distil.teachers.cache import CachedSignalsCollator
-from hf_distil.teachers.prepare import check_model_source, load_teacher, load_tokenizer, prepare_teacher
+from hf_distil.teachers import (
+    DEFAULT_TEACHER,
+    CachedSignalsCollator,
+    base_model_of,
+    check_model_source,
+    load_default_teacher,
+    load_teacher,
+    load_tokenizer,
+    minilm,
+    prepare_teacher,
+)
 
 logger = logging.get_logger("distil_bert")
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "distil_bert.yaml"

@@ -44,19 +44,27 @@ from transformers import (
 from transformers.utils import logging
 
 from hf_distil import TaskDistillationArguments, TaskDistillationTrainer, label_with_teacher
-from hf_distil.cli.arguments import parse_with_config
-from hf_distil.cli.run import run_script
+from hf_distil.cli import parse_with_config, run_script
 from hf_distil.deploy import TASKS as EXPORT_TASKS
 from hf_distil.deploy import describe_machine, export_onnx, latencies, onnx_runner, torch_runner
 from hf_distil.errors import UsageError
 from hf_distil.hub import BiLSTMCardReport, CpuTime, Score, push_to_hub, save_model_card
-from hf_distil.models.bilstm import bilstm_from_teacher, non_embedding_parameters
-from hf_distil.tasks.augment import TangRates, mlm_candidates, mlm_transfer_set, tang_transfer_set, words_of
-from hf_distil.tasks.datasets import MAIN_METRIC, TASKS, encode_pairs, load_task, resolve_model
+from hf_distil.models import bilstm_from_teacher, non_embedding_parameters
+from hf_distil.tasks import (
+    MAIN_METRIC,
+    TASKS,
+    PerceptronTagger,
+    TangRates,
+    encode_pairs,
+    load_task,
+    mlm_candidates,
+    mlm_transfer_set,
+    resolve_model,
+    tang_transfer_set,
+    words_of,
+)
 from hf_distil.tasks.metrics import metric_path
-from hf_distil.tasks.pos_tagger import PerceptronTagger
-from hf_distil.teachers import DEFAULT_TEACHER, base_model_of
-from hf_distil.teachers.prepare import load_teacher, load_tokenizer
+from hf_distil.teachers import DEFAULT_TEACHER, base_model_of, load_teacher, load_tokenizer
 
 logger = logging.get_logger("distil_bilstm")
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "distil_bilstm.yaml"

@@ -20,9 +20,8 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser, PreTrainedModel
 
-from hf_distil.cli.run import run_script
-from hf_distil.deploy.export import FP32_KEY, STUDENT_KEY, TEACHER_KEY, ExportReport, export_student, task_of
-from hf_distil.deploy.quantization import SCHEME_NAMES
+from hf_distil.cli import run_script
+from hf_distil.deploy import FP32_KEY, SCHEME_NAMES, STUDENT_KEY, TEACHER_KEY, ExportReport, export_student, task_of
 from hf_distil.errors import RunFailed, UsageError
 
 DEFAULT_STUDENT = Path("outputs/default_student")

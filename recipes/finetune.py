@@ -37,12 +37,12 @@ from transformers import (
 from transformers.utils import logging
 
 from hf_distil import TaskDistillationArguments, TaskDistillationTrainer
-from hf_distil.cli.run import run_script
+from hf_distil.cli import run_script
 from hf_distil.errors import UsageError
+from hf_distil.tasks import MAIN_METRIC, TASKS, encode_pairs, load_task, resolve_model
 from hf_distil.tasks import qa as qa_lib
-from hf_distil.tasks.datasets import MAIN_METRIC, TASKS, encode_pairs, load_task, resolve_model
 from hf_distil.tasks.metrics import metric_path
-from hf_distil.teachers.prepare import load_teacher, load_tokenizer
+from hf_distil.teachers import load_teacher, load_tokenizer
 
 logger = logging.get_logger("finetune")
 
@@ -205,7 +205,7 @@ def int8_metrics(folder: str, held_out: datasets.Dataset, compute_metrics) -> di
     """Export `folder` through the int8 gate (hf_distil.export) and score its int8 file on `held_out` at batch 1,
     as a deployed model sees its inputs: eval_int8_<metric>, the scheme kept and its label agreement with fp32.
     When no scheme passes the gate there is no int8 file and no score, only eval_int8_scheme "none"."""
-    from hf_distil.deploy.export import export_student, session
+    from hf_distil.deploy import export_student, session
 
     report = export_student(folder, folder, speed_sentences=5, speed_rounds=1)
     if report.int8_file is None:

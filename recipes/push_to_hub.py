@@ -16,7 +16,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from hf_distil import push_to_hub
-from hf_distil.cli.run import run_script
+from hf_distil.cli import run_script
 from hf_distil.deploy import EXPORT_REPORT_FILE, ExportReport
 from hf_distil.hub import CardReport
 

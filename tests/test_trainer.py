@@ -348,7 +348,8 @@ def test_narrower_student_learns_a_projection_saved_beside_it(tmp_path, teacher,
     config = DistilBertConfig(
         vocab_size=len(tokenizer), dim=16, n_layers=2, n_heads=4, hidden_dim=32, max_position_embeddings=64
     )
-    student = DistilBertForMaskedLM(config)
+    DistilBertForMaskedLM(config).save_pretrained(tmp_path / "student")  # a resume reloads it from a folder
+    student = DistilBertForMaskedLM.from_pretrained(tmp_path / "student")
     settings = dict(
         alpha_cos=0.0,
         alpha_hidden_mse=1.0,
@@ -368,11 +369,10 @@ def test_narrower_student_learns_a_projection_saved_beside_it(tmp_path, teacher,
     assert (checkpoint / "hidden_projection.safetensors").exists()
     assert not any("projection" in k and "vocab" not in k for k in load_file(str(checkpoint / "model.safetensors")))
     assert {"loss_hidden_mse", "loss_pkd"} <= set(trainer.state.log_history[0])
-    resumed = tiny_trainer(model=student, **settings)
-    resumed._load_from_checkpoint(str(checkpoint))
-    assert torch.equal(
-        resumed.hidden_projection.weight, trainer.hidden_projection.weight.cpu()
-    )  # a resume restores it
+    resumed = tiny_trainer(model=DistilBertForMaskedLM.from_pretrained(tmp_path / "student"), **settings)
+    assert not torch.equal(resumed.hidden_projection.weight, trainer.hidden_projection.weight.cpu())
+    resumed.train(resume_from_checkpoint=str(checkpoint))  # at max_steps already: restores, trains no further
+    assert torch.equal(resumed.hidden_projection.weight, trainer.hidden_projection.weight.cpu())
 
 
 def test_attention_loss_needs_equal_head_counts(tmp_path, teacher, tokenizer):

@@ -5,7 +5,6 @@ Why each is overridden (see hf_distil/trainer.py):
 - `_clip_grad_norm(model)`: clip the learned width projection together with the student (one norm).
 - `_save(output_dir, state_dict)`: run settings and projection beside the student; no token in training_args.bin;
   file modes.
-- `_load_from_checkpoint(resume_from_checkpoint, model)`: restore the projection on resume.
 - `_set_signature_columns_if_needed()` / `_signature_columns`: keep the columns the teacher (token types) or
   the teacher cache need although the student's forward does not take them.
 - `_push_from_checkpoint(checkpoint_folder)`: Trainer's checkpoint push uploads a pickle; ours does not.
@@ -25,7 +24,6 @@ from hf_distil import DistillationTrainer
 HOOKS = {
     "_clip_grad_norm": ["self", "model"],
     "_save": ["self", "output_dir", "state_dict"],
-    "_load_from_checkpoint": ["self", "resume_from_checkpoint", "model"],
     "_set_signature_columns_if_needed": ["self"],
     "_push_from_checkpoint": ["self", "checkpoint_folder"],
     "get_batch_samples": ["self", "epoch_iterator", "num_batches", "device"],

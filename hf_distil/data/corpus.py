@@ -390,26 +390,32 @@ def prepare_corpus(
     return train, held_out, torch.from_numpy(np.load(folder / "counts.npy"))
 
 
-def meet_raw_text(model: PreTrainedModel, args: TrainingArguments, kwargs: dict[str, Any]) -> None:
-    """Datasets with a "text" column are tokenised and chunked by the library's pipeline (as TRL's trainers
-    accept raw text), and a missing collator becomes DistilBERT's masking collator with the corpus' counts."""
-    tokenizer = kwargs.get("processing_class")
+def datasets_from_text(
+    model: PreTrainedModel,
+    args: TrainingArguments,
+    tokenizer: PreTrainedTokenizerBase | None,
+    train_dataset: datasets.Dataset | None,
+    eval_dataset: datasets.Dataset | None,
+    data_collator: Any,
+) -> tuple[datasets.Dataset | None, datasets.Dataset | None, Any]:
+    """(train, eval, collator): datasets of raw text (a "text" column, no "input_ids") tokenised and chunked by
+    `tokenize_and_chunk`, others as given; without a collator, DistilBERT's masking collator with the training
+    text's token counts."""
     max_length = min(model.config.max_position_embeddings, getattr(tokenizer, "model_max_length", 10**9))
-    for key in ("train_dataset", "eval_dataset"):
-        dataset = kwargs.get(key)
+    split = {"train_dataset": train_dataset, "eval_dataset": eval_dataset}
+    for key, dataset in split.items():
         columns = getattr(dataset, "column_names", None)
-        if columns is None or "input_ids" in columns:
+        if columns is None or "text" not in columns or "input_ids" in columns:  # tokenised, or cached teacher signals
             continue
-        if "text" not in columns:
-            raise UsageError(f"{key} has columns {columns}; give it a 'text' column or tokenised 'input_ids'.")
         if tokenizer is None:
             raise UsageError(f"{key} holds raw text; pass processing_class=tokenizer so the trainer can tokenise it.")
-        kwargs[key] = tokenize_and_chunk(dataset, tokenizer, max_length=max_length)
-    if kwargs.get("data_collator") is None and (kwargs.get("train_dataset") or kwargs.get("eval_dataset")) is not None:
+        split[key] = tokenize_and_chunk(dataset, tokenizer, max_length=max_length)
+    train_dataset, eval_dataset = split["train_dataset"], split["eval_dataset"]
+    if data_collator is None and (train_dataset or eval_dataset) is not None:
         if tokenizer is None:
             raise UsageError(
                 "pass data_collator=DataCollatorForDistillation(tokenizer, ...) or processing_class=tokenizer."
             )
-        train = kwargs.get("train_dataset")
-        counts = token_counts(train, tokenizer) if train is not None else None
-        kwargs["data_collator"] = DataCollatorForDistillation.from_arguments(tokenizer, args, token_counts=counts)
+        counts = token_counts(train_dataset, tokenizer) if train_dataset is not None else None
+        data_collator = DataCollatorForDistillation.from_arguments(tokenizer, args, token_counts=counts)
+    return train_dataset, eval_dataset, data_collator

@@ -21,6 +21,7 @@ from .runtime import describe_machine, latencies, onnx_runner, session, torch_ru
 
 __all__ = [
     "EXPORT_REPORT_FILE",
+    "ExportReport",
     "FP32_FILE",
     "FP32_KEY",
     "INT8_FILE",
@@ -28,7 +29,6 @@ __all__ = [
     "STUDENT_KEY",
     "TASKS",
     "TEACHER_KEY",
-    "ExportReport",
     "describe_machine",
     "export_onnx",
     "export_student",

@@ -1,26 +1,22 @@
 """The int8 schemes the export's gate tries (`SCHEMES`, fastest first): onnxruntime's own quantizers, and our
 graph rewrites in standard ONNX ops where those lose too many of fp32's answers.
 
-`outlier_split`, the calibrated one: GPTQ weight rounding and outlier channels kept in fp32. Measured on the
-shipped teacher's 3-layer student (top-1 agreement with fp32 at [MASK], 1,658 masks; README,
-"Deploy the student"): rounding each weight to its nearest int8 step already costs 3.7 points with the
-activations left in fp32, and one int8 scale for a whole activation tensor costs another 10, because a few
-channels of BERT's residual stream (channel 99 here: 28 against a median of 1.8) carry values 5-15x larger
-than the rest at a few tokens (Bondarenko et al. 2021, arXiv:2109.12948). Two remedies that cost almost nothing
-at run time:
+Why rewrites of our own: rounding each weight to its nearest int8 step already costs answers, and one int8 scale
+for a whole activation tensor costs many more, because a few channels of BERT's residual stream carry values
+several times larger than the rest at a few tokens (Bondarenko et al. 2021, arXiv:2109.12948). Two remedies that
+cost almost nothing at run time:
 
-- GPTQ (Frantar et al. 2022, arXiv:2210.17323): weights are rounded one input row at a time, each rounding
-  error pushed onto the rows not yet rounded through the inverse Hessian of the layer's calibrated inputs, so
-  the *output* error is small rather than each weight's (3.7 -> 2.4 points weights-only).
-- LLM.int8()'s decomposition (Dettmers et al. 2022, arXiv:2208.07339): the few input channels whose calibrated
-  range is far above the others are multiplied in fp32, the rest in int8 with a scale no longer set by them.
+- `outlier_split`: GPTQ (Frantar et al. 2022, arXiv:2210.17323) rounds weights one input row at a time, each
+  rounding error pushed onto the rows not yet rounded through the inverse Hessian of the layer's calibrated
+  inputs, so that the *output* error is small rather than each weight's; and LLM.int8()'s decomposition (Dettmers
+  et al. 2022, arXiv:2208.07339) multiplies the few input channels whose calibrated range is far above the others
+  in fp32, the rest in int8 with a scale no longer set by them.
+- `smooth_split`: the same with fewer fp32 products. SmoothQuant (Xiao et al. 2022, arXiv:2211.10438) divides each
+  input channel by s = max|x|^α / max|W|^(1−α) and multiplies the weight's row by it, (x/s)(sW) = xW, so the
+  outliers shrink into a range one int8 scale spans; the split stays only for the second feed-forward MatMul's
+  input, where smoothing alone keeps fewer answers.
 
-`smooth_split`, the same with fewer fp32 products: SmoothQuant (Xiao et al. 2022, arXiv:2211.10438) divides each
-input channel by s = max|x|^α / max|W|^(1−α) and multiplies the weight's row by it, (x/s)(sW) = xW, so the
-outliers shrink into a range one int8 scale spans, at the cost of one Mul that replaces the split's mask. Measured
-on the same student: smoothing every input keeps 94.6% of fp32's answers at α 0.8; keeping the split for the
-feed-forward activation's output (the second feed-forward MatMul's input) keeps 96.1%, 12% faster than splitting
-everywhere (95.9%).
+What each scheme keeps of fp32's answers, and its speed: the deployment tables of the docs' results page.
 """
 
 from __future__ import annotations
@@ -40,8 +36,8 @@ OUTLIER_RATIO = 3.0  # a channel is an outlier when its calibrated |max| exceeds
 MAX_OUTLIERS = 8  # per MatMul input: at most this many channels in fp32 (measured: 8 and 16 agree equally, 4 less)
 GPTQ_BLOCK = 128  # rows rounded between two updates of the rest (GPTQ's block size)
 GPTQ_DAMPING = 0.01  # added to the Hessian's diagonal, as a share of its mean (GPTQ's percdamp)
-# SmoothQuant's migration strength; top-1 agreement with every input smoothed, measured on the shipped teacher's
-# student: α 0.5 80.3%, 0.65 90.6%, 0.8 94.6%, 0.85 94.6%, 0.9 93.6%, 0.95 91.9%.
+# SmoothQuant's migration strength: on the shipped teacher's student, agreement with fp32 rises from α 0.5 to a
+# plateau at 0.8-0.85 and falls beyond.
 SMOOTH_ALPHA = 0.8
 
 
@@ -350,10 +346,9 @@ def intermediate_size(config: dict) -> int | None:
 def feed_forward_matmuls(onnx_path: Path, config: dict) -> list[str]:
     """Names of the MatMul nodes of the feed-forward blocks: those whose weight has the intermediate size.
 
-    Measured on the shipped teacher's 3-layer student (one node quantised at a time, 640 masks): the
-    feed-forward MatMuls cost 1.4–6.9 points of top-1 agreement each, the attention ones 0.2–1.6, as
-    Bondarenko et al. 2021 (arXiv:2109.12948) found for BERT: the inputs of the feed-forward block carry the
-    outlier dimensions that one per-tensor int8 scale cannot span.
+    Quantised one node at a time, the feed-forward MatMuls cost several times more agreement than the attention
+    ones, as Bondarenko et al. 2021 (arXiv:2109.12948) found for BERT: the inputs of the feed-forward block carry
+    the outlier dimensions that one per-tensor int8 scale cannot span.
     """
     import onnx
 
@@ -363,7 +358,7 @@ def feed_forward_matmuls(onnx_path: Path, config: dict) -> list[str]:
     return [n.name for n in graph.node if n.op_type == "MatMul" and width in shapes.get(n.input[1], ())]
 
 
-SCHEMES = [  # in order of speed on the shipped teacher's student (README, "Deploy the student")
+SCHEMES = [  # in order of speed on the shipped teacher's student
     Scheme(
         "dynamic",
         "quantize_dynamic QInt8, onnxruntime defaults (per-tensor weights, embeddings too)",

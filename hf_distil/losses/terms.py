@@ -261,7 +261,7 @@ def layer_terms(
 def distillation_loss(
     *,
     student_logits: torch.Tensor | LinearLogits | None,
-    teacher_logits: torch.Tensor | LinearLogits | None,
+    teacher_logits: torch.Tensor | LinearLogits | list[torch.Tensor] | None,
     labels: torch.Tensor | None,
     student_hidden: torch.Tensor | None = None,
     teacher_hidden: torch.Tensor | None = None,
@@ -274,6 +274,7 @@ def distillation_loss(
     causal_logits: torch.Tensor | None = None,
     causal_labels: torch.Tensor | None = None,
     relation: Mapping[str, object] | None = None,
+    teacher_weights: Sequence[float] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted sum of the terms whose weight is > 0; returns (total, {term name: unweighted value}).
 
@@ -284,12 +285,17 @@ def distillation_loss(
     causal_logits (B, L, V) / causal_labels (B, L): what "clm" reads when the logit terms read selected rows
     (a causal student distilled from a teacher); default student_logits / labels.
     relation: {"student_qkv", "teacher_qkv", "heads"}, the arguments of `relation.relation_kl` for "relation".
+    Several teachers: teacher_logits is a list of (N, V), mixed with `teacher_weights` (`mix_teacher_logits`).
     Logits given as `LinearLogits` (the head's last linear layer left undone) are projected chunk by chunk
     inside L_ce and L_mlm (fused_linear.py); their values in `terms` are then for the logs only, the gradient
     flows through the total. Where that path cannot serve (L_mse, or a teacher given as (N, V) logits, e.g.
     several teachers mixed), the logits are materialised and the (N, V) path runs.
     """
     counts = num_items or {}
+    if isinstance(teacher_logits, list):
+        teacher_logits = mix_teacher_logits(
+            teacher_logits, teacher_weights or [1.0] * len(teacher_logits), temperature
+        )
     use_ce = weights.get("ce", 0) > 0
     teacher = (teacher_logits if teacher_topk is None else teacher_topk) if use_ce else None
     fused_total = None  # L_ce + L_mlm, weighted, when the projection runs inside them

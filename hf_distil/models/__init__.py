@@ -1,7 +1,8 @@
 """Model-side pieces: running a model with its LM head at chosen rows, layer maps, the width projection, and
 the other student architectures (BiLSTM, MobileBERT)."""
 
-from .bilstm import BiLSTMConfig, BiLSTMForSequenceClassification, bilstm_from_teacher
+from .bilstm import BiLSTMConfig, BiLSTMForSequenceClassification, bilstm_from_teacher, non_embedding_parameters
+from .heads import hidden_and_row_logits
 from .layer_map import PROVENANCE_KEY, plan_layers, plan_relation
 from .mobilebert import mobilebert_student
 from .projection import HiddenProjection
@@ -12,7 +13,9 @@ __all__ = [
     "HiddenProjection",
     "PROVENANCE_KEY",
     "bilstm_from_teacher",
+    "hidden_and_row_logits",
     "mobilebert_student",
+    "non_embedding_parameters",
     "plan_layers",
     "plan_relation",
 ]

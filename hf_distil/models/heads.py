@@ -114,8 +114,8 @@ def hidden_and_row_logits(
     inputs: Mapping[str, torch.Tensor],
     rows: torch.Tensor,
     split: bool,
-    all_hidden_states: bool = False,
-    attentions: bool = False,
+    states: bool = False,
+    maps: bool = False,
     score_layers: list[int] | None = None,
     qkv_layer: int | None = None,
     defer_projection: bool = False,
@@ -125,7 +125,7 @@ def hidden_and_row_logits(
     split=True runs the encoder and then the head at `rows` only (the model must pass `can_split`);
     split=False runs the model's own forward and selects rows from its full logits (needed when the model
     is wrapped by DDP or DeepSpeed, whose gradient hooks expect their own forward call).
-    all_hidden_states / attentions also return every layer's output / attention probabilities;
+    states / maps also return every layer's output / attention probabilities;
     score_layers, the pre-softmax attention scores of those layers (see `capture_attention_scores`);
     qkv_layer, that layer's query, key and value projections (1-based, see `capture_projections`).
     defer_projection (with split): row_logits is a `LinearLogits`, the head's transform applied and its
@@ -135,15 +135,15 @@ def hidden_and_row_logits(
         layers = sorted({*(score_layers or ()), *([qkv_layer] if qkv_layer else ())})
         with capture_projections(model, layers) as projections:
             outputs = hidden_and_row_logits(
-                model, inputs, rows, split, all_hidden_states, attentions, defer_projection=defer_projection
+                model, inputs, rows, split, states, maps, defer_projection=defer_projection
             )
         kept, heads = projections(), attention_heads(model)
         return outputs._replace(
             scores={i: attention_scores(*kept[i][:2], heads) for i in score_layers} if score_layers else None,
             qkv=kept[qkv_layer] if qkv_layer else None,
         )
-    extra = {"output_hidden_states": True} if all_hidden_states else {}
-    if attentions:
+    extra = {"output_hidden_states": True} if states else {}
+    if maps:
         extra["output_attentions"] = True
     if split:
         inner = model.module if hasattr(model, "module") else model
@@ -160,7 +160,7 @@ def hidden_and_row_logits(
         out.hidden_states[-1],
         out.logits[rows],
         out.logits,
-        out.hidden_states if all_hidden_states else None,
+        out.hidden_states if states else None,
         out.attentions,
     )
 

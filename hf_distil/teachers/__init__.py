@@ -1,4 +1,5 @@
-"""Offline teachers that the project builds and ships, by name."""
+"""The teacher side: loading, freezing and placing teachers (prepare.py), their signals cached once (cache.py),
+and the offline teachers that the project builds and ships, by name (minilm.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..errors import UsageError
 from . import minilm
+from .cache import CACHE_COLUMNS, CachedSignalsCollator, build_teacher_cache, bytes_per_token
+from .minilm import packaged_encoder_path
+from .prepare import check_model_source, load_teacher, load_tokenizer, prepare_teacher
 
 TEACHERS: dict[str, Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase]]] = {
     minilm.NAME: minilm.load_minilm_wiki_mlm,
@@ -34,3 +38,21 @@ def load_default_teacher(name: str = DEFAULT_TEACHER) -> tuple[PreTrainedModel, 
     if name not in TEACHERS:
         raise UsageError(f"unknown shipped teacher {name!r}; available: {sorted(TEACHERS)}.")
     return TEACHERS[name]()
+
+
+__all__ = [
+    "BASE_MODELS",
+    "CACHE_COLUMNS",
+    "CachedSignalsCollator",
+    "DEFAULT_TEACHER",
+    "base_model_of",
+    "build_teacher_cache",
+    "bytes_per_token",
+    "check_model_source",
+    "load_default_teacher",
+    "load_teacher",
+    "load_tokenizer",
+    "minilm",
+    "packaged_encoder_path",
+    "prepare_teacher",
+]

@@ -18,7 +18,7 @@ from transformers.utils import logging
 
 from ..config import check_teacher_weights
 from ..errors import UsageError
-from ..losses.terms import mix_teacher_logits, terms_needing_a_teacher
+from ..losses import LinearLogits, terms_needing_a_teacher
 from ..models import heads
 from .cache import CACHE_COLUMNS
 
@@ -202,7 +202,7 @@ class TeacherSignals(NamedTuple):
     """What the loss reads from the teacher side for one batch (None where no active term needs it)."""
 
     hidden: torch.Tensor | None  # (B, L, H) the first teacher's last hidden state
-    row_logits: torch.Tensor | heads.LinearLogits | None  # (N, V) at the selected rows; several: their mixture
+    row_logits: torch.Tensor | LinearLogits | list[torch.Tensor] | None  # (N, V) at the selected rows; several: a list
     topk: tuple[torch.Tensor, torch.Tensor] | None  # cached (ids, values), (N, k), in place of row_logits
     states: tuple[torch.Tensor, ...] | None  # embeddings + every layer of the first teacher
     attention: dict[int, torch.Tensor] | None  # {layer (1-based): maps or pre-softmax scores}
@@ -280,14 +280,13 @@ class Teachers:
         maps: bool = False,
         score_layers: list[int] | None = None,
         qkv_layer: int | None = None,
-        temperature: float = 1.0,
         cache: dict[str, torch.Tensor] | None = None,
         defer_projection: bool = False,
     ) -> TeacherSignals:
         """Run the teacher(s) for what is asked: `logits` at `rows` (B, L) bool, the last `hidden` state, every
         layer's `states`, attention `maps`, the pre-softmax scores of `score_layers` or `qkv_layer`'s Q, K, V.
-        defer_projection: logits as `LinearLogits` for a loss that projects them chunk by chunk (one teacher; a
-        mixture needs logits)."""
+        defer_projection: logits as `LinearLogits` for a loss that projects them chunk by chunk (one teacher;
+        several give a list of (N, V) logits, which the loss mixes with `weights`)."""
         topk = None
         if cache:
             ids, values = cache[CACHE_COLUMNS[0]], cache[CACHE_COLUMNS[1]]
@@ -303,9 +302,8 @@ class Teachers:
         defer = defer_projection and len(self.models) == 1
         first = self._run(self.first, inputs, rows, states, maps, score_layers, qkv_layer, defer)
         row_logits = first.row_logits if live_logits else None
-        if live_logits and len(self.models) > 1:
-            others = [self._run(model, inputs, rows).row_logits for model in self.models[1:]]
-            row_logits = mix_teacher_logits([row_logits, *others], self.weights, temperature)
+        if live_logits and len(self.models) > 1:  # the loss mixes them (losses.mix_teacher_logits)
+            row_logits = [row_logits, *(self._run(model, inputs, rows).row_logits for model in self.models[1:])]
         return TeacherSignals(first.hidden, row_logits, topk, first.hidden_states, first.attention_by_layer, first.qkv)
 
     def _run(self, model: Any, inputs: dict[str, torch.Tensor], rows: torch.Tensor, *options: Any) -> heads.LMOutputs:

@@ -8,3 +8,6 @@ from pathlib import Path
 
 def metric_path(name: str) -> str:
     return str(Path(__file__).with_name(name))
+
+
+__all__ = ["metric_path"]
