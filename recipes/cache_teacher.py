@@ -5,7 +5,7 @@
 
 Same corpus and masking options as recipes/distil_bert.py (its YAML, or --config FILE, is read too, so
 the cached rows match the training's restrict_ce_to_mask); `--copies` pre-masked
-versions are stored, since a cache fixes the masks (see hf_distil/teacher_cache.py). Prints the space
+versions are stored, since a cache fixes the masks (see hf_distil/teachers/cache.py). Prints the space
 the signals take per token.
 """
 

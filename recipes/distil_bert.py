@@ -1,6 +1,6 @@
 """Distil a BERT-family masked LM into a shallower student, as DistilBERT (Sanh et al. 2019).
 
-    accelerate launch -q recipes/distil_bert.py    # offline default, ~3 min on 2 CPU cores
+    accelerate launch -q recipes/distil_bert.py    # offline default, about 7-12 minutes on 2 CPU cores
     accelerate launch --config_file ds_configs/multi_gpu.yaml recipes/distil_bert.py \\
         --config recipes/configs/distil_bert_paper.yaml --teacher bert-base-uncased --dataset_name wikipedia ...
 
@@ -172,8 +172,8 @@ def main() -> None:
         device = whole_student.device
         speed_rows = held_out.select(range(min(100, len(held_out))))
         sentences = [{k: torch.tensor([v]).to(device) for k, v in row.items()} for row in speed_rows]
-        # Seconds per model, not a noisy fraction of one: a pass over 100 sentences takes the shipped teacher 2.4 s
-        # (encoder) to 5.2 s (masked LM) on 2 CPU cores (README); the cap of 10 passes keeps tiny test models quick.
+        # Seconds per model, not a noisy fraction of one: a pass over 100 sentences takes the shipped teacher seconds
+        # on 2 CPU cores (docs/results.md); the cap of 10 passes keeps tiny test models quick.
         speed = relative_speed(whole_teacher, whole_student, sentences, min_seconds=3.0, max_repeats=10)
         report = RunReport(
             teacher_name=teacher_name,

@@ -84,7 +84,7 @@ def _kl_and_gradient(xs: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, 
     p.div_(zt)
     # Σ p (log p − log q), log p − log q = (xt − xs) − (log zt − log zs) taken per element: for close
     # distributions a per-row Σ p (xt − xs) − (log zt − log zs) summed by torch in fp32 would cancel to rounding
-    # noise. (The kernel takes the per-row form, but sums in fp64: tests/test_kl_kernel.py.)
+    # noise. (The kernel takes the per-row form, but sums in fp64: tests/losses/test_kl_kernel.py.)
     kl = xt.sub_(xs).sub_(zt.log_().sub_(zs.log_())).mul_(p).sum()
     return kl, q.sub_(p)
 

@@ -41,7 +41,7 @@ from hf_distil.deploy.fidelity import _best_span, agreement, answers, fidelity_f
 from hf_distil.deploy.quantization import SCHEME_NAMES, SCHEMES, feed_forward_matmuls
 from hf_distil.errors import UsageError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAST = dict(num_sentences=20, speed_sentences=3, speed_rounds=1)  # the gate and timing on a handful of sentences
 
 

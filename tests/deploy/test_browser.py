@@ -21,7 +21,7 @@ from transformers import AutoTokenizer
 
 from hf_distil.deploy.export import INT8_FILE, session
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 pytestmark = [
@@ -58,7 +58,7 @@ def site(tmp_path, exported_student):  # noqa: F811
 
 
 def open_page(url: str, screenshot: Path) -> dict:
-    """What the page shows once it sets data-state ({state, status, answers}), through tests/browser_page.mjs."""
+    """What the page shows once it sets data-state ({state, status, answers}), through browser_page.mjs beside it."""
     command = ["node", "--experimental-websocket", str(Path(__file__).with_name("browser_page.mjs"))]
     done = subprocess.run([*command, CHROMIUM, url, str(screenshot)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

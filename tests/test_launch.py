@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # In a fresh process (a test process's heap is fragmented by whatever ran before): page faults of the
 # fourth 100 MB tensor, written then freed; 100 MB is above glibc's largest mmap threshold (32 MB).

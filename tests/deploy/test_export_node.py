@@ -17,7 +17,7 @@ from transformers import AutoTokenizer, DistilBertForSequenceClassification
 from hf_distil import init_student_from_teacher
 from hf_distil.deploy.export import FP32_FILE, INT8_FILE, export_student, held_out_sentences, session
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "transformers_js"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "transformers_js"
 # The scheme the gate keeps for the shipped teacher's student (README), so that Node runs the file users get.
 FAST = dict(min_agreement=0.01, schemes=["smooth_split"], num_sentences=20, speed_sentences=3, speed_rounds=1)
 
