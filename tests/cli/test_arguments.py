@@ -160,6 +160,6 @@ def test_help_shows_text_with_percent_signs_as_written(parse, capsys):
         parse(["--help"])
     assert info.value.code == 0
     shown = " ".join(capsys.readouterr().out.split())
-    assert "(~10% of a step on 2 cores)" in shown  # --cpu_keep_freed_memory's help
+    assert "default: a 5% split of the train texts" in shown  # --validation_file's help
     assert "--intermediate_layers INTERMEDIATE_LAYERS [INTERMEDIATE_LAYERS ...]" in shown
     assert "--config FILE: a YAML file of settings" in shown
