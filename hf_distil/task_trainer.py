@@ -21,6 +21,7 @@ from transformers import (
 )
 from transformers.utils import ModelOutput
 
+from .batch_terms import BatchTermsMixin
 from .errors import UsageError
 from .losses.task import (
     TASK_COUNTS,
@@ -35,10 +36,9 @@ from .models import heads
 from .task_config import TaskDistillationArguments
 from .teachers.cache import TEACHER_LOGITS
 from .teachers.prepare import Teachers, check_compatible, load_teacher
-from .term_logging import TermLoggingMixin
 
 
-class TaskDistillationTrainer(TermLoggingMixin, Trainer):
+class TaskDistillationTrainer(BatchTermsMixin, Trainer):
     """Fine-tunes `model` on a task while matching a fine-tuned teacher on the same inputs: `teacher_model` (a
     model, or a folder or Hub id loaded with the student's task head) run on each batch, or a `teacher_logits`
     column that the teacher wrote beforehand (`label_with_teacher`). Logs `loss_task` and `loss_kd`.
@@ -87,24 +87,10 @@ class TaskDistillationTrainer(TermLoggingMixin, Trainer):
         if TEACHER_LOGITS not in self._signature_columns:
             self._signature_columns.append(TEACHER_LOGITS)
 
-    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: torch.device) -> tuple[list, Any]:
-        """Trainer's micro-batches of one update, with our denominators in place of its single label count: they
-        reach `compute_loss` as `num_items_in_batch`, a dict {count name: tensor} (losses.task.TASK_COUNTS)."""
-        batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
-        return batch_samples, self._term_counts(batch_samples, device)
+    count_names = TASK_COUNTS
 
-    def _term_counts(self, batch_samples: list, device: torch.device) -> dict[str, torch.Tensor] | None:
-        """Denominators of every term over the accumulated batch (and all processes)."""
-        if not batch_samples:
-            return None
-        counts = sum(task_counts(batch).to(device) for batch in batch_samples)
-        if self._gathers_counts:
-            counts = self.accelerator.gather(counts.unsqueeze(0)).sum(0)
-        return dict(zip(TASK_COUNTS, counts))
-
-    @property
-    def _gathers_counts(self) -> bool:
-        return self.args.average_tokens_across_devices and self.args.world_size > 1
+    def _counts_of(self, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+        return task_counts(batch).to(device)
 
     def compute_loss(
         self,
@@ -129,10 +115,8 @@ class TaskDistillationTrainer(TermLoggingMixin, Trainer):
                 teacher = self.teacher(**heads.model_inputs(self.teacher, inputs))
         with torch.autocast(device_type=inputs["input_ids"].device.type, enabled=False):  # the loss maths in fp32
             terms = self._terms(outputs, teacher, written, targets, counts)
-        if self._gathers_counts:  # terms are shares of the global batch; DDP averages gradients over processes
-            terms = {name: value * self.accelerator.num_processes for name, value in terms.items()}
         weights = {"task": self.args.alpha_task, "kd": self.args.alpha_kd}
-        total = sum(weights[name] * value for name, value in terms.items())
+        total, terms = self._global_shares(sum(weights[name] * value for name, value in terms.items()), terms)
         mode = "train" if model.training else "eval"
         if mode == "eval":  # Trainer's prediction_step computes the loss once per batch
             self._eval_batches += 1

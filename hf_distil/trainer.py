@@ -13,6 +13,7 @@ from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 from transformers.utils import logging
 
 from . import hub
+from .batch_terms import BatchTermsMixin
 from .callbacks import LossScheduleCallback, MaskingEpochCallback
 from .config import DistillationArguments, loss_weights
 from .data.collator import check_vocabulary
@@ -35,7 +36,6 @@ from .run_folder import (
 from .student import kept_teacher_layers
 from .teachers.cache import CACHE_COLUMNS
 from .teachers.prepare import Teachers, TeacherSignals
-from .term_logging import TermLoggingMixin
 
 logger = logging.get_logger(__name__)
 
@@ -48,7 +48,7 @@ class _Reads(NamedTuple):
     causal: bool  # a causal student: full logits, next-token labels
 
 
-class DistillationTrainer(TermLoggingMixin, Trainer):
+class DistillationTrainer(BatchTermsMixin, Trainer):
     """Trains `model` (the student) to imitate `teacher_model` with DistilBERT's triple loss.
 
     Every term of `DistillationArguments` is normalised by the count of its items over the whole
@@ -278,41 +278,25 @@ class DistillationTrainer(TermLoggingMixin, Trainer):
             return labels.ne(IGNORE_INDEX)
         return attention_mask.bool()
 
-    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: torch.device) -> tuple[list, Any]:
-        """Trainer's micro-batches of one update, with our denominators in place of its single token count.
+    count_names = COUNTS
 
-        The counts travel as Trainer's `num_items_in_batch`, which it hands unchanged to `compute_loss` (ours):
-        a dict {count name: tensor}, one per kind of item the terms average over.
-        """
-        batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
-        return batch_samples, self._term_counts(batch_samples, device)
-
-    def _term_counts(self, batch_samples: list, device: torch.device) -> dict[str, torch.Tensor] | None:
-        """Denominators of every term over the accumulated batch (and all processes), see losses.py."""
-        if not batch_samples or "labels" not in batch_samples[0]:
+    def _counts_of(self, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor | None:
+        """Masked (labelled) tokens, real tokens, rows of the logit terms, real (query, key) pairs and sequences of
+        one micro-batch (see losses.terms.COUNTS)."""
+        if "labels" not in batch:
             return None
-        counts = torch.zeros(len(COUNTS), dtype=torch.long, device=device)
-        for batch in batch_samples:
-            labels = batch["labels"].to(device)
-            mask = batch.get("attention_mask", torch.ones_like(labels)).to(device)
-            target = labels[:, 1:] if self.weights["clm"] > 0 else labels
-            lengths = mask.sum(1)
-            counts += torch.stack(
-                [
-                    target.ne(IGNORE_INDEX).sum(),
-                    mask.sum(),
-                    self._selected_rows(labels, mask).sum(),
-                    lengths.pow(2).sum(),
-                    torch.tensor(len(labels), device=device),
-                ]
-            )
-        if self._gathers_counts:
-            counts = self.accelerator.gather(counts.unsqueeze(0)).sum(0)
-        return dict(zip(COUNTS, counts))
-
-    @property
-    def _gathers_counts(self) -> bool:
-        return self.args.average_tokens_across_devices and self.args.world_size > 1
+        labels = batch["labels"].to(device)
+        mask = batch.get("attention_mask", torch.ones_like(labels)).to(device)
+        target = labels[:, 1:] if self.weights["clm"] > 0 else labels
+        return torch.stack(
+            [
+                target.ne(IGNORE_INDEX).sum(),
+                mask.sum(),
+                self._selected_rows(labels, mask).sum(),
+                mask.sum(1).pow(2).sum(),
+                torch.tensor(len(labels), device=device),
+            ]
+        )
 
     # ---- the loss ----
 
@@ -339,10 +323,8 @@ class DistillationTrainer(TermLoggingMixin, Trainer):
                 temperature=self.temperature,
                 num_items=num_items_in_batch,
             )
-        if num_items_in_batch is not None and self._gathers_counts:
-            # Terms are shares of the global batch; DDP averages gradients over processes, so undo that mean.
-            processes = self.accelerator.num_processes
-            total, terms = total * processes, {name: value * processes for name, value in terms.items()}
+        if num_items_in_batch is not None:
+            total, terms = self._global_shares(total, terms)
         self._accumulate_terms("train" if model.training else "eval", terms)
         return (total, {"terms": terms}) if return_outputs else total
 

@@ -26,7 +26,7 @@ CORE = {
     "hf_distil.run_folder",
     "hf_distil.launch",
     "hf_distil.errors",
-    "hf_distil.term_logging",
+    "hf_distil.batch_terms",
     "hf_distil.model_card",
 }
 # What sits on top of the library and that the core must never need.
