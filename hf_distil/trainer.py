@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -38,6 +39,8 @@ from .teachers.cache import CACHE_COLUMNS
 from .teachers.prepare import Teachers, TeacherSignals
 
 logger = logging.get_logger(__name__)
+
+_AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class _Reads(NamedTuple):
@@ -129,7 +132,12 @@ class DistillationTrainer(BatchTermsMixin, Trainer):
                 self.accelerator.num_processes,
                 sharded=self.is_deepspeed_enabled or self.is_fsdp_enabled,
             )
-        self.teachers.prepare(self.accelerator)
+        self.teachers.prepare(self.accelerator, args.teacher_dtype)
+        if args.fp16 and self.args.device.type == "cpu":
+            logger.warning(
+                "--fp16 on a CPU: fp16 autocast without loss scaling (no GradScaler on CPUs), so small gradients "
+                "may underflow; --bf16 keeps fp32's range."
+            )
         if args.cpu_keep_freed_memory and self.args.device.type == "cpu":
             keep_freed_memory()
         if hasattr(self.data_collator, "set_epoch"):
@@ -153,6 +161,16 @@ class DistillationTrainer(BatchTermsMixin, Trainer):
         return (
             self.schedule.current.get("temperature", self.args.temperature) if self.schedule else self.args.temperature
         )
+
+    def autocast_smart_context_manager(self, cache_enabled: bool | None = True) -> contextlib.AbstractContextManager:
+        """--fp16/--bf16 autocast around the student's and the teachers' forwards; compute_loss turns it off for the
+        loss maths. Accelerate autocasts only a prepared model's own forward, which the split path (models.heads)
+        and the teachers bypass: without this they would run in fp32. On a CPU Accelerate ignores --fp16 (it has no
+        GradScaler there); fp16 autocast runs here all the same, unscaled. DeepSpeed casts the weights itself."""
+        dtype = _AUTOCAST_DTYPES.get(self.accelerator.mixed_precision)
+        if dtype is None or self.is_deepspeed_enabled:
+            return contextlib.nullcontext()
+        return torch.autocast(self.args.device.type, dtype=dtype, cache_enabled=cache_enabled)
 
     def _clip_grad_norm(self, model: nn.Module) -> torch.Tensor:
         """Clip the student and the projection together: one norm over everything the optimizer updates."""

@@ -139,6 +139,15 @@ def save_tiny_teacher(folder, dropout: float = 0.0):
     return folder
 
 
+def save_recipe_assets(root, dropout: float = 0.0):
+    """A tiny teacher folder and a 200-line text file in `root`: what a user passes to a recipe."""
+    save_tiny_teacher(root / "teacher", dropout=dropout)
+    rng = random.Random(0)
+    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(12, 40))) for _ in range(200)]
+    (root / "train.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
 @pytest.fixture
 def teacher(tokenizer) -> BertForMaskedLM:
     model = BertForMaskedLM(tiny_bert_config(len(tokenizer)))

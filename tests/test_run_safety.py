@@ -7,7 +7,6 @@ import copy
 import hashlib
 import json
 import os
-import random
 import re
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import WORDS, make_trainer, save_tiny_teacher, tiny_bert_config, tiny_tokenizer
+from conftest import make_trainer, save_recipe_assets, save_tiny_teacher, tiny_bert_config, tiny_tokenizer
 from safetensors.torch import load_file, save_file
 from transformers import (
     AutoModelForSequenceClassification,
@@ -38,12 +37,7 @@ RECIPE = ROOT / "recipes" / "distil_bert.py"
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> Path:
     """A tiny teacher folder and a text file, as a user would pass them; the corpus cache is shared."""
-    root = tmp_path_factory.mktemp("assets")
-    save_tiny_teacher(root / "teacher")
-    rng = random.Random(0)
-    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(12, 40))) for _ in range(200)]
-    (root / "train.txt").write_text("\n".join(lines) + "\n")
-    return root
+    return save_recipe_assets(tmp_path_factory.mktemp("assets"))
 
 
 def recipe(

@@ -36,6 +36,10 @@ class HiddenProjection(nn.Linear):
         s_width, t_width = student.config.hidden_size, teacher.config.hidden_size
         return cls(s_width, t_width) if s_width != t_width else None
 
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """In the projection's own dtype: the loss maths run in fp32, the states come in autocast's fp16/bf16."""
+        return super().forward(hidden.to(self.weight.dtype))
+
     def place(self, device: torch.device, num_processes: int, sharded: bool) -> None:
         """On the student's device, and the same on every process (DDP broadcasts only the model's weights)."""
         if sharded:

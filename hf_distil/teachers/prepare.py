@@ -16,7 +16,7 @@ from torch import nn
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from ..config import check_teacher_weights
+from ..config import TEACHER_DTYPES, check_teacher_weights
 from ..errors import UsageError
 from ..losses import LinearLogits, terms_needing_a_teacher
 from ..models import heads
@@ -124,8 +124,9 @@ def check_compatible(student: PreTrainedModel, teacher: PreTrainedModel, needs_h
         )
 
 
-def prepare_teacher(teacher: PreTrainedModel, accelerator: Accelerator) -> PreTrainedModel:
-    """Freeze the teacher and place it on the student's device.
+def prepare_teacher(teacher: PreTrainedModel, accelerator: Accelerator, dtype: str | None = None) -> PreTrainedModel:
+    """Freeze the teacher, cast it to `dtype` (a name of config.TEACHER_DTYPES; None keeps its own) and place it on
+    the student's device.
 
     `eval()` switches off dropout in every BERT-family layer (attention-probability dropout included, as
     transformers passes dropout=0.0 to SDPA outside training); `requires_grad_(False)` keeps it out of
@@ -133,6 +134,8 @@ def prepare_teacher(teacher: PreTrainedModel, accelerator: Accelerator) -> PreTr
     """
     teacher.eval()
     teacher.requires_grad_(False)
+    if dtype is not None:
+        teacher.to(TEACHER_DTYPES[dtype])
     if accelerator.state.deepspeed_plugin is not None:
         return _deepspeed_inference_engine(teacher, accelerator.state.deepspeed_plugin.deepspeed_config)
     if accelerator.is_fsdp2:
@@ -251,9 +254,10 @@ class Teachers:
             check_compatible(student, loaded[0], needs_hidden=loss_weights["cos"] > 0)
         return cls([t for t in loaded if t is not None], mixture)
 
-    def prepare(self, accelerator: Accelerator) -> None:
-        """Freeze and place every model beside the student (`prepare_teacher`), once the accelerator exists."""
-        self.models = [prepare_teacher(model, accelerator) for model in self.models]
+    def prepare(self, accelerator: Accelerator, dtype: str | None = None) -> None:
+        """Freeze, cast to `dtype` and place every model beside the student (`prepare_teacher`), once the
+        accelerator exists."""
+        self.models = [prepare_teacher(model, accelerator, dtype) for model in self.models]
         self.accelerator = accelerator
 
     def __bool__(self) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import WORDS, save_tiny_teacher
+from conftest import save_recipe_assets
 from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
@@ -29,12 +28,7 @@ pytestmark = pytest.mark.recipe
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> Path:
     """A tiny BERT teacher with its tokenizer in a folder, and a text file: what a user would pass."""
-    root = tmp_path_factory.mktemp("assets")
-    save_tiny_teacher(root / "teacher", dropout=0.1)
-    rng = random.Random(0)
-    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(12, 40))) for _ in range(200)]
-    (root / "train.txt").write_text("\n".join(lines) + "\n")
-    return root
+    return save_recipe_assets(tmp_path_factory.mktemp("assets"), dropout=0.1)
 
 
 def run(assets: Path, out: Path, *flags: str, processes: int = 1) -> subprocess.CompletedProcess:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import WORDS, save_tiny_teacher
+from conftest import save_recipe_assets
 from distributed.test_distributed import deepspeed_cpu_config, fsdp2_cpu_config, launcher  # tests/ on sys.path
 from safetensors.torch import load_file
 from test_distil_bert import RECIPE, ROOT
@@ -51,12 +50,7 @@ MLM_ONLY = ("--alpha_ce", "0", "--alpha_cos", "0")  # the teacher is not trained
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> Path:
     """A tiny BERT teacher without dropout (two processes draw other dropout masks) and a text file."""
-    root = tmp_path_factory.mktemp("assets")
-    save_tiny_teacher(root / "teacher")
-    rng = random.Random(0)
-    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(12, 40))) for _ in range(200)]
-    (root / "train.txt").write_text("\n".join(lines) + "\n")
-    return root
+    return save_recipe_assets(tmp_path_factory.mktemp("assets"))
 
 
 def run(assets: Path, out: Path, config: Path | None, *flags: str) -> Path:
