@@ -37,6 +37,11 @@ setup: $(STAMP) $(NODE_STAMP) $(CHROMIUM_STAMP)
 run: $(STAMP)
 	$(BIN)/accelerate launch -q --num_processes 1 --cpu recipes/distil_bert.py
 
+# On a single-GPU machine, offline: the `gpu` tests, the paper's step at BERT-base shape in fp16, 200 fp16 steps and
+# Table 3 on the GPU; one table, and outputs/gpu_check.json (docs/distributed.md#gpu-check). Under 8 minutes.
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py
+
 # The docs site (mkdocs.yml, docs/) into site/, offline; --strict fails on a broken link, anchor or API name.
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
@@ -61,4 +66,4 @@ test-oldest:
 	$(OLDEST)/bin/pip list 2>/dev/null | grep -iE '^(transformers|accelerate|datasets|huggingface.hub|deepspeed) '
 	$(OLDEST)/bin/python -m pytest -q -m "not slow" tests
 
-.PHONY: setup run docs test test-oldest
+.PHONY: setup run docs test test-oldest gpu-check

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # each benchmark runs as a subprocess
@@ -140,3 +141,42 @@ def test_peak_memory_reports_each_phase_from_a_fresh_process():
     assert report["net_distil_over_mlm"] == pytest.approx(
         (peak["distil"] - baseline["distil"]) / (peak["mlm"] - baseline["mlm"]), rel=0.01
     )
+
+
+def test_gpu_check_dry_run_builds_every_part_on_cpu(tmp_path):
+    """--dry-run: the plan, the gpu tests collected, each part run on tiny CPU shapes, one table and the report."""
+    report_path = tmp_path / "gpu_check.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--report", str(report_path)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "plan:" in done.stdout and "step / (teacher fwd + student fwd-bwd)" in done.stdout
+    report = json.loads(report_path.read_text())
+    assert report["dry_run"] and report["machine"]["device"] == "cpu" and report["machine"]["torch"]
+    assert report["gpu_tests"]["passed"] and re.search(r"[1-9]\d*/\d+ tests collected", report["gpu_tests"]["summary"])
+    step = report["paper_step"]
+    seconds = step["seconds"]
+    parts = seconds["teacher_forward"] + seconds["student_forward_backward"]
+    assert (
+        step["step_over_parts"] == pytest.approx(seconds["step"] / parts, rel=0.01) and step["tokens_per_second"] > 0
+    )
+    assert report["training"]["steps"] == 2 and report["training"]["finite"]
+    assert set(report["table3"]) == {"batch_1", "batch_32"}
+
+
+def test_gpu_check_without_cuda_stops_at_once_naming_the_torch_it_found():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 1 and "plan:" not in done.stdout
+    assert f"error: no CUDA device: torch {torch.__version__}" in done.stderr
