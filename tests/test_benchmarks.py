@@ -16,15 +16,20 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # each benchmark runs as a subprocess
 
 
-def bench(name: str, *flags: str) -> dict:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / name), "--tiny", *flags],
+def script(name: str, *flags: str, **env: str) -> subprocess.CompletedProcess:
+    """benchmarks/`name` run with `flags` in a fresh interpreter, `env` added to the environment."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), *flags],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+def bench(name: str, *flags: str) -> dict:
+    done = script(name, "--tiny", *flags)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -51,14 +56,7 @@ def test_kl_kernel_benchmark_compares_both_paths_on_the_same_logits():
 
 
 def test_train_step_without_the_reference_code_says_where_to_get_it(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--tiny", "--reference_dir", str(tmp_path)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = script("train_step.py", "--tiny", "--reference_dir", str(tmp_path))
     assert done.returncode == 1 and "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"--reference_dir {tmp_path}: cannot import the reference Distiller")
@@ -146,14 +144,7 @@ def test_peak_memory_reports_each_phase_from_a_fresh_process():
 def test_gpu_check_dry_run_builds_every_part_on_cpu(tmp_path):
     """--dry-run: the plan, the gpu tests collected, each part run on tiny CPU shapes, one table and the report."""
     report_path = tmp_path / "gpu_check.json"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--report", str(report_path)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = script("gpu_check.py", "--dry-run", "--report", str(report_path))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "plan:" in done.stdout and "step / (teacher fwd + student fwd-bwd)" in done.stdout
     report = json.loads(report_path.read_text())
@@ -170,13 +161,6 @@ def test_gpu_check_dry_run_builds_every_part_on_cpu(tmp_path):
 
 
 def test_gpu_check_without_cuda_stops_at_once_naming_the_torch_it_found():
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py")],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = script("gpu_check.py", CUDA_VISIBLE_DEVICES="")
     assert done.returncode == 1 and "plan:" not in done.stdout
     assert f"error: no CUDA device: torch {torch.__version__}" in done.stderr
