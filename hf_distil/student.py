@@ -19,6 +19,8 @@ from transformers.integrations import is_deepspeed_zero3_enabled
 from .errors import UsageError
 from .models.layer_map import PROVENANCE_KEY, select_layers
 
+_SAME_FLAG = "--student_architecture same on the command line"  # the recipes' flag for architecture
+
 # BERT (teacher) name → DistilBERT (student) name, inside one transformer layer.
 _BERT_TO_DISTILBERT_LAYER = {
     "attention.self.query": "attention.q_lin",
@@ -91,7 +93,7 @@ def _build_student(teacher: PreTrainedModel, chosen: list[int], architecture: st
     if not isinstance(teacher, BertForMaskedLM):
         raise UsageError(
             f"a DistilBERT student is extracted from a BertForMaskedLM, got {type(teacher).__name__}; "
-            "pass architecture='same' to keep the teacher's class."
+            f"pass architecture='same' ({_SAME_FLAG}) to keep the teacher's class."
         )
     return _distilbert_student(teacher, chosen)
 
@@ -102,12 +104,12 @@ def _distilbert_student(teacher: BertForMaskedLM, chosen: list[int]) -> DistilBe
         raise UsageError(
             "DistilBERT hard-codes LayerNorm eps 1e-12 and absolute positions; this teacher differs "
             f"(eps {tc.layer_norm_eps}, positions {getattr(tc, 'position_embedding_type', 'absolute')}): "
-            "pass architecture='same'."
+            f"pass architecture='same' ({_SAME_FLAG})."
         )
     if tc.hidden_act not in ("gelu", "relu"):
         raise UsageError(
             f"DistilBERT supports gelu or relu activations, the teacher uses {tc.hidden_act!r}: "
-            "pass architecture='same'."
+            f"pass architecture='same' ({_SAME_FLAG})."
         )
     config = DistilBertConfig(
         vocab_size=tc.vocab_size,

@@ -4,7 +4,8 @@
     accelerate launch recipes/distil_bert.py --teacher_cache outputs/teacher_cache --alpha_cos 0
 
 Same corpus and masking options as recipes/distil_bert.py (its YAML, or --config FILE, is read too, so
-the cached rows match the training's restrict_ce_to_mask); `--copies` pre-masked
+the cached rows match the training's restrict_ce_to_mask), but its own output folder: --output_dir, else
+outputs/teacher_cache (never the student's folder of that YAML); `--copies` pre-masked
 versions are stored, since a cache fixes the masks (see hf_distil/teachers/cache.py). Prints the space
 the signals take per token.
 """
@@ -19,12 +20,21 @@ from transformers import set_seed
 from transformers.utils import logging
 
 from hf_distil import DataCollatorForDistillation, DistillationArguments
-from hf_distil.cli import ModelArguments, parse_with_config, run_script
+from hf_distil.cli import (
+    ModelArguments,
+    check_corpus_dataset,
+    check_output_dir,
+    mark_output_dir,
+    parse_with_config,
+    run_script,
+)
 from hf_distil.data import DataArguments, prepare_corpus
 from hf_distil.errors import UsageError
 from hf_distil.teachers import build_teacher_cache, bytes_per_token, load_default_teacher, load_teacher, load_tokenizer
 
 logger = logging.get_logger("cache_teacher")
+SCRIPT = "cache_teacher.py"  # in the output folder's record
+DEFAULT_OUTPUT_DIR = "outputs/teacher_cache"
 
 
 @dataclass
@@ -42,6 +52,16 @@ def main() -> None:
         (ModelArguments, DataArguments, CacheArguments, DistillationArguments), sys.argv[1:], config
     )
     logging.set_verbosity_info()
+    # The YAML's output_dir is the student's folder: the cache goes only where --output_dir says, else its own.
+    if not any(arg.split("=")[0] in ("--output_dir", "--output-dir") for arg in sys.argv[1:]):
+        args.output_dir = DEFAULT_OUTPUT_DIR
+    check_output_dir(
+        args.output_dir,
+        SCRIPT,
+        sources=[("the teacher", n) for n in model_args.teacher or []],
+        overwrite=args.overwrite_output_dir,
+    )
+    check_corpus_dataset(data_args)
     set_seed(args.seed)
     if model_args.teacher:
         if len(model_args.teacher) > 1:
@@ -70,6 +90,7 @@ def main() -> None:
         cache_args.cache_batch_size,
         args.restrict_ce_to_mask,
     )
+    mark_output_dir(args.output_dir, SCRIPT)
     cache.save_to_disk(args.output_dir)
     size = sum(f.stat().st_size for f in Path(args.output_dir).rglob("*") if f.is_file())
     print(

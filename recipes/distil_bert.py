@@ -34,7 +34,15 @@ from hf_distil import (
     init_student_from_teacher,
 )
 from hf_distil.callbacks import NonFiniteLossGuard, TeacherAgreementCallback
-from hf_distil.cli import ModelArguments, parse_with_config, run_script
+from hf_distil.cli import (
+    ModelArguments,
+    check_corpus_dataset,
+    check_output_dir,
+    mark_output_dir,
+    parse_with_config,
+    retry_from_the_shell,
+    run_script,
+)
 from hf_distil.config import loss_weights
 from hf_distil.data import DataArguments, prepare_corpus
 from hf_distil.errors import RunFailed
@@ -42,7 +50,7 @@ from hf_distil.evaluation import REPORT_FILE, RunReport, masked_lm_metrics, rela
 from hf_distil.hub import CardReport, HeldOut, Speed, describe_speedup, save_model_card, save_training_arguments
 from hf_distil.losses import terms_needing_a_teacher
 from hf_distil.models import mobilebert_student
-from hf_distil.run_folder import refuse_source_folders, resume_point
+from hf_distil.run_folder import RUN_SETTINGS_FILE, resume_point
 from hf_distil.student import PROVENANCE_KEY
 from hf_distil.teachers import (
     DEFAULT_TEACHER,
@@ -58,6 +66,7 @@ from hf_distil.teachers import (
 
 logger = logging.get_logger("distil_bert")
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "distil_bert.yaml"
+SCRIPT = "distil_bert.py"  # in the output folder's record
 
 
 def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, DistillationArguments]:
@@ -77,10 +86,18 @@ def main() -> None:
             "prefer HF_TOKEN or `hf auth login` (the token is never written into the output folder)."
         )
 
-    # The output folder must not be where a model comes from: the student would be saved over it.
+    # The output folder: new, empty or this recipe's own (its settings files count as its record), never where a
+    # model comes from: the student would be saved over it.
     teacher_names = model_args.teacher or []
     sources = [*(("the teacher", name) for name in teacher_names), ("the student", model_args.student)]
-    refuse_source_folders(args.output_dir, sources)
+    check_output_dir(
+        args.output_dir,
+        SCRIPT,
+        sources=sources,
+        records=(RUN_SETTINGS_FILE, f"checkpoint-*/{RUN_SETTINGS_FILE}"),
+        overwrite=args.overwrite_output_dir,
+    )
+    check_corpus_dataset(data_args)
     set_seed(args.seed)
 
     # Teacher and tokenizer: a Hub id or folder, else the teacher this project ships (offline).
@@ -144,6 +161,8 @@ def main() -> None:
         checkpoint = resume_point(args, trainer.run_settings)
     if checkpoint:
         logger.warning(f"resuming from {checkpoint}; --overwrite_output_dir or another --output_dir starts afresh")
+    if args.should_save:
+        mark_output_dir(args.output_dir, SCRIPT)
     started = time.time()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     if guard.stopped:  # the folder stays as it is: no final model, no card, no push
@@ -203,7 +222,9 @@ def main() -> None:
     # checkpoint pushes): safetensors, JSON, tokenizer, card and plot, never a pickle. Every process saves (under
     # ZeRO-3 the weights are gathered), the main one writes the card.
     if args.push_to_hub:
-        trainer.push_to_hub(card=card)
+        retry = ["python", "recipes/push_to_hub.py", "--model", args.output_dir, "--repo_id", args.hub_model_id]
+        with retry_from_the_shell(retry):
+            trainer.push_to_hub(card=card)
     else:
         trainer.save_model()
         if trainer.is_world_process_zero():

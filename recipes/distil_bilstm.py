@@ -44,7 +44,15 @@ from transformers import (
 from transformers.utils import logging
 
 from hf_distil import TaskDistillationArguments, TaskDistillationTrainer, label_with_teacher
-from hf_distil.cli import parse_with_config, run_script
+from hf_distil.cli import (
+    check_output_dir,
+    check_saved_model,
+    mark_output_dir,
+    parse_with_config,
+    retry_from_the_shell,
+    run_script,
+    task_splits,
+)
 from hf_distil.deploy import TASKS as EXPORT_TASKS
 from hf_distil.deploy import describe_machine, export_onnx, latencies, onnx_runner, torch_runner
 from hf_distil.errors import UsageError
@@ -56,7 +64,6 @@ from hf_distil.tasks import (
     PerceptronTagger,
     TangRates,
     encode_pairs,
-    load_task,
     mlm_candidates,
     mlm_transfer_set,
     resolve_model,
@@ -68,6 +75,8 @@ from hf_distil.teachers import DEFAULT_TEACHER, base_model_of, load_teacher, loa
 
 logger = logging.get_logger("distil_bilstm")
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "distil_bilstm.yaml"
+SCRIPT = "distil_bilstm.py"  # in the output folder's record
+CLASSIFICATION_TASKS = tuple(t for t in TASKS if t != "squad")  # the BiLSTM classifies; SQuAD is extractive QA
 AUGMENTATIONS = ("tang", "mlm", "unlabelled")
 CLASSIFIER = EXPORT_TASKS["ForSequenceClassification"]
 RESULTS_FILE = "results.json"  # what the run measured, beside the saved BiLSTM
@@ -92,9 +101,11 @@ class BiLSTMRecipeArguments:
         default="default-teacher",
         metadata={"help": "What the teacher is fine-tuned from when --teacher is not given."},
     )
-    task: str = field(default="polarity", metadata={"help": f"One of {', '.join(t for t in TASKS if t != 'squad')}."})
+    task: str = field(default="polarity", metadata={"help": f"One of {', '.join(CLASSIFICATION_TASKS)}."})
     train_file: str | None = field(default=None, metadata={"help": "Local CSV/JSON training file ('label' column)."})
-    validation_file: str | None = field(default=None, metadata={"help": "Local evaluation file, same format."})
+    validation_file: str | None = field(
+        default=None, metadata={"help": "Local evaluation file, same format; default: 20% of --train_file, held out."}
+    )
     max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated (teacher and BiLSTM)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only this many training examples."})
     seeds: list[int] = field(default_factory=lambda: [42, 43, 44, 45, 46], metadata={"help": "One run per seed."})
@@ -140,8 +151,10 @@ class BiLSTMRecipeArguments:
     threads: int | None = field(default=None, metadata={"help": "CPU threads for the timing (default: torch's)."})
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS or self.task == "squad":
-            raise UsageError(f"unknown task {self.task!r}; choose a classification task: {', '.join(TASKS)[:-7]}.")
+        if self.task not in CLASSIFICATION_TASKS:
+            raise UsageError(
+                f"--task {self.task}: not a classification task; choose one of {', '.join(CLASSIFICATION_TASKS)}."
+            )
         unknown = set(self.augmentations) - set(AUGMENTATIONS)
         if unknown:
             raise UsageError(f"unknown augmentation(s) {sorted(unknown)}; choose from {', '.join(AUGMENTATIONS)}.")
@@ -151,6 +164,9 @@ class BiLSTMRecipeArguments:
             raise UsageError(
                 "augmentation 'unlabelled' needs text: --unlabelled_file FILE or --labelled_fraction 0.5."
             )
+        for name in ("teacher_steps", "n_iter", "hidden_size", "classifier_size"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name} {getattr(self, name)}: must be at least 1.")
         if not self.seeds:
             raise UsageError("--seeds needs at least one seed.")
         TangRates(self.p_mask, self.p_pos, self.p_ngram)  # checks the rates now, not after the first teacher
@@ -168,10 +184,17 @@ def main() -> None:
         torch.set_num_threads(recipe.threads)
     out = Path(args.output_dir)
 
-    # Data: the task's labelled training set (part of it when --labelled_fraction < 1), unlabelled text, held out.
+    # The output folder: new, empty or this recipe's own, never the folder of a model it reads.
+    base = recipe.teacher or resolve_model(recipe.base_model)
+    sources = [("the teacher", recipe.teacher), ("the base model", base), ("the masked LM", recipe.mlm_model)]
+    check_output_dir(args.output_dir, SCRIPT, sources=sources)
+    check_saved_model(base, "--teacher" if recipe.teacher else "--base_model")
+
+    # Data: the task's labelled training set (part of it when --labelled_fraction < 1), unlabelled text, held out
+    # (without --validation_file, a share of --train_file that no model trains on).
     _, _, columns, num_labels, _ = TASKS[recipe.task]
     columns = [c for c in columns if c]
-    train, held_out = load_task(recipe.task, recipe.train_file, recipe.validation_file)
+    train, held_out, held_out_name = task_splits(recipe.task, recipe.train_file, recipe.validation_file)
     if recipe.max_train_samples:
         train = train.select(range(min(recipe.max_train_samples, len(train))))
     train = train.shuffle(seed=0)  # the same labelled part for every seed
@@ -181,7 +204,6 @@ def main() -> None:
     unlabelled += read_unlabelled(recipe.unlabelled_file, columns) if recipe.unlabelled_file else []
 
     # Tokenizer: the teacher's, which the BiLSTM shares.
-    base = recipe.teacher or resolve_model(recipe.base_model)
     tokenizer = load_tokenizer(base, "--teacher" if recipe.teacher else "--base_model")
     collator = DataCollatorWithPadding(tokenizer)
 
@@ -226,6 +248,7 @@ def main() -> None:
     kept_row = rows[3] if len(rows) > 3 else rows[2]  # the BiLSTM that is timed, saved and published
     scores: dict[str, dict[str, float]] = {row: {} for row in rows}
     sizes: dict[str, int] = {}
+    mark_output_dir(args.output_dir, SCRIPT)
     for seed in recipe.seeds:
         set_seed(seed)
         run_args = dataclasses.replace(args, seed=seed, output_dir=str(out / "runs" / f"seed-{seed}"))
@@ -273,10 +296,11 @@ def main() -> None:
             if row == kept_row:
                 kept = student
         out.mkdir(parents=True, exist_ok=True)  # the seeds so far: a long run that stops keeps them
-        (out / RESULTS_FILE).write_text(json.dumps(summarise(recipe, args, scores, sizes, kept_row, teacher, kept)))
+        summary = summarise(recipe, args, scores, sizes, kept_row, teacher, kept, held_out_name)
+        (out / RESULTS_FILE).write_text(json.dumps(summary))
 
     # Size and CPU time of the last seed's teacher and BiLSTM, at batch 1 and 32, on the held-out examples.
-    results = summarise(recipe, args, scores, sizes, kept_row, teacher, kept)
+    results = summarise(recipe, args, scores, sizes, kept_row, teacher, kept, held_out_name)
     results["speed"] = cpu_time(teacher, kept, tokenizer, held_out, collator)
     (out / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
     print(format_table(results))
@@ -292,7 +316,9 @@ def main() -> None:
     save_model_card(card_report(results, kept), out, args.hub_model_id)
     print(f"BiLSTM written to {out.resolve()}: model.safetensors, config.json, tokenizer, README.md, {RESULTS_FILE}")
     if args.push_to_hub:
-        push_to_hub(out, args.hub_model_id)
+        retry = ["python", "recipes/push_to_hub.py", "--model", str(out), "--repo_id", args.hub_model_id]
+        with retry_from_the_shell(retry):
+            push_to_hub(out, args.hub_model_id)
 
 
 def summarise(
@@ -303,15 +329,17 @@ def summarise(
     kept_row: str,
     teacher: PreTrainedModel,
     kept: PreTrainedModel,
+    held_out: str,
 ) -> dict:
-    """What results.json holds: the scores of the seeds run so far, their mean ± sd and the gap closed, the sizes
-    and the settings (the CPU time is added at the end)."""
+    """What results.json holds: the scores of the seeds run so far on the held-out set (`held_out` says which), their
+    mean ± sd and the gap closed, the sizes and the settings (the CPU time is added at the end)."""
     rows = [row for row in scores if scores[row]]
     return {
         "task": recipe.task,
         "teacher": recipe.teacher
         or (DEFAULT_TEACHER if recipe.base_model == "default-teacher" else recipe.base_model),
         "metric": MAIN_METRIC.get(recipe.task, "accuracy"),
+        "held_out": held_out,
         "seeds": [int(seed) for seed in scores["teacher"]],
         "rows": {
             row: {"label": ROW_LABELS[row], "scores": scores[row], **mean_sd(scores[row]), "examples": sizes.get(row)}

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import HfArgumentParser, PreTrainedModel
+from transformers import PreTrainedModel
 
-from hf_distil.cli import run_script
+from hf_distil.cli import check_output_dir, check_saved_model, mark_output_dir, parse_with_config, run_script
 from hf_distil.deploy import FP32_KEY, SCHEME_NAMES, STUDENT_KEY, TEACHER_KEY, ExportReport, export_student, task_of
 from hf_distil.errors import RunFailed, UsageError
 
 DEFAULT_STUDENT = Path("outputs/default_student")
+SCRIPT = "export.py"  # in the output folder's record
 
 
 @dataclass
@@ -38,7 +39,8 @@ class ExportArguments:
     output_dir: str | None = field(
         default=None,
         metadata={
-            "help": "Where the ONNX folder goes (default: the model folder itself, so push_to_hub uploads both)."
+            "help": "Where the ONNX folder goes (default: the model folder itself, so push_to_hub uploads both); "
+            "another folder must be new, empty, or an earlier export's."
         },
     )
     teacher: str | None = field(
@@ -102,8 +104,7 @@ def load_teacher(name: str, model_dir: str) -> PreTrainedModel:
         teacher = load_default_teacher()[0]
         teacher = teacher if task.pipeline == "fill-mask" else teacher.base_model
     else:
-        if not Path(name, "config.json").exists():
-            raise UsageError(f"--teacher {name}: no config.json there; pass a saved model folder or default-teacher.")
+        check_saved_model(name, "--teacher")
         teacher = task.auto_class.from_pretrained(name)
     return teacher.float().eval()
 
@@ -134,14 +135,19 @@ def format_report(report: ExportReport) -> str:
 
 
 def main() -> None:
-    (cli,) = HfArgumentParser(ExportArguments).parse_args_into_dataclasses(args=sys.argv[1:])
+    (cli,) = parse_with_config((ExportArguments,), sys.argv[1:])
     if cli.threads is not None:
         if cli.threads < 1:
             raise UsageError(f"--threads must be ≥ 1, got {cli.threads}.")
         torch.set_num_threads(cli.threads)
     model_dir = resolve_student(cli.model)
-    teacher = load_teacher(cli.teacher, model_dir) if cli.teacher else None
     output_dir = cli.output_dir or model_dir
+    # The output folder: the model's own (the default), or one that is new, empty or an earlier export's.
+    check_output_dir(output_dir, SCRIPT, sources=[("the teacher", cli.teacher)], beside=[model_dir])
+    check_saved_model(model_dir, "--model")
+    teacher = load_teacher(cli.teacher, model_dir) if cli.teacher else None
+    if Path(output_dir).resolve() != Path(model_dir).resolve():  # the model's own folder keeps its maker's record
+        mark_output_dir(output_dir, SCRIPT)
     report = export_student(
         model_dir,
         output_dir,

@@ -30,16 +30,22 @@ from transformers import (
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     DataCollatorWithPadding,
-    HfArgumentParser,
     Trainer,
     set_seed,
 )
 from transformers.utils import logging
 
 from hf_distil import TaskDistillationArguments, TaskDistillationTrainer
-from hf_distil.cli import run_script
+from hf_distil.cli import (
+    check_output_dir,
+    check_saved_model,
+    mark_output_dir,
+    parse_with_config,
+    run_script,
+    task_splits,
+)
 from hf_distil.errors import UsageError
-from hf_distil.tasks import MAIN_METRIC, TASKS, encode_pairs, load_task, resolve_model
+from hf_distil.tasks import MAIN_METRIC, TASKS, encode_pairs, resolve_model
 from hf_distil.tasks import qa as qa_lib
 from hf_distil.tasks.metrics import metric_path
 from hf_distil.teachers import load_teacher, load_tokenizer
@@ -47,6 +53,7 @@ from hf_distil.teachers import load_teacher, load_tokenizer
 logger = logging.get_logger("finetune")
 
 RESULTS = Path("outputs/finetune_results.json")
+SCRIPT = "finetune.py"  # in the output folder's record
 
 
 @dataclass
@@ -62,7 +69,10 @@ class TaskArguments:
     train_file: str | None = field(
         default=None, metadata={"help": "Local CSV/JSON training file with the task's columns and 'label'."}
     )
-    validation_file: str | None = field(default=None, metadata={"help": "Local evaluation file in the same format."})
+    validation_file: str | None = field(
+        default=None,
+        metadata={"help": "Local evaluation file in the same format; default: 20% of --train_file, held out."},
+    )
     max_seq_length: int = field(
         default=128, metadata={"help": "Longer inputs are truncated (SQuAD: cut into windows; 384 in the paper)."}
     )
@@ -86,18 +96,26 @@ class TaskArguments:
 
 
 def main() -> None:
-    task, args = HfArgumentParser((TaskArguments, TaskDistillationArguments)).parse_args_into_dataclasses(sys.argv[1:])
+    task, args = parse_with_config((TaskArguments, TaskDistillationArguments), sys.argv[1:])
     logging.set_verbosity(args.get_process_log_level())
     set_seed(args.seed)
 
-    # Data: the task's two text columns and its label.
+    # The output folder (new, empty or this script's own, never a model's), then the models' folders.
+    path = resolve_model(task.model)
+    sources = [("the model", path), ("the teacher", task.teacher)]
+    check_output_dir(args.output_dir, SCRIPT, sources=sources)
+    check_saved_model(path, "--model")
+    if task.teacher:
+        check_saved_model(task.teacher, "--teacher")
+
+    # Data: the task's two text columns and its label, checked; without --validation_file, part of the training
+    # file is held out.
     _, _, (first, second), num_labels, _ = TASKS[task.task]
-    train, held_out = load_task(task.task, task.train_file, task.validation_file)
+    train, held_out, _ = task_splits(task.task, task.train_file, task.validation_file)
     if task.max_train_samples:
         train = train.select(range(min(task.max_train_samples, len(train))))
 
     # Model and tokenizer; the teacher, when given, must already know the task.
-    path = resolve_model(task.model)
     tokenizer = load_tokenizer(path, "--model")  # also says in one line when the folder is missing
     qa = task.task == "squad"
     model_class = AutoModelForQuestionAnswering if qa else AutoModelForSequenceClassification
@@ -162,6 +180,8 @@ def main() -> None:
         trainer: Trainer = TaskDistillationTrainer(teacher_model=teacher, **common)
     else:
         trainer = Trainer(**common)
+    if args.should_save:
+        mark_output_dir(args.output_dir, SCRIPT)
     trainer.train()
     trainer.save_model()
     if qa:  # spans from the best window of each question, then EM/F1 against every gold answer

@@ -16,7 +16,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from hf_distil import push_to_hub
-from hf_distil.cli import run_script
+from hf_distil.cli import retry_from_the_shell, run_script
 from hf_distil.deploy import EXPORT_REPORT_FILE, ExportReport
 from hf_distil.hub import CardReport
 
@@ -40,7 +40,8 @@ def card_of(folder: Path) -> CardReport | None:
 def main() -> None:
     (cli,) = HfArgumentParser(PushArguments).parse_args_into_dataclasses(args=sys.argv[1:])
     card = card_of(Path(cli.model))
-    url = push_to_hub(cli.model, cli.repo_id, card=card, private=cli.private, revision=cli.revision)
+    with retry_from_the_shell(["python", sys.argv[0], *sys.argv[1:]]):  # the same command, quoted
+        url = push_to_hub(cli.model, cli.repo_id, card=card, private=cli.private, revision=cli.revision)
     print(f"pushed {cli.model} to {url}")
 
 

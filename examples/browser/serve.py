@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sys
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlencode
+
+from hf_distil.cli import run_script
+from hf_distil.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,24 +39,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="outputs/onnx_demo", help="an exported folder inside the repository")
     parser.add_argument("--dtype", default="q8", choices=["q8", "fp32"], help="the int8 or the fp32 ONNX file")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="0 to 65535; 0 takes any free port")
     cli = parser.parse_args()
     model = (ROOT / cli.model).resolve()
     file = model / "onnx" / ("model_quantized.onnx" if cli.dtype == "q8" else "model.onnx")
+    export = "export a student into the repository first: python recipes/export.py --model MODEL --output_dir "
+    export += "outputs/onnx_demo"
     if ROOT not in model.parents:
-        problem = f"--model {cli.model} is outside the repository, which is all this server serves"
-    elif not file.is_file():
-        problem = f"no {cli.model}/{file.relative_to(model)}"
-    else:
-        problem = ""
-    if problem:
-        print(
-            f"error: {problem}; export a student into the repository first: "
-            "python recipes/export.py --model MODEL --output_dir outputs/onnx_demo",
-            file=sys.stderr,
-        )
-        sys.exit(2)  # a bad input, as the recipes' exit code
-    server = ThreadingHTTPServer(("127.0.0.1", cli.port), functools.partial(Handler, directory=str(ROOT)))
+        raise UsageError(f"--model {cli.model} is outside the repository, which is all this server serves; {export}")
+    if not file.is_file():
+        raise UsageError(f"no {cli.model}/{file.relative_to(model)}; {export}")
+    if not 0 <= cli.port <= 65535:
+        raise UsageError(f"--port {cli.port} is not a TCP port; pass one from 1024 to 65535, or --port 0 for any free one.")
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", cli.port), functools.partial(Handler, directory=str(ROOT)))
+    except OSError as error:  # EADDRINUSE, or a privileged port
+        raise UsageError(
+            f"--port {cli.port}: cannot listen on it ({error.strerror}); pass another --port, or --port 0 for any "
+            "free one."
+        ) from None
     query = urlencode({"model": "/" + model.relative_to(ROOT).as_posix(), "dtype": cli.dtype})
     print(f"open http://127.0.0.1:{server.server_address[1]}/examples/browser/?{query}  (Ctrl-C stops)", flush=True)
     try:
@@ -64,4 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -1,7 +1,21 @@
-"""The command-line layer of the recipes: argument classes, YAML run configs merged under the flags, and the
-entry point that turns a bad input into one line and an exit code."""
+"""The command-line layer of the recipes: argument classes, YAML run configs merged under the flags, the checks of
+what a script reads and where it writes, and the entry point that turns a bad input into one line and an exit
+code."""
 
 from .arguments import ModelArguments, parse_with_config
-from .run import run_script
+from .inputs import check_corpus_dataset, check_saved_model, task_splits
+from .output import OUTPUT_RECORD, check_output_dir, mark_output_dir
+from .run import retry_from_the_shell, run_script
 
-__all__ = ["ModelArguments", "parse_with_config", "run_script"]
+__all__ = [
+    "OUTPUT_RECORD",
+    "ModelArguments",
+    "check_corpus_dataset",
+    "check_output_dir",
+    "check_saved_model",
+    "mark_output_dir",
+    "parse_with_config",
+    "retry_from_the_shell",
+    "run_script",
+    "task_splits",
+]

@@ -67,9 +67,10 @@ class ModelArguments:
         self.student_layers = check_student_layers(layers)
 
 
-def parse_with_config(dataclass_types: tuple, argv: list[str], default_config: Path) -> tuple:
+def parse_with_config(dataclass_types: tuple, argv: list[str], default_config: Path | None = None) -> tuple:
     """Build `dataclass_types` from a YAML/JSON run config and the command line: `--config FILE` picks the file
-    (default `default_config`), whose values become the flags' defaults, so flags given on the command line win.
+    (default `default_config`, or none), whose values become the flags' defaults, so flags given on the command
+    line win.
 
     The words of the settings in `forms.FORMS` (`1:2 2:4`, JSON text) are read into their typed values here, once;
     then each dataclass checks what it gets. A key of the file that no dataclass knows is an error (a typo would
@@ -81,18 +82,20 @@ def parse_with_config(dataclass_types: tuple, argv: list[str], default_config: P
         if at + 1 >= len(argv):
             raise UsageError("--config needs a file, e.g. --config my_run.yaml (flag names as keys).")
         config, argv = Path(argv[at + 1]), argv[:at] + argv[at + 2 :]
-    settings = _read_config(config)
+    settings = _read_config(config) if config else {}
     known = {f.name for cls in dataclass_types for f in dataclasses.fields(cls)}
     for key in settings:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else "; see --help for the options."
             raise UsageError(f"{config}: unknown setting {key!r}{hint}")
-    epilog = f"--config FILE: a YAML file of settings, read before the flags (which win); default {default_config}."
+    epilog = "--config FILE: a YAML file of settings, read before the flags (which win)"
+    epilog += f"; default {default_config}." if default_config else "."
     values = vars(_Parser(dataclass_types, settings, epilog=epilog).parse_args(argv))
     for name, form in FORMS.items():
         if name in values:
             values[name] = form.read(values[name])
+    _check_counts(values, {f.name: f.default for cls in dataclass_types for f in dataclasses.fields(cls)})
     try:
         return tuple(
             cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.init}) for cls in dataclass_types
@@ -134,6 +137,15 @@ class _Parser(HfArgumentParser):
             raise UsageError(f"{message}; {flag}: {self.helps[flag]}")
         close = difflib.get_close_matches(flags[0], self.helps, n=1) if flags else []
         raise UsageError(f"{message}; did you mean {close[0]}?" if close else f"{message}; see --help.")
+
+
+def _check_counts(values: dict[str, Any], defaults: dict[str, Any]) -> None:
+    """Batch sizes and gradient accumulation are at least 1, checked before the dataclasses see them: at 0 the
+    data loader or the loss scaling would fail mid-run, in a traceback."""
+    for name, value in values.items():
+        counted = name.endswith("batch_size") or name == "gradient_accumulation_steps"
+        if counted and isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            raise UsageError(f"--{name} {value}: must be at least 1; pass e.g. --{name} {defaults[name]}.")
 
 
 def _as_default(value: Any, nargs: str | int | None) -> Any:

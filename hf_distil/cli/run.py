@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from ..errors import RunFailed, UsageError
 
@@ -26,3 +28,13 @@ def run_script(main: Callable[[], object]) -> None:
         code = EXIT_BAD_INPUT if isinstance(error, UsageError) else EXIT_FAILED
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr, flush=True)
         sys.exit(code)
+
+
+@contextmanager
+def retry_from_the_shell(command: list[str]) -> Iterator[None]:
+    """A failed upload (`RunFailed`) also names the shell command that retries it, each word quoted: the library's
+    advice is a Python call, and a repository id or folder may hold a space."""
+    try:
+        yield
+    except RunFailed as error:
+        raise RunFailed(f"{error}; from the shell: {shlex.join(command)}") from None
