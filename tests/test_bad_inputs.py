@@ -21,6 +21,7 @@ from transformers.testing_utils import CaptureLogger
 from transformers.utils import logging
 
 from hf_distil import DataCollatorForDistillation
+from hf_distil.cli import OUTPUT_RECORD
 from hf_distil.data.corpus import DataArguments, fit_max_seq_length, prepare_corpus
 from hf_distil.errors import UsageError
 from hf_distil.launch import check_deepspeed_config
@@ -131,7 +132,8 @@ RECIPE_CASES = {
 def test_recipe_refuses_in_one_line_and_leaves_the_disk_alone(assets, tmp_path, case):
     flags, expected = RECIPE_CASES[case]
     out, cache = tmp_path / "out", tmp_path / "cache"
-    out.mkdir()
+    out.mkdir()  # an earlier run's folder (its record), where the user keeps a file of their own
+    (out / OUTPUT_RECORD).write_text(json.dumps({"written_by": "distil_bert.py"}))
     (out / "notes.txt").write_text("a user's file in the output folder\n")
     before = snapshot(out)
     done = run_recipe(assets, tmp_path, *(f.format(a=assets) for f in flags))
