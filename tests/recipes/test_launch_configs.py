@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import save_recipe_assets
 from distributed.test_distributed import deepspeed_cpu_config, fsdp2_cpu_config, launcher  # tests/ on sys.path
 from safetensors.torch import load_file
@@ -145,3 +148,38 @@ def test_fsdp2_evaluates_saves_and_resumes_like_one_process(assets, one_process,
     for name in saved:
         assert torch.equal(resumed[name], saved[name]), name
     assert agreement_at_evaluations(crashed)[3:] == agreement_at_evaluations(full)[3:]  # the step-4 evaluation
+
+
+def test_multi_node_config_as_two_machine_ranks_equals_one_process(assets, one_process, tmp_path):
+    """ds_configs/multi_node.yaml as a user changes it for two one-process machines, both on 127.0.0.1 over gloo:
+    the two `accelerate launch --machine_rank 0/1` commands train together, only rank 0 saves, and the run
+    evaluates like one process."""
+    config = yaml.safe_load((ROOT / "ds_configs" / "multi_node.yaml").read_text())
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    config.update(num_processes=2, main_process_ip="127.0.0.1", main_process_port=port, use_cpu=True)
+    config["mixed_precision"] = "no"  # fp16 autocast on a CPU would not equal the fp32 process
+    path = tmp_path / "multi_node.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    data = ["--teacher", str(assets / "teacher"), "--train_file", str(assets / "train.txt")]
+    data += ["--data_cache_dir", str(assets / "cache"), "--output_dir", str(out), *FLAGS]
+    accelerate = [str(Path(sys.executable).with_name("accelerate")), "launch"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    machines = [
+        subprocess.Popen(
+            [*accelerate, "--config_file", str(path), "--machine_rank", str(rank), str(RECIPE), *data],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    logs = [machine.communicate(timeout=600)[0] for machine in machines]
+    assert [m.returncode for m in machines] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    assert_same_evaluation(one_process(), out)
+    assert [p.name for p in out.glob("*.safetensors")] == ["model.safetensors"]
+    assert sum(log.count("student written to") for log in logs) == 1  # one process saved and reported
