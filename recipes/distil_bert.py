@@ -159,9 +159,9 @@ def main() -> None:
     trainer.run_settings.update({name: getattr(model_args, name) for name in origin})
     with args.main_process_first(desc="output folder check"):
         checkpoint = resume_point(args, trainer.run_settings)
-    if checkpoint:
+    if checkpoint:  # the folder holds this recipe's checkpoints, its record; the checkpoint is checked in train()
         logger.warning(f"resuming from {checkpoint}; --overwrite_output_dir or another --output_dir starts afresh")
-    if args.should_save:
+    elif args.should_save:
         mark_output_dir(args.output_dir, SCRIPT)
     started = time.time()
     result = trainer.train(resume_from_checkpoint=checkpoint)

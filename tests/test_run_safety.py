@@ -26,6 +26,7 @@ from transformers import (
 
 from hf_distil import DistillationTrainer, init_student_from_teacher
 from hf_distil.callbacks import NonFiniteLossGuard
+from hf_distil.cli import OUTPUT_RECORD
 from hf_distil.errors import UsageError
 from hf_distil.run_folder import RUN_SETTINGS_FILE, check_checkpoint
 from hf_distil.teachers.prepare import check_model_source, load_teacher, load_tokenizer
@@ -251,7 +252,8 @@ def test_a_diverging_run_exits_1_without_a_card_and_names_the_last_finite_checkp
     line = error_line(done, 1)
     assert line.startswith("error: stopped at step 7: 5 updates in a row had NaN/Inf gradients")
     assert f"the newest checkpoint whose weights gave finite gradients is {out / 'checkpoint-1'}" in line
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-1", "checkpoint-2"]  # no model, card or results
+    # no model, card or results: only the checkpoints and the record that the recipe made the folder
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-1", "checkpoint-2", OUTPUT_RECORD]
     assert largest_weight(out / "checkpoint-1") < 100 and largest_weight(out / "checkpoint-2") > 1e20
     assert "'loss': 'nan'" in done.stdout and "'loss': '0'" not in done.stdout and "'train_loss': 'nan'" in done.stdout
 
