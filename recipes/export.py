@@ -144,7 +144,8 @@ def main() -> None:
     output_dir = cli.output_dir or model_dir
     # The output folder: the model's own (the default), or one that is new, empty or an earlier export's.
     check_output_dir(output_dir, SCRIPT, sources=[("the teacher", cli.teacher)], beside=[model_dir])
-    check_saved_model(model_dir, "--model")
+    task_of(model_dir)  # a config.json, of a head that export handles
+    check_saved_model(model_dir, "--model")  # and the weights beside it
     teacher = load_teacher(cli.teacher, model_dir) if cli.teacher else None
     if Path(output_dir).resolve() != Path(model_dir).resolve():  # the model's own folder keeps its maker's record
         mark_output_dir(output_dir, SCRIPT)
