@@ -24,6 +24,7 @@ import datasets
 import huggingface_hub
 import pytest
 from conftest import save_recipe_assets, tiny_roberta, tiny_tokenizer
+from transformers.utils import logging
 
 from hf_distil.cli import OUTPUT_RECORD, task_splits
 from hf_distil.errors import UsageError
@@ -34,6 +35,14 @@ SERVE = ROOT / "examples" / "browser" / "serve.py"
 
 
 # ---- how a user runs a script ----
+
+
+@pytest.fixture(autouse=True)
+def _log_level_kept():
+    """A script sets transformers' log level for the whole process; the tests after these keep theirs."""
+    level = logging.get_verbosity()
+    yield
+    logging.set_verbosity(level)
 
 
 def in_process(monkeypatch, capsys, script: str | Path, *flags: str) -> tuple[int, str]:
