@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hf_distil.cli import run_script
+from hf_distil.cli import check_output_dir, mark_output_dir, run_script
 
 RECIPES = Path(__file__).resolve().parent
 VARIANTS = {
@@ -111,6 +111,8 @@ def main() -> None:
     parser.add_argument("extra", nargs="*", help="after --: flags passed to every distil_bert run")
     cli = parser.parse_args()
     out = Path(cli.output_dir)
+    check_output_dir(cli.output_dir, "ablation.py")  # each run checks its own folder inside
+    mark_output_dir(cli.output_dir, "ablation.py")
     table = {}
     for name in cli.variants:
         folder = out / name.replace(" ", "_")

@@ -171,6 +171,7 @@ OUTPUT_CASES = {
     "distil_bilstm.py": ["--teacher", "{a}/teacher", "--train_file", "{a}/good.csv"],
     "cache_teacher.py": ["--teacher", "{a}/teacher", "--train_file", "{a}/train.txt"],
     "export.py": ["--model", "{a}/teacher"],
+    "ablation.py": ["--max_steps", "1"],
 }
 
 
