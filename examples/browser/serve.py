@@ -50,7 +50,9 @@ def main() -> None:
     if not file.is_file():
         raise UsageError(f"no {cli.model}/{file.relative_to(model)}; {export}")
     if not 0 <= cli.port <= 65535:
-        raise UsageError(f"--port {cli.port} is not a TCP port; pass one from 1024 to 65535, or --port 0 for any free one.")
+        raise UsageError(
+            f"--port {cli.port} is not a TCP port; pass one from 1024 to 65535, or --port 0 for any free one."
+        )
     try:
         server = ThreadingHTTPServer(("127.0.0.1", cli.port), functools.partial(Handler, directory=str(ROOT)))
     except OSError as error:  # EADDRINUSE, or a privileged port
