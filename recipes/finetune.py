@@ -223,7 +223,8 @@ def main() -> None:
 
 def int8_metrics(folder: str, held_out: datasets.Dataset, compute_metrics) -> dict:
     """Export `folder` through the int8 gate (hf_distil.export) and score its int8 file on `held_out` at batch 1,
-    as a deployed model sees its inputs: eval_int8_<metric>, the scheme kept and its label agreement with fp32.
+    as a deployed model sees its inputs: eval_int8_<metric>, the scheme kept and its label agreement with fp32
+    (a regression head: the correlation of its scores).
     When no scheme passes the gate there is no int8 file and no score, only eval_int8_scheme "none"."""
     from hf_distil.deploy import export_student, session
 
@@ -237,10 +238,11 @@ def int8_metrics(folder: str, held_out: datasets.Dataset, compute_metrics) -> di
     )
     scores = compute_metrics((logits, np.array(held_out["label"])))
     kept = next(s for s in report.schemes if s.name == report.chosen)
+    gate = "fp32_correlation" if kept.max_relative_error is not None else "label_agreement"  # regression: scores
     return {
         **{f"eval_int8_{name}": value for name, value in scores.items()},
         "eval_int8_scheme": report.chosen,
-        "eval_int8_label_agreement": kept.agreement,
+        f"eval_int8_{gate}": kept.agreement,
     }
 
 

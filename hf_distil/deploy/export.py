@@ -8,7 +8,9 @@
 The int8 file must earn its place: each quantisation scheme of `SCHEMES` is tried in order (fastest first) and
 the first whose answers agree with fp32 on held-out text on at least `min_agreement` of the items is kept:
 top-1 at [MASK] for a masked LM, the label for a classifier, the span for question answering, the nearest
-neighbour sentence for a plain encoder. Answers are compared at batch 1, the deployment setting (a dynamic
+neighbour sentence for a plain encoder. A regression head (one output, e.g. STS-B) has no label to agree on: its
+int8 predictions must correlate with fp32's at `min_agreement` or more (Pearson), and the report adds their
+largest relative error. Answers are compared at batch 1, the deployment setting (a dynamic
 int8 scale spans the whole input tensor, so padding in a batch would change what is measured).
 """
 
@@ -41,7 +43,7 @@ from transformers.utils import logging as hf_logging
 from ..errors import RunFailed, UsageError
 from ..hub import OnnxExport
 from ..models.heads import forward_arguments
-from .fidelity import Task, agreement, answers, fidelity_feeds, held_out_sentences
+from .fidelity import Task, answers, fidelity_feeds, gate_figure, held_out_sentences, largest_relative_error
 from .quantization import SCHEME_NAMES, SCHEMES
 from .runtime import describe_machine, latencies, session, torch_runner
 
@@ -66,6 +68,14 @@ TASKS = {  # architecture suffix in config.json -> task
     ),
     "Model": Task("feature-extraction", AutoModel, ("last_hidden_state",), "nearest-neighbour sentence agreement"),
 }
+# A sequence classifier with one output (STS-B-like scores): its predictions are compared, not their argmax.
+REGRESSION = Task(
+    "text-classification",
+    AutoModelForSequenceClassification,
+    ("logits",),
+    "Pearson correlation with fp32 predictions",
+    regression=True,
+)
 
 
 def task_of(model_dir: str | Path) -> Task:
@@ -75,10 +85,25 @@ def task_of(model_dir: str | Path) -> Task:
         raise UsageError(
             f"{model_dir} holds no saved model (config.json); pass a folder a recipe wrote, e.g. outputs/distil_bert."
         )
-    architecture = (json.loads(config_file.read_text()).get("architectures") or ["?"])[0]
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as error:  # unreadable, not UTF-8, or not JSON
+        raise UsageError(
+            f"{config_file} cannot be read ({type(error).__name__}); save the model again with "
+            "model.save_pretrained(folder)."
+        ) from None
+    architectures = config.get("architectures") if isinstance(config, dict) else None
+    if not architectures:
+        raise UsageError(
+            f'{config_file} names no architecture (no "architectures" entry), so the head to export is unknown; '
+            "save the model with model.save_pretrained(folder), which records it."
+        )
+    architecture = architectures[0]
     for suffix, task in TASKS.items():
         if architecture.endswith(suffix):
-            return task
+            labels = config.get("id2label") or {}  # every saved config has it; absent: transformers' default, 2
+            one_score = config.get("problem_type") == "regression" or len(labels) == 1
+            return REGRESSION if task is TASKS["ForSequenceClassification"] and one_score else task
     raise UsageError(
         f"{model_dir} holds a {architecture}; export handles masked LMs, sequence classifiers, "
         "question answering and plain encoders (*ForMaskedLM, *ForSequenceClassification, "
@@ -169,6 +194,7 @@ class SchemeResult:
     latency_ms: float | None = None  # batch 1, ms per input; filled in by the speed pass
     size_mb: float = 0.0
     passed: bool = False
+    max_relative_error: float | None = None  # a regression head's largest error, relative to fp32's largest score
 
 
 @dataclass
@@ -228,6 +254,7 @@ class ExportReport:
             int8_file=self.int8_file,
             int8_scheme=kept.name if kept else None,
             int8_agreement=kept.agreement if kept else None,
+            int8_max_relative_error=kept.max_relative_error if kept else None,
             agreement_measure=self.agreement_measure,
             items=self.items,
             int8_speedup=teacher_ms / kept.latency_ms if kept and teacher_ms and kept.latency_ms else None,
@@ -342,18 +369,20 @@ def export_student(
                 )
             scheme.quantize(fp32_path, path, config, calibration)
             sessions[scheme.name] = int8 = session(path)
-            agreed = agreement(
-                answers(task, [int8.run(None, f) for f in feeds], feeds, tokenizer.mask_token_id), reference
-            )
+            ours = answers(task, [int8.run(None, f) for f in feeds], feeds, tokenizer.mask_token_id)
+            agreed = gate_figure(task, ours, reference)
             result = SchemeResult(
                 scheme.name,
                 scheme.description,
                 agreed,
                 size_mb=path.stat().st_size / 1e6,
                 passed=agreed >= min_agreement,
+                max_relative_error=largest_relative_error(ours, reference) if task.regression else None,
             )
             tried.append(result)
-            logger.info(f"int8 scheme {scheme.name}: {task.agreement} {agreed:.1%} over {len(reference)} items")
+            logger.info(
+                f"int8 scheme {scheme.name}: {task.agreement} {task.shown(agreed)} over {len(reference)} items"
+            )
             if result.passed and chosen is None:
                 chosen = scheme.name
                 shutil.copyfile(path, out / INT8_FILE)
@@ -400,7 +429,7 @@ def export_student(
     if chosen is None:
         best = max(tried, key=lambda r: r.agreement)
         logger.warning(
-            f"no int8 scheme reached {min_agreement:.1%} {task.agreement} (best: {best.name} at "
-            f"{best.agreement:.1%}); wrote fp32 only: {out / FP32_FILE}"
+            f"no int8 scheme reached {task.shown(min_agreement)} {task.agreement} (best: {best.name} at "
+            f"{task.shown(best.agreement)}); wrote fp32 only: {out / FP32_FILE}"
         )
     return report

@@ -21,6 +21,13 @@ class Task:
     auto_class: type
     outputs: tuple[str, ...]  # ONNX output names, as Optimum names them (transformers.js reads them by name)
     agreement: str  # what the fidelity figure counts
+    regression: bool = (
+        False  # one score per input: compared by correlation, since an argmax of one value always agrees
+    )
+
+    def shown(self, figure: float) -> str:
+        """The gate's figure as people read it: a correlation as a number, an agreement as a share."""
+        return f"{figure:.3f}" if self.regression else f"{figure:.1%}"
 
 
 MAX_ANSWER_TOKENS = 15  # question answering: longest span considered (transformers' pipeline, max_answer_len)
@@ -74,6 +81,8 @@ def answers(
     """One answer per item, comparable across models: what a user of the pipeline would see."""
     if task.pipeline == "fill-mask":
         return np.concatenate([out[0][f["input_ids"] == mask_token_id].argmax(-1) for out, f in zip(outputs, feeds)])
+    if task.regression:
+        return np.array([float(out[0][0, 0]) for out in outputs])
     if task.pipeline == "text-classification":
         return np.array([out[0][0].argmax() for out in outputs])
     if task.pipeline == "question-answering":
@@ -107,3 +116,24 @@ def agreement(ours: np.ndarray, reference: np.ndarray) -> float:
     """Share of items with the same answer (a span counts as one item: both ends must match)."""
     same = np.asarray(ours == reference).reshape(len(reference), -1)
     return float(same.all(1).mean())
+
+
+def correlation(ours: np.ndarray, reference: np.ndarray) -> float:
+    """Pearson correlation of a regression head's predictions with fp32's; 0 when either is constant (a model
+    that answers the same whatever the input keeps none of what fp32 tells apart)."""
+    ours, reference = np.asarray(ours, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    if not (np.isfinite(ours).all() and ours.std() > 0 and reference.std() > 0):
+        return 0.0
+    return float(np.corrcoef(ours, reference)[0, 1])
+
+
+def largest_relative_error(ours: np.ndarray, reference: np.ndarray) -> float:
+    """Largest |prediction − fp32's| over the largest |fp32 prediction|: relative to the predictions' scale, since
+    a ratio per item blows up wherever fp32 predicts near 0."""
+    scale = float(np.abs(reference).max())
+    return float(np.abs(np.asarray(ours) - reference).max() / scale) if scale > 0 else float("inf")
+
+
+def gate_figure(task: Task, ours: np.ndarray, reference: np.ndarray) -> float:
+    """What the int8 gate holds against its threshold: the correlation for a regression head, else the agreement."""
+    return correlation(ours, reference) if task.regression else agreement(ours, reference)

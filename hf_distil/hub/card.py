@@ -72,14 +72,17 @@ def _onnx_section(onnx: OnnxExport) -> dict[str, Any]:
     rows = [(onnx.fp32_file, "fp32", f"largest difference from PyTorch: {diff:.0e}" if diff is not None else "")]
     speed = None
     if onnx.int8_file and onnx.int8_scheme and onnx.int8_agreement is not None:
-        rows.append(
-            (
-                onnx.int8_file,
-                f"int8 (`{onnx.int8_scheme}`)",
-                f"keeps {onnx.int8_agreement:.1%} of fp32's answers ({onnx.agreement_measure}, "
-                f"{onnx.items} items of held-out text)",
+        if onnx.int8_max_relative_error is not None:  # a regression head: scores, not answers, are compared
+            fidelity = (
+                f"{onnx.agreement_measure}: {onnx.int8_agreement:.3f}, largest error "
+                f"{onnx.int8_max_relative_error:.1%} of the largest fp32 score ({onnx.items} held-out sentences)"
             )
-        )
+        else:
+            fidelity = (
+                f"keeps {onnx.int8_agreement:.1%} of fp32's answers ({onnx.agreement_measure}, "
+                f"{onnx.items} items of held-out text)"
+            )
+        rows.append((onnx.int8_file, f"int8 (`{onnx.int8_scheme}`)", fidelity))
         if onnx.int8_speedup and onnx.machine:
             threads = onnx.threads
             where = f"{onnx.machine}, {threads} thread{'s' if threads > 1 else ''}" if threads else onnx.machine

@@ -59,7 +59,8 @@ class OnnxExport:
     fp32_max_abs_diff: float | None = None  # largest difference from PyTorch
     int8_file: str | None = None
     int8_scheme: str | None = None  # the quantisation scheme that passed the agreement gate
-    int8_agreement: float | None = None  # share of fp32's answers the int8 model keeps
+    int8_agreement: float | None = None  # share of fp32's answers the int8 model keeps (regression: correlation)
+    int8_max_relative_error: float | None = None  # regression heads: largest error relative to fp32's largest score
     agreement_measure: str | None = None  # what an answer is, e.g. "top-1 agreement at [MASK]"
     items: int | None = None  # answers compared
     int8_speedup: float | None = None  # the teacher in PyTorch fp32 over the int8 model, batch 1

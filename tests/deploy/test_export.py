@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,9 +38,17 @@ from hf_distil.deploy import (
     task_of,
 )
 from hf_distil.deploy.export import input_names
-from hf_distil.deploy.fidelity import _best_span, agreement, answers, fidelity_feeds
+from hf_distil.deploy.fidelity import (
+    _best_span,
+    agreement,
+    answers,
+    correlation,
+    fidelity_feeds,
+    largest_relative_error,
+)
 from hf_distil.deploy.quantization import SCHEME_NAMES, SCHEMES, feed_forward_matmuls
 from hf_distil.errors import UsageError
+from hf_distil.hub import card
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = dict(num_sentences=20, speed_sentences=3, speed_rounds=1)  # the gate and timing on a handful of sentences
@@ -213,6 +222,44 @@ def test_a_calibrated_scheme_without_sentences_left_to_calibrate_on_is_refused(t
         export_student(folder, tmp_path / "out", texts=texts, schemes=["outlier_split"], **FAST)
 
 
+def regression_student(folder: Path, outlier: bool = False) -> Path:
+    """A saved one-output classifier (STS-B-like scores). `outlier`: one huge weight in every linear layer, which
+    int8 with one scale per tensor cannot hold beside the others (they all round to 0): a model int8 damages."""
+    config = DistilBertConfig(
+        vocab_size=len(tiny_tokenizer()), dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64
+    )
+    model = DistilBertForSequenceClassification(DistilBertConfig(**{**config.to_dict(), "num_labels": 1})).eval()
+    with torch.no_grad():
+        for linear in (m for m in model.modules() if outlier and isinstance(m, torch.nn.Linear)):
+            linear.weight[0, 0] = 1000 * linear.weight.std()
+    return saved(model, folder)
+
+
+def test_a_regression_head_is_gated_on_the_correlation_of_its_scores_with_fp32(tmp_path):
+    """An argmax of one score always agrees (1.0 whatever int8 does): the gate correlates the scores instead."""
+    healthy = export_student(regression_student(tmp_path / "ok"), tmp_path / "ok_out", schemes=["per_token"], **FAST)
+    assert healthy.agreement_measure == "Pearson correlation with fp32 predictions" and healthy.items == 20
+    kept = healthy.schemes[0]
+    assert kept.passed and kept.agreement > 0.99 and 0 < kept.max_relative_error < 1e-3
+    assert healthy.chosen == "per_token" and (tmp_path / "ok_out" / INT8_FILE).exists()
+    row = dict((r[0], r[2]) for r in card._onnx_section(healthy.for_card())["rows"])[INT8_FILE]
+    assert row.startswith(f"Pearson correlation with fp32 predictions: {kept.agreement:.3f}, largest error 0.0%")
+
+    out = tmp_path / "damaged_out"
+    damaged = export_student(regression_student(tmp_path / "damaged", outlier=True), out, schemes=["dynamic"], **FAST)
+    scheme = damaged.schemes[0]
+    assert scheme.agreement < 0.5 and scheme.max_relative_error > 0.5 and not scheme.passed
+    assert damaged.chosen is None and not (out / INT8_FILE).exists()
+    assert json.loads((out / EXPORT_REPORT_FILE).read_text())["schemes"][0]["max_relative_error"] > 0.5
+
+
+def test_correlation_is_zero_for_a_constant_or_non_finite_prediction():
+    reference = np.array([0.1, 0.5, 0.2, 0.9])
+    assert correlation(2 * reference + 1, reference) == pytest.approx(1.0)
+    assert correlation(np.full(4, 0.4), reference) == 0.0 and correlation(reference * np.nan, reference) == 0.0
+    assert largest_relative_error(reference + np.array([0, 0.09, 0, 0]), reference) == pytest.approx(0.1)
+
+
 def test_answers_are_what_a_pipeline_user_sees():
     fill, classify = TASKS["ForMaskedLM"], TASKS["ForSequenceClassification"]
     logits = np.zeros((1, 4, 5))
@@ -282,6 +329,13 @@ def test_bad_inputs_are_one_actionable_line(tmp_path):
     saved(tiny_distilbert(DistilBertForTokenClassification, tiny_tokenizer()), tmp_path / "tagger")
     with pytest.raises(UsageError, match="export handles masked LMs"):
         export_student(tmp_path / "tagger", tmp_path / "out")
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(UsageError, match=re.escape('config.json names no architecture (no "architectures" entry)')):
+        task_of(tmp_path / "bare")
+    (tmp_path / "bare" / "config.json").write_text('{"model_type": ')
+    with pytest.raises(UsageError, match=re.escape("config.json cannot be read (JSONDecodeError); save the model")):
+        task_of(tmp_path / "bare")
 
 
 def run_export(*flags: str) -> subprocess.CompletedProcess:
