@@ -131,6 +131,13 @@ def check_checkpoint(checkpoint: str | Path, settings: dict) -> None:
     directory (a truncated file loses it first). A damaged checkpoint is named with the one to use instead.
     """
     checkpoint = Path(checkpoint)
+    if not checkpoint.is_dir():  # a typo is no damage: nothing there to delete
+        found = [str(p) for p in _checkpoints(checkpoint.parent)]
+        there = (
+            f"the checkpoints there are {', '.join(found)}" if found else f"{checkpoint.parent} holds no checkpoint"
+        )
+        what = "is not a folder" if checkpoint.exists() else "does not exist"
+        raise UsageError(f"--resume_from_checkpoint {checkpoint} {what}; {there}.")
     damage = _damage(checkpoint)
     if damage:
         older = [p for p in reversed(_checkpoints(checkpoint.parent)) if _step(p) < _step(checkpoint)]

@@ -362,3 +362,16 @@ def test_each_kind_of_damage_is_found_before_training(finished, tmp_path, damage
     damage(out / "checkpoint-3")
     with pytest.raises(UsageError, match=re.escape(f"({reason}); no earlier intact checkpoint is there: delete ")):
         check_checkpoint(out / "checkpoint-6", {})
+
+
+def test_a_checkpoint_that_does_not_exist_is_not_called_damaged_and_the_ones_there_are_listed(tmp_path):
+    for step in (2, 10, 4):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    listed = ", ".join(str(tmp_path / f"checkpoint-{step}") for step in (2, 4, 10))
+    with pytest.raises(UsageError) as raised:
+        check_checkpoint(tmp_path / "checkpoint-6", {})
+    assert str(raised.value) == (
+        f"--resume_from_checkpoint {tmp_path / 'checkpoint-6'} does not exist; the checkpoints there are {listed}."
+    )
+    with pytest.raises(UsageError, match=re.escape(f"does not exist; {tmp_path / 'none'} holds no checkpoint.")):
+        check_checkpoint(tmp_path / "none" / "checkpoint-6", {})

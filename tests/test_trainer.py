@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import datasets
 import pytest
@@ -26,6 +27,7 @@ from hf_distil import (
     DistillationTrainer,
     init_student_from_teacher,
 )
+from hf_distil.errors import UsageError
 from hf_distil.losses._ops import fused_linear
 from hf_distil.models import heads
 from hf_distil.models.heads import hidden_and_row_logits
@@ -417,8 +419,17 @@ def test_several_teachers_mix_their_soft_targets(tmp_path, teacher, student, tok
         )
     by_hand = (p * (p.log() - torch.log_softmax(s, -1))).sum(-1).mean() * 4
     assert mixed["ce"].item() == pytest.approx(by_hand.item(), rel=1e-4)
-    with pytest.raises(ValueError, match="must hold 2 non-negative weights"):
+    with pytest.raises(ValueError, match=re.escape("[1.0, 2.0, 3.0] gives 3 weights for 2 teachers; pass one weight")):
         terms([teacher, other], [1.0, 2.0, 3.0])
+
+
+def test_teacher_weights_with_one_teacher_say_there_is_one_teacher(tmp_path, teacher, student):
+    with pytest.raises(UsageError) as raised:
+        make_trainer(tmp_path, student, teacher, teacher_weights=[0.7, 0.3])
+    assert str(raised.value) == (
+        "teacher_weights [0.7, 0.3] gives 2 weights, but there is one teacher: the weights mix several teachers' "
+        "targets; leave teacher_weights out, or pass one teacher per weight."
+    )
 
 
 def test_attention_scores_are_the_logits_of_the_eager_attention_maps(teacher, tokenizer, dataset):

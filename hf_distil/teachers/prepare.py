@@ -242,8 +242,16 @@ class Teachers:
         listed = list(given) if isinstance(given, (list, tuple)) else [given]
         loaded = [load_teacher(t, flag="teacher_model") if isinstance(t, str) else t for t in listed]
         mixture = check_teacher_weights(weights) or [1.0] * len(loaded)
-        if len(mixture) != len(loaded):  # values are checked with the arguments
-            raise UsageError(f"teacher_weights {weights!r} must hold {len(loaded)} non-negative weights, not all 0.")
+        if len(mixture) != len(loaded) == 1:  # values are checked with the arguments
+            raise UsageError(
+                f"teacher_weights {weights!r} gives {len(mixture)} weights, but there is one teacher: the weights mix "
+                "several teachers' targets; leave teacher_weights out, or pass one teacher per weight."
+            )
+        if len(mixture) != len(loaded):
+            raise UsageError(
+                f"teacher_weights {weights!r} gives {len(mixture)} weights for {len(loaded)} teachers; "
+                "pass one weight per teacher."
+            )
         for other in loaded[1:]:
             if other is not None:
                 check_compatible(student, other, needs_hidden=False)
