@@ -12,14 +12,18 @@ from transformers.utils import logging
 
 from ..errors import RunFailed, UsageError
 from .card import CARD_FILE, save_model_card
+from .plot import PLOT_FILE
 from .report import BiLSTMCardReport, CardReport
 
 logger = logging.get_logger(__name__)
 
-# What reaches the Hub: weights as safetensors, configs, tokenizer, card, plot, metrics, arguments, and an ONNX
-# export in the layout Optimum and transformers.js read (its report is a *.json).
-UPLOAD_PATTERNS = ["*.safetensors", "*.json", "*.txt", "*.md", "*.png", "*.model", "onnx/*.onnx"]
-NEVER_UPLOADED = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "checkpoint-*/*", "runs/*"]
+# What reaches the Hub, and nothing else of the folder: weights as safetensors, configs, tokenizer, metrics and
+# arguments (JSON), the card and its plot, and an ONNX export in the layout Optimum and transformers.js read.
+UPLOAD_PATTERNS = ["*.safetensors", "*.json", CARD_FILE, PLOT_FILE, "vocab.txt", "merges.txt", "onnx/*.onnx"]
+# A tokenizer's SentencePiece model is a protobuf; a pickle saved under that name is not (_is_sentencepiece).
+SENTENCEPIECE_PATTERN = "*.model"
+# What a Trainer leaves in its output folder that never leaves the machine (pickles, checkpoints, TensorBoard logs).
+TRAINER_LEFTOVERS = ["*.bin", "*.pt", "*.pth", "checkpoint-*/", "runs/"]
 ARGS_FILE = "training_args.json"
 
 
@@ -79,6 +83,13 @@ def push_to_hub(
             _write_card(card, folder, repo_id)
         else:
             trainer.create_model_card(model_name=repo_id)
+    uploaded, left_out = files_to_upload(folder)
+    if left_out:
+        shown = ", ".join(left_out[:8]) + (f" and {len(left_out) - 8} more" if len(left_out) > 8 else "")
+        # Trainer's pickles, checkpoints and logs are always left out; anything else the user should hear of.
+        usual = all(any(_matches(Path(f), pattern) for pattern in TRAINER_LEFTOVERS) for f in left_out)
+        log = logger.info if usual else logger.warning
+        log(f"not uploaded from {folder}, as no part of a model folder: {shown}")
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT"), token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
@@ -89,8 +100,7 @@ def push_to_hub(
             repo_id=repo_id,
             revision=revision,
             commit_message=commit_message or f"Upload distilled model from {folder.name}",
-            allow_patterns=UPLOAD_PATTERNS,
-            ignore_patterns=NEVER_UPLOADED,
+            allow_patterns=uploaded,
         )
     # huggingface_hub raises HfHubHTTPError for an HTTP answer, OSError (OfflineModeIsEnabled) offline, and its
     # HTTP client's own transport errors when nothing answers: whatever the cause, nothing local was changed.
@@ -101,6 +111,42 @@ def push_to_hub(
         ) from None
     logger.info(f"pushed {folder} to {info.commit_url}")
     return info.commit_url
+
+
+def files_to_upload(folder: Path) -> tuple[list[str], list[str]]:
+    """(files to upload, files left out) of `folder`, as paths relative to it: only what a model folder holds
+    (UPLOAD_PATTERNS, and *.model files that are SentencePiece models); checkpoints, logs, pickles, notes and
+    anything else stay on the machine."""
+    uploaded, left_out = [], []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        name = path.relative_to(folder)
+        wanted = any(_matches(name, pattern) for pattern in UPLOAD_PATTERNS) or (
+            _matches(name, SENTENCEPIECE_PATTERN) and _is_sentencepiece(path)
+        )
+        (uploaded if wanted else left_out).append(name.as_posix())
+    for skipped in ("checkpoint-", "runs/"):  # one entry per folder of them, not their thousands of files
+        inside = [f for f in left_out if f.startswith(skipped)]
+        if inside:
+            folders = sorted({f.split("/")[0] + "/" for f in inside})
+            left_out = [f for f in left_out if f not in inside] + folders
+    return uploaded, left_out
+
+
+def _matches(name: Path, pattern: str) -> bool:
+    """The whole relative path matches (`*.json` is a file of the folder itself, not of a checkpoint in it)."""
+    return len(name.parts) == len(Path(pattern).parts) and name.match(pattern)
+
+
+def _is_sentencepiece(path: Path) -> bool:
+    """A SentencePiece ModelProto starts with its first piece: field 1 (tag 0x0A), a length, then the piece's own
+    field 1 (its text). A pickle starts with 0x80 (protocol 2+) or an opcode letter."""
+    head = path.read_bytes()[:16]
+    if len(head) < 3 or head[0] != 0x0A:
+        return False
+    i = 1
+    while i < len(head) and head[i] & 0x80:  # the length, a varint
+        i += 1
+    return i + 1 < len(head) and head[i + 1] == 0x0A
 
 
 def _reason(error: Exception) -> str:

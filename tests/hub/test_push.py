@@ -5,10 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import pickle
 
 import pytest
+import torch
 import yaml
 from huggingface_hub import ModelCard
+from safetensors.torch import save_file
 
 from hf_distil import DistillationTrainer, push_to_hub
 from hf_distil.hub import CardReport, HeldOut, Speed, render_model_card, save_model_card
@@ -235,3 +238,31 @@ def test_card_of_an_export_without_int8_offers_fp32_only(exported):
     card = str(render_model_card(CardReport(onnx=fp32_only.for_card()), "alice/onnx"))
     assert "`onnx/model.onnx` | fp32" in card and "model_quantized" not in card
     assert '{ dtype: "fp32" }' in card and "q8" not in card
+
+
+def test_a_folder_push_uploads_only_what_a_model_folder_holds_and_says_what_it_left_out(tmp_path, hub, caplog):
+    folder = tmp_path / "model"
+    (folder / "onnx").mkdir(parents=True)
+    (folder / "checkpoint-2").mkdir()
+    save_file({"w": torch.zeros(2)}, str(folder / "model.safetensors"))
+    for name in ("config.json", "tokenizer.json", "checkpoint-2/config.json"):
+        (folder / name).write_text("{}")
+    (folder / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+    (folder / "onnx" / "model.onnx").write_bytes(b"onnx")
+    (folder / "spiece.model").write_bytes(b"\x0a\x09\x0a\x05<unk>\x15\x00")  # a SentencePiece protobuf's head
+    (folder / "evil.model").write_bytes(pickle.dumps({"not": "a tokenizer"}))
+    (folder / "notes.txt").write_text("my private notes")
+    with caplog.at_level(logging.WARNING):
+        push_to_hub(folder, "alice/folder", token=TOKEN)
+    assert sorted(hub.files[("alice/folder", "main")]) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "onnx/model.onnx",
+        "spiece.model",
+        "tokenizer.json",
+        "vocab.txt",
+    ]
+    assert f"not uploaded from {folder}, as no part of a model folder: evil.model, notes.txt, checkpoint-2/" in (
+        caplog.text
+    )
