@@ -19,6 +19,7 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
+from .errors import RunFailed
 from .losses.schedules import Schedule
 
 logger = logging.get_logger(__name__)
@@ -89,13 +90,16 @@ class TeacherAgreementCallback(TrainerCallback):
 
 class NonFiniteLossGuard(TrainerCallback):
     """Skip updates whose gradients are NaN/Inf; stop after `max_in_a_row` of them, or at once when an update
-    leaves NaN/Inf weights.
+    leaves NaN/Inf weights; fail a run whose last update was skipped.
 
     A skipped update leaves weights and optimizer state untouched (gradients are set to None, which torch
     optimizers skip). On a stop nothing more is saved (those weights give NaN/Inf), `stopped` is set and
     `message` names the newest checkpoint whose weights still gave finite gradients, if there is one: a
-    checkpoint of step N is such when a later step had finite gradients. The recipes then end as a failed
-    run. Under DeepSpeed the engine does its own fp16 overflow skipping and this guard only counts.
+    checkpoint of step N is such when a later step had finite gradients. A run that ends on skipped updates
+    (weights that stay finite but give NaN/Inf gradients, e.g. from a huge learning rate) counts as stopped
+    too (unless an fp16 loss scaler skipped it): its final weights are those that failed. `raise_if_failed` then
+    ends the run as failed, and so does a final student whose held-out loss is NaN/Inf. Under DeepSpeed the
+    engine does its own fp16 overflow skipping and this guard only counts.
     """
 
     def __init__(self, max_in_a_row: int = 5) -> None:
@@ -166,6 +170,35 @@ class NonFiniteLossGuard(TrainerCallback):
 
     on_epoch_end = on_step_end
 
+    def on_train_end(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        optimizer: torch.optim.Optimizer | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # The final weights are those whose gradients were NaN/Inf: no result to keep. Under an fp16 loss scaler an
+        # overflow is the scale's, which it lowers, not the weights' (the held-out loss still tells, raise_if_failed).
+        if self.in_a_row and not self.stopped and getattr(optimizer, "scaler", None) is None:
+            updates = f"its last {self.in_a_row} updates" if self.in_a_row > 1 else "its last update"
+            self.stopped = True
+            self._fail(
+                args.output_dir,
+                f"the run ended at step {state.global_step} with {updates} skipped for NaN/Inf gradients, so its "
+                "final weights fail",
+            )
+
+    def raise_if_failed(self, output_dir: str | Path, held_out_loss: float | None = None) -> None:
+        """Raise RunFailed (its message says what is kept on disk) when the run stopped or ended on NaN/Inf
+        gradients, or when `held_out_loss`, the final student's, is NaN/Inf: weights that fail so must not be
+        saved, described in a model card or pushed as the run's result."""
+        if not self.stopped and held_out_loss is not None and not math.isfinite(held_out_loss):
+            self.stopped = True
+            self._fail(output_dir, f"the final student's held-out loss is {held_out_loss}")
+        if self.stopped:
+            raise RunFailed(self.message)
+
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self._saved.append(state.global_step)
 
@@ -174,10 +207,14 @@ class NonFiniteLossGuard(TrainerCallback):
             return
         self.stopped = True
         control.should_training_stop = True
+        self._fail(args.output_dir, f"stopped at step {step}: {why}")
+
+    def _fail(self, output_dir: str | Path, what: str) -> None:
+        """`message`: what failed, and which checkpoint on disk still holds weights that gave finite gradients."""
         last_finite = self._last_finite_step
         good = [s for s in self._saved if last_finite and s < last_finite]
-        folders = [Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{s}" for s in good]
-        folders = [f for f in folders if f.is_dir()]  # save_total_limit may have deleted some
+        folders = _checkpoint_folders(output_dir, good)
+        failing = _checkpoint_folders(output_dir, [s for s in self._saved if s not in good])
         if folders:
             where = (
                 f"the newest checkpoint whose weights gave finite gradients is {folders[-1]} "
@@ -198,11 +235,19 @@ class NonFiniteLossGuard(TrainerCallback):
                 "no checkpoint of this run holds weights that gave finite gradients "
                 f"(the last such step was {last_finite}); nothing more was saved"
             )
+        if failing:
+            where += f"; {', '.join(map(str, failing))} {'holds' if len(failing) == 1 else 'hold'} weights that fail"
         self.message = (
-            f"stopped at step {step}: {why}; {where}. Lower the learning rate, clip gradients harder "
+            f"{what}; {where}. Lower the learning rate, clip gradients harder "
             "(smaller max_grad_norm), or use bf16 instead of fp16."
         )
         logger.error(self.message)
+
+
+def _checkpoint_folders(output_dir: str | Path, steps: list[int]) -> list[Path]:
+    """The checkpoint-N folders of these steps that are on disk (save_total_limit may have deleted some)."""
+    folders = [Path(output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{s}" for s in sorted(set(steps))]
+    return [f for f in folders if f.is_dir()]
 
 
 def _all_finite(tensors: list[torch.Tensor]) -> bool:

@@ -45,7 +45,6 @@ from hf_distil.cli import (
 )
 from hf_distil.config import loss_weights
 from hf_distil.data import DataArguments, prepare_corpus
-from hf_distil.errors import RunFailed
 from hf_distil.evaluation import REPORT_FILE, RunReport, masked_lm_metrics, relative_speed, whole_model
 from hf_distil.hub import CardReport, HeldOut, Speed, describe_speedup, save_model_card, save_training_arguments
 from hf_distil.losses import terms_needing_a_teacher
@@ -165,9 +164,15 @@ def main() -> None:
         mark_output_dir(args.output_dir, SCRIPT)
     started = time.time()
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    if guard.stopped:  # the folder stays as it is: no final model, no card, no push
-        raise RunFailed(guard.message)
+    guard.raise_if_failed(args.output_dir)  # stopped, or ended on NaN/Inf gradients: no model, card or push
     train_seconds = time.time() - started
+
+    # Evaluate teacher and student on held-out text: masked-token accuracy, perplexity, agreement, speed.
+    # Every process takes part: under ZeRO-3 each holds only shards of both models, gathered at each forward.
+    student = trainer.accelerator.unwrap_model(trainer.model)
+    every_process = args.world_size > 1
+    student_metrics = masked_lm_metrics(student, held_out, tokenizer, teacher=teacher, all_processes=every_process)
+    guard.raise_if_failed(args.output_dir, student_metrics["loss"])  # weights that diverged yet stayed finite
     checksums = replica_checksums(trainer)
     metrics = {
         **result.metrics,
@@ -179,11 +184,6 @@ def main() -> None:
     trainer.save_state()
     save_training_arguments(trainer.args, args.output_dir)
 
-    # Evaluate teacher and student on held-out text: masked-token accuracy, perplexity, agreement, speed.
-    # Every process takes part: under ZeRO-3 each holds only shards of both models, gathered at each forward.
-    student = trainer.accelerator.unwrap_model(trainer.model)
-    every_process = args.world_size > 1
-    student_metrics = masked_lm_metrics(student, held_out, tokenizer, teacher=teacher, all_processes=every_process)
     # Speed and sizes need whole models in one process (under ZeRO-3, copies from the gathered shards).
     whole_teacher, whole_student = whole_model(teacher), whole_model(student)
     card = None

@@ -6,8 +6,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -23,11 +25,13 @@ from transformers import (
     BertModel,
     TrainerCallback,
 )
+from transformers.utils import logging
 
 from hf_distil import DistillationTrainer, init_student_from_teacher
 from hf_distil.callbacks import NonFiniteLossGuard
 from hf_distil.cli import OUTPUT_RECORD
-from hf_distil.errors import UsageError
+from hf_distil.errors import RunFailed, UsageError
+from hf_distil.evaluation import masked_lm_metrics
 from hf_distil.run_folder import RUN_SETTINGS_FILE, check_checkpoint
 from hf_distil.teachers.prepare import check_model_source, load_teacher, load_tokenizer
 
@@ -41,13 +45,9 @@ def assets(tmp_path_factory) -> Path:
     return save_recipe_assets(tmp_path_factory.mktemp("assets"))
 
 
-def recipe(
-    assets: Path, *flags: str, teacher: Path | str | None = None, cwd: Path = ROOT, **env: str
-) -> subprocess.CompletedProcess:
-    """`python recipes/distil_bert.py` as a user runs it, offline, on the tiny teacher unless told otherwise."""
-    cmd = [
-        sys.executable,
-        str(RECIPE),
+def recipe_flags(assets: Path, teacher: Path | str | None = None) -> list[str]:
+    """The tiny teacher, the text file and the shared corpus cache, as a user passes them."""
+    return [
         "--teacher",
         str(teacher or assets / "teacher"),
         "--train_file",
@@ -60,8 +60,14 @@ def recipe(
         "1",
         "--save_total_limit",
         "5",
-        *flags,
     ]
+
+
+def recipe(
+    assets: Path, *flags: str, teacher: Path | str | None = None, cwd: Path = ROOT, **env: str
+) -> subprocess.CompletedProcess:
+    """`python recipes/distil_bert.py` as a user runs it, offline, on the tiny teacher unless told otherwise."""
+    cmd = [sys.executable, str(RECIPE), *recipe_flags(assets, teacher), *flags]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **env}
     env.pop("HF_DISTIL_TRACEBACK", None)
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
@@ -299,6 +305,61 @@ def test_an_update_that_breaks_the_weights_stops_at_once_and_saves_nothing_more(
     assert guard.message.startswith("stopped at step 3: the update made the weights NaN/Inf")
     assert f"is {out / 'checkpoint-2'} (--resume_from_checkpoint {out / 'checkpoint-2'})" in guard.message
     assert all(torch.isfinite(t).all() for t in load_file(str(out / "checkpoint-2" / "model.safetensors")).values())
+
+
+def test_a_run_that_ends_on_skipped_updates_fails_and_says_no_checkpoint_holds_usable_weights(tmp_path, tiny_trainer):
+    """lr 1e30 (issue 24): update 1 leaves finite weights of 1e30, whose gradients at step 2 are NaN (skipped, once
+    only: no stop), and the run used to end there as a success."""
+    guard = NonFiniteLossGuard()
+    trainer = tiny_trainer(callbacks=[guard], max_steps=2, learning_rate=1e30, save_strategy="steps", save_steps=1)
+    trainer.train()
+    out = tmp_path / "out"
+    assert guard.skipped == [2] and guard.stopped and sorted(p.name for p in out.iterdir()) == ["checkpoint-1"]
+    with pytest.raises(RunFailed) as failed:
+        guard.raise_if_failed(out)
+    assert str(failed.value).startswith(
+        "the run ended at step 2 with its last update skipped for NaN/Inf gradients, so its final weights fail; no "
+        "checkpoint of this run holds weights that gave finite gradients (the last such step was 1); nothing more "
+        f"was saved; {out / 'checkpoint-1'} holds weights that fail. Lower the learning rate"
+    )
+
+
+def test_a_final_student_whose_held_out_loss_is_not_finite_fails(tmp_path, tiny_trainer, tokenizer, dataset):
+    guard = NonFiniteLossGuard()
+    trainer = tiny_trainer(callbacks=[guard], max_steps=1, learning_rate=1e30)
+    trainer.train()  # its one update had finite gradients and left finite weights, of 1e30
+    assert not guard.stopped
+    loss = masked_lm_metrics(trainer.model, dataset.select(range(8)), tokenizer)["loss"]
+    assert math.isnan(loss)
+    with pytest.raises(RunFailed, match=r"^the final student's held-out loss is nan; no checkpoint of this run"):
+        guard.raise_if_failed(tmp_path / "out", loss)
+    NonFiniteLossGuard().raise_if_failed(tmp_path / "out", 2.5)  # a finite loss: nothing to say
+
+
+@pytest.mark.parametrize("steps", ["1", "2"])
+def test_the_recipe_diverging_yet_finite_exits_1_and_writes_no_model_or_card(
+    assets, tmp_path, monkeypatch, capsys, steps
+):
+    """In this process: 1 step ends on weights whose held-out loss is NaN, 2 steps on a skipped update."""
+    out = tmp_path / "out"
+    flags = ["--output_dir", str(out), "--max_steps", steps, "--learning_rate", "1e30", "--warmup_steps", "0"]
+    monkeypatch.setattr(sys, "argv", [str(RECIPE), *recipe_flags(assets), *flags])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_DISTIL_TRACEBACK", raising=False)
+    level = logging.get_verbosity()
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(RECIPE), run_name="__main__")
+    logging.set_verbosity(level)
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    why = (
+        "the final student's held-out loss is nan" if steps == "1" else "the run ended at step 2 with its last update"
+    )
+    assert done.value.code == 1 and len(errors) == 1 and errors[0].startswith(f"error: {why}")
+    # no model, card, results or report; the end-of-training checkpoint of the 1-step run is named as failing
+    kept = ["checkpoint-1", OUTPUT_RECORD] if steps == "1" else [OUTPUT_RECORD]
+    assert sorted(p.name for p in out.iterdir()) == kept
+    assert "no checkpoint of this run holds weights that gave finite gradients" in errors[0]
+    assert (f"; {out / 'checkpoint-1'} holds weights that fail." in errors[0]) == (steps == "1")
 
 
 # ---- 9. a damaged last checkpoint ----
