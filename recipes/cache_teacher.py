@@ -70,7 +70,7 @@ def main() -> None:
         teacher, tokenizer = load_teacher(model_args.teacher[0]), load_tokenizer(model_args.teacher[0])
     else:
         teacher, tokenizer = load_default_teacher()
-    train, _, counts = prepare_corpus(data_args, tokenizer)
+    train, _, counts = prepare_corpus(data_args, tokenizer, models=[teacher])  # chunked as the training will be
     collator = DataCollatorForDistillation(
         tokenizer,
         token_counts=counts,
@@ -89,6 +89,7 @@ def main() -> None:
         cache_args.copies,
         cache_args.cache_batch_size,
         args.restrict_ce_to_mask,
+        data_args.max_seq_length,
     )
     mark_output_dir(args.output_dir, SCRIPT)
     cache.save_to_disk(args.output_dir)

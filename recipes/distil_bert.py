@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import datasets
 import torch
 from transformers import AutoModelForMaskedLM, set_seed
 from transformers.utils import logging
@@ -58,6 +57,7 @@ from hf_distil.teachers import (
     check_model_source,
     load_default_teacher,
     load_teacher,
+    load_teacher_cache,
     load_tokenizer,
     minilm,
     prepare_teacher,
@@ -127,9 +127,10 @@ def main() -> None:
     # Corpus: tokenised, chunked and counted once (main process first), then read from the cache.
     with args.main_process_first(desc="corpus preparation"):
         train, held_out, counts = prepare_corpus(data_args, tokenizer, models=[teacher, *other_teachers, student])
-    if data_args.teacher_cache:  # pre-masked sequences with the teacher's top-k logits
-        train = datasets.load_from_disk(data_args.teacher_cache)
     collator = DataCollatorForDistillation.from_arguments(tokenizer, args, token_counts=counts)
+    if data_args.teacher_cache:  # pre-masked sequences with the teacher's top-k logits, made as this run would
+        restrict, length = args.restrict_ce_to_mask, data_args.max_seq_length
+        train = load_teacher_cache(data_args.teacher_cache, teacher, collator, train, restrict, length)
 
     # Callbacks: skip NaN/Inf updates, agreement with the teacher at each evaluation. With --push_to_hub the
     # trainer pushes each checkpoint in the background (safetensors and JSON only, never pickles).

@@ -336,6 +336,22 @@ def test_a_final_student_whose_held_out_loss_is_not_finite_fails(tmp_path, tiny_
     NonFiniteLossGuard().raise_if_failed(tmp_path / "out", 2.5)  # a finite loss: nothing to say
 
 
+def in_process(monkeypatch, capsys, script: Path, *flags: str) -> tuple[int, list[str]]:
+    """`python <script> FLAGS` in this process, offline: (exit code, its `error:` lines)."""
+    monkeypatch.setattr(sys, "argv", [str(script), *flags])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_DISTIL_TRACEBACK", raising=False)
+    level = logging.get_verbosity()  # a script sets it for the whole process
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    finally:
+        logging.set_verbosity(level)
+    return code, [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+
+
 @pytest.mark.parametrize("steps", ["1", "2"])
 def test_the_recipe_diverging_yet_finite_exits_1_and_writes_no_model_or_card(
     assets, tmp_path, monkeypatch, capsys, steps
@@ -343,23 +359,40 @@ def test_the_recipe_diverging_yet_finite_exits_1_and_writes_no_model_or_card(
     """In this process: 1 step ends on weights whose held-out loss is NaN, 2 steps on a skipped update."""
     out = tmp_path / "out"
     flags = ["--output_dir", str(out), "--max_steps", steps, "--learning_rate", "1e30", "--warmup_steps", "0"]
-    monkeypatch.setattr(sys, "argv", [str(RECIPE), *recipe_flags(assets), *flags])
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("HF_DISTIL_TRACEBACK", raising=False)
-    level = logging.get_verbosity()
-    with pytest.raises(SystemExit) as done:
-        runpy.run_path(str(RECIPE), run_name="__main__")
-    logging.set_verbosity(level)
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    code, errors = in_process(monkeypatch, capsys, RECIPE, *recipe_flags(assets), *flags)
     why = (
         "the final student's held-out loss is nan" if steps == "1" else "the run ended at step 2 with its last update"
     )
-    assert done.value.code == 1 and len(errors) == 1 and errors[0].startswith(f"error: {why}")
+    assert code == 1 and len(errors) == 1 and errors[0].startswith(f"error: {why}")
     # no model, card, results or report; the end-of-training checkpoint of the 1-step run is named as failing
     kept = ["checkpoint-1", OUTPUT_RECORD] if steps == "1" else [OUTPUT_RECORD]
     assert sorted(p.name for p in out.iterdir()) == kept
     assert "no checkpoint of this run holds weights that gave finite gradients" in errors[0]
     assert (f"; {out / 'checkpoint-1'} holds weights that fail." in errors[0]) == (steps == "1")
+
+
+# ---- issue 24, item 2: a teacher cache used by a run other than the one it was made for ----
+
+
+def test_the_recipe_trains_from_its_own_teacher_cache_and_refuses_one_of_another_teacher(
+    assets, tmp_path, monkeypatch, capsys
+):
+    cache, other = tmp_path / "cache", save_tiny_teacher(tmp_path / "other", dropout=0.1)
+    made = ["--output_dir", str(cache), "--top_k", "4", "--max_train_samples", "16"]
+    assert in_process(monkeypatch, capsys, ROOT / "recipes" / "cache_teacher.py", *recipe_flags(assets), *made)[0] == 0
+    flags = ["--teacher_cache", str(cache), "--alpha_cos", "0", "--max_steps", "2", "--max_train_samples", "16"]
+    out = tmp_path / "out"
+    code, errors = in_process(
+        monkeypatch, capsys, RECIPE, *recipe_flags(assets, other), *flags, "--output_dir", str(out)
+    )
+    assert code == 2 and errors == [
+        f"error: --teacher_cache {cache} was made with teacher {assets / 'teacher'}, not {other}; rebuild it with the "
+        "cache_teacher recipe (build_teacher_cache, then save_to_disk) for this run's teacher, tokenizer, corpus and "
+        "settings, or run with those it was made with."
+    ]
+    assert not out.exists()
+    code, errors = in_process(monkeypatch, capsys, RECIPE, *recipe_flags(assets), *flags, "--output_dir", str(out))
+    assert (code, errors) == (0, []) and (out / "model.safetensors").exists()
 
 
 # ---- 9. a damaged last checkpoint ----

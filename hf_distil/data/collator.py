@@ -12,6 +12,15 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..errors import UsageError
 from . import masking
 
+# The masking settings of DistillationArguments a collator takes (from_arguments), and a teacher cache records.
+MASKING_SETTINGS = (
+    "mlm_probability",
+    "mask_replace_prob",
+    "random_replace_prob",
+    "mlm_smoothing",
+    "whole_word_masking",
+)
+
 
 def check_vocabulary(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, role: str = "student") -> None:
     """Every id the tokenizer (and the collator's random replacement) can give must index `model`'s embeddings;
@@ -65,6 +74,8 @@ class DataCollatorForDistillation:
         self.mlm_probability = mlm_probability
         self.mask_replace_prob = mask_replace_prob
         self.random_replace_prob = random_replace_prob
+        self.mlm_smoothing = mlm_smoothing
+        self.whole_word_masking = whole_word_masking
         self.pad_to_multiple_of = pad_to_multiple_of
         self.vocab_size = len(tokenizer)
         specials = sorted(set(tokenizer.all_special_ids))
@@ -88,16 +99,8 @@ class DataCollatorForDistillation:
         cls, tokenizer: PreTrainedTokenizerBase, args: Any, token_counts: torch.Tensor | None = None, **kwargs: Any
     ) -> DataCollatorForDistillation:
         """The collator of a run: masking settings and seed from `DistillationArguments` (their one home)."""
-        settings = (
-            "mlm_probability",
-            "mask_replace_prob",
-            "random_replace_prob",
-            "mlm_smoothing",
-            "whole_word_masking",
-        )
-        return cls(
-            tokenizer, token_counts=token_counts, seed=args.seed, **{k: getattr(args, k) for k in settings}, **kwargs
-        )
+        settings = {k: getattr(args, k) for k in MASKING_SETTINGS}
+        return cls(tokenizer, token_counts=token_counts, seed=args.seed, **settings, **kwargs)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -315,7 +315,7 @@ def fit_max_seq_length(
     return limit
 
 
-def _tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """Everything that decides the ids: a fast tokenizer's pipeline (vocabulary, normaliser such as lower-
     casing, pre-tokeniser, added tokens), less its padding/truncation state, which a call may leave set."""
     if tokenizer.is_fast:
@@ -341,7 +341,7 @@ def _cache_key(data_args: DataArguments, tokenizer: PreTrainedTokenizerBase, max
     else:
         source = [f"gensim:{WIKI_EXCERPT}", *HELD_OUT_ARTICLES]
     settings = [CACHE_VERSION, source, data_args.text_column, max_length, MIN_TOKENS, _HELD_OUT_SHARE]
-    return hashlib.sha256(json.dumps([settings, _tokenizer_fingerprint(tokenizer)]).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps([settings, tokenizer_fingerprint(tokenizer)]).encode()).hexdigest()[:16]
 
 
 def _check_sequences(processed: datasets.DatasetDict, raw: datasets.DatasetDict, data_args: DataArguments) -> None:

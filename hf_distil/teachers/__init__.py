@@ -11,7 +11,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..errors import UsageError
 from . import minilm
-from .cache import CACHE_COLUMNS, CachedSignalsCollator, build_teacher_cache, bytes_per_token
+from .cache import CACHE_COLUMNS, CachedSignalsCollator, build_teacher_cache, bytes_per_token, load_teacher_cache
 from .minilm import packaged_encoder_path
 from .prepare import check_model_source, load_teacher, load_tokenizer, prepare_teacher
 
@@ -51,6 +51,7 @@ __all__ = [
     "check_model_source",
     "load_default_teacher",
     "load_teacher",
+    "load_teacher_cache",
     "load_tokenizer",
     "minilm",
     "packaged_encoder_path",
