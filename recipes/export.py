@@ -114,12 +114,12 @@ def format_report(report: ExportReport) -> str:
     base = TEACHER_KEY if TEACHER_KEY in report.latency_ms else STUDENT_KEY
     rows = [(name, "—", ms, "") for name, ms in report.latency_ms.items() if not name.startswith("student, ONNX int8")]
     rows += [
-        (f"student, ONNX int8 {s.name}", f"{s.agreement:.1%}", s.latency_ms, f"{s.size_mb:.1f}")
+        (f"student, ONNX int8 {s.name}", report.shown(s.agreement), s.latency_ms, f"{s.size_mb:.1f}")
         for s in report.schemes
     ]
     lines = [f"{'model':<48} {'agreement':>9} {'ms':>8} {'speed-up':>8} {'MB':>6}"]
     for name, agreed, ms, size in rows:
-        agreed = "100% (ref)" if name == FP32_KEY else agreed
+        agreed = f"{report.shown(1.0)} (ref)" if name == FP32_KEY else agreed
         lines.append(f"{name:<48} {agreed:>9} {ms:>8.2f} {report.latency_ms[base] / ms:>7.1f}x {size:>6}")
     threads = f"{report.threads} thread{'s' if report.threads > 1 else ''}"
     return "\n".join(
@@ -166,9 +166,9 @@ def main() -> None:
     if report.chosen is None:
         best = max(report.schemes, key=lambda s: s.agreement)
         raise RunFailed(
-            f"no int8 scheme kept {cli.min_agreement:.1%} of fp32's answers (best: {best.name}, "
-            f"{best.agreement:.1%}); wrote fp32 only ({Path(output_dir, report.fp32_file)}); lower --min_agreement "
-            f"to accept {best.name}."
+            f"no int8 scheme reached {report.shown(cli.min_agreement)} {report.agreement_measure} (best: "
+            f"{best.name}, {report.shown(best.agreement)}); wrote fp32 only ({Path(output_dir, report.fp32_file)}); "
+            f"lower --min_agreement to accept {best.name}."
         )
     print(
         f"wrote {output_dir}: {report.fp32_file} (fp32), {report.int8_file} (int8 {report.chosen}), config.json, "

@@ -43,7 +43,15 @@ from transformers.utils import logging as hf_logging
 from ..errors import RunFailed, UsageError
 from ..hub import OnnxExport
 from ..models.heads import forward_arguments
-from .fidelity import Task, answers, fidelity_feeds, gate_figure, held_out_sentences, largest_relative_error
+from .fidelity import (
+    Task,
+    answers,
+    fidelity_feeds,
+    format_figure,
+    gate_figure,
+    held_out_sentences,
+    largest_relative_error,
+)
 from .quantization import SCHEME_NAMES, SCHEMES
 from .runtime import describe_machine, latencies, session, torch_runner
 
@@ -220,6 +228,11 @@ class ExportReport:
     machine: str = ""
     load_average: list[float] = field(default_factory=list)  # 1-minute load before and after timing: other work
     versions: dict[str, str] = field(default_factory=dict)
+    regression: bool = False  # a one-score head: the schemes' figure is a correlation, not a share of answers
+
+    def shown(self, figure: float) -> str:
+        """A scheme's figure as people read it: a correlation as a number, an agreement as a share."""
+        return format_figure(figure, self.regression)
 
     def speedup(self, over: str, of: str) -> float | None:
         """How many times faster `of` runs than `over` (both keys of latency_ms), if both were timed."""
@@ -380,9 +393,8 @@ def export_student(
                 max_relative_error=largest_relative_error(ours, reference) if task.regression else None,
             )
             tried.append(result)
-            logger.info(
-                f"int8 scheme {scheme.name}: {task.agreement} {task.shown(agreed)} over {len(reference)} items"
-            )
+            figure = format_figure(agreed, task.regression)
+            logger.info(f"int8 scheme {scheme.name}: {task.agreement} {figure} over {len(reference)} items")
             if result.passed and chosen is None:
                 chosen = scheme.name
                 shutil.copyfile(path, out / INT8_FILE)
@@ -424,12 +436,13 @@ def export_student(
         machine=describe_machine(),
         load_average=load,
         versions={"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+        regression=task.regression,
     )
     report.save(out)
     if chosen is None:
         best = max(tried, key=lambda r: r.agreement)
         logger.warning(
-            f"no int8 scheme reached {task.shown(min_agreement)} {task.agreement} (best: {best.name} at "
-            f"{task.shown(best.agreement)}); wrote fp32 only: {out / FP32_FILE}"
+            f"no int8 scheme reached {report.shown(min_agreement)} {task.agreement} (best: {best.name} at "
+            f"{report.shown(best.agreement)}); wrote fp32 only: {out / FP32_FILE}"
         )
     return report

@@ -25,10 +25,6 @@ class Task:
         False  # one score per input: compared by correlation, since an argmax of one value always agrees
     )
 
-    def shown(self, figure: float) -> str:
-        """The gate's figure as people read it: a correlation as a number, an agreement as a share."""
-        return f"{figure:.3f}" if self.regression else f"{figure:.1%}"
-
 
 MAX_ANSWER_TOKENS = 15  # question answering: longest span considered (transformers' pipeline, max_answer_len)
 
@@ -137,3 +133,8 @@ def largest_relative_error(ours: np.ndarray, reference: np.ndarray) -> float:
 def gate_figure(task: Task, ours: np.ndarray, reference: np.ndarray) -> float:
     """What the int8 gate holds against its threshold: the correlation for a regression head, else the agreement."""
     return correlation(ours, reference) if task.regression else agreement(ours, reference)
+
+
+def format_figure(figure: float, regression: bool) -> str:
+    """The gate's figure as people read it: a correlation as a number, an agreement as a share."""
+    return f"{figure:.3f}" if regression else f"{figure:.1%}"

@@ -250,7 +250,9 @@ def test_a_regression_head_is_gated_on_the_correlation_of_its_scores_with_fp32(t
     scheme = damaged.schemes[0]
     assert scheme.agreement < 0.5 and scheme.max_relative_error > 0.5 and not scheme.passed
     assert damaged.chosen is None and not (out / INT8_FILE).exists()
-    assert json.loads((out / EXPORT_REPORT_FILE).read_text())["schemes"][0]["max_relative_error"] > 0.5
+    saved_report = json.loads((out / EXPORT_REPORT_FILE).read_text())
+    assert saved_report["regression"] and saved_report["schemes"][0]["max_relative_error"] > 0.5
+    assert damaged.shown(0.95) == "0.950" and healthy.shown(1.0) == "1.000"  # a correlation, not a share
 
 
 def test_correlation_is_zero_for_a_constant_or_non_finite_prediction():
@@ -354,7 +356,11 @@ def test_recipe_prints_the_table_and_exits_1_with_fp32_only_when_no_scheme_passe
     assert "student, ONNX int8 dynamic" in done.stdout and "(int8 dynamic)" in done.stdout
     failed = run_export("--model", str(folder), "--output_dir", str(tmp_path / "no"), "--schemes", "dynamic", *fast)
     assert failed.returncode == 1 and "student, ONNX int8 dynamic" in failed.stdout
-    assert failed.stderr.strip().splitlines()[-1].startswith("error: no int8 scheme kept 95.0% of fp32's answers")
+    assert (
+        failed.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: no int8 scheme reached 95.0% top-1 agreement at [MASK]")
+    )
     assert (tmp_path / "no" / FP32_FILE).exists() and not (tmp_path / "no" / INT8_FILE).exists()
     bad = run_export("--model", str(tmp_path / "nowhere"))
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
