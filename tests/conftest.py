@@ -269,3 +269,11 @@ class TallestOfWidth(TorchDispatchMode):
             if isinstance(t, torch.Tensor) and t.dim() == 2 and t.shape[1] == self.width:
                 self.rows = max(self.rows, t.shape[0])
         return out
+
+
+@pytest.fixture(scope="session")
+def minilm_folder():
+    """The packaged all-MiniLM-L6-v2: a real Sentence Transformers folder (mean pooling, normalised), offline."""
+    from hf_distil.teachers.minilm import packaged_encoder_path
+
+    return packaged_encoder_path()

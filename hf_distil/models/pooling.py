@@ -1,0 +1,74 @@
+"""Sentence embeddings from token states: the pooling of a Sentence Transformers model, read from its folder.
+
+Sentence Transformers stores a model as a chain of modules (`modules.json`): the transformer, a `Pooling` module
+(`1_Pooling/config.json`: mean or [CLS]) and often a `Normalize` module. Distilling an embedder means reproducing that
+chain exactly, so the pooling is read from the teacher's folder, not assumed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UsageError
+
+PoolingMode = Literal["mean", "cls"]
+_POOLING_TYPE = "sentence_transformers.models.Pooling"
+_NORMALIZE_TYPE = "sentence_transformers.models.Normalize"
+_MODE_KEYS: dict[str, PoolingMode] = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+
+
+@dataclass(frozen=True)
+class Pooling:
+    """How token states become one sentence vector: `mode` over the real tokens, then L2 `normalize` or not."""
+
+    mode: PoolingMode = "mean"
+    normalize: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("mean", "cls"):
+            raise UsageError(f"pooling mode {self.mode!r} is not supported; use 'mean' or 'cls'.")
+
+    def __call__(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return pool(hidden, attention_mask, self)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> Pooling | None:
+        """The pooling of a Sentence Transformers folder (its `modules.json`); None for a folder without one."""
+        folder = Path(folder)
+        modules_file = folder / "modules.json"
+        if not modules_file.is_file():
+            return None
+        try:
+            modules = json.loads(modules_file.read_text())
+            pooling_module = next(m for m in modules if m.get("type") == _POOLING_TYPE)
+            settings = json.loads((folder / pooling_module["path"] / "config.json").read_text())
+        except (OSError, ValueError, StopIteration, KeyError, TypeError) as error:
+            raise UsageError(
+                f"{folder} has a modules.json but no readable Pooling module ({error}); pass the pooling explicitly, "
+                "e.g. Pooling('mean')."
+            ) from error
+        chosen = [key for key, on in settings.items() if key.startswith("pooling_mode_") and on]
+        if len(chosen) != 1 or chosen[0] not in _MODE_KEYS:
+            raise UsageError(
+                f"{folder}'s pooling ({', '.join(chosen) or 'none'}) is not one of mean or CLS; hf_distil distils "
+                "mean- or CLS-pooled embedders."
+            )
+        return cls(_MODE_KEYS[chosen[0]], normalize=any(m.get("type") == _NORMALIZE_TYPE for m in modules))
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
+    """(batch, seq, width) states and their (batch, seq) mask → (batch, width) sentence embeddings, in fp32: mean
+    over the real tokens (as Sentence Transformers: padding excluded) or the first token's state."""
+    hidden = hidden.float()
+    if pooling.mode == "cls":
+        pooled = hidden[:, 0]
+    else:
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    return F.normalize(pooled, p=2, dim=-1) if pooling.normalize else pooled
