@@ -11,12 +11,13 @@ import torch
 from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    Trainer,
     TrainerCallback,
     TrainerControl,
     TrainerState,
     TrainingArguments,
 )
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 from transformers.utils import logging
 
 from .errors import RunFailed
@@ -242,6 +243,17 @@ class NonFiniteLossGuard(TrainerCallback):
             "(smaller max_grad_norm), or use bf16 instead of fp16."
         )
         logger.error(self.message)
+
+
+def train_guarded(trainer: Trainer, **train_kwargs: Any) -> tuple[TrainOutput, NonFiniteLossGuard]:
+    """`trainer.train` under a NonFiniteLossGuard, for scripts that save after training: a run whose final weights
+    gave NaN/Inf gradients raises RunFailed before anything is saved. The guard is returned so the script can fail
+    on the held-out loss too (`guard.raise_if_failed(output_dir, loss)`) before it writes the model."""
+    guard = NonFiniteLossGuard()
+    trainer.add_callback(guard)
+    result = trainer.train(**train_kwargs)
+    guard.raise_if_failed(trainer.args.output_dir)
+    return result, guard
 
 
 def _checkpoint_folders(output_dir: str | Path, steps: list[int]) -> list[Path]:

@@ -61,6 +61,7 @@ from hf_distil.teachers import (
     load_tokenizer,
     minilm,
     prepare_teacher,
+    read_teacher_cache,
 )
 
 logger = logging.get_logger("distil_bert")
@@ -97,6 +98,8 @@ def main() -> None:
         overwrite=args.overwrite_output_dir,
     )
     check_corpus_dataset(data_args)
+    if data_args.teacher_cache:  # the path now; whether it fits this run's teacher and corpus once they are loaded
+        read_teacher_cache(data_args.teacher_cache)
     set_seed(args.seed)
 
     # Teacher and tokenizer: a Hub id or folder, else the teacher this project ships (offline).

@@ -44,6 +44,7 @@ from transformers import (
 from transformers.utils import logging
 
 from hf_distil import TaskDistillationArguments, TaskDistillationTrainer, label_with_teacher
+from hf_distil.callbacks import NonFiniteLossGuard, train_guarded
 from hf_distil.cli import (
     check_output_dir,
     check_saved_model,
@@ -240,9 +241,12 @@ def main() -> None:
         predictions = logits.squeeze(-1) if num_labels == 1 else np.argmax(logits, axis=-1)
         return metric.compute(predictions=predictions, references=labels)
 
-    def score(model: PreTrainedModel, run_args: TrainingArguments) -> float:
+    def score(model: PreTrainedModel, run_args: TrainingArguments, guard: NonFiniteLossGuard) -> float:
+        """The held-out score; a model whose held-out loss is NaN/Inf (diverged yet finite) fails the run."""
         trainer = Trainer(model=model, args=run_args, data_collator=collator, compute_metrics=compute_metrics)
-        return round(100 * trainer.evaluate(held_out)[f"eval_{metric_name}"], 2)
+        metrics = trainer.evaluate(held_out)
+        guard.raise_if_failed(out, metrics["eval_loss"])
+        return round(100 * metrics[f"eval_{metric_name}"], 2)
 
     rows = ["teacher", "gold", "distilled", *(f"distilled+{a}" for a in recipe.augmentations)]
     kept_row = rows[3] if len(rows) > 3 else rows[2]  # the BiLSTM that is timed, saved and published
@@ -256,9 +260,10 @@ def main() -> None:
         # The teacher, fine-tuned on the labelled examples (or given).
         if recipe.teacher:
             teacher = load_teacher(recipe.teacher, "--teacher", auto_class=AutoModelForSequenceClassification)
+            guard = NonFiniteLossGuard()
         else:
-            teacher = fine_tune_teacher(base, num_labels, gold, collator, recipe, run_args)
-        scores["teacher"][str(seed)] = score(teacher, run_args)
+            teacher, guard = fine_tune_teacher(base, num_labels, gold, collator, recipe, run_args)
+        scores["teacher"][str(seed)] = score(teacher, run_args, guard)
 
         # A BiLSTM on the gold labels alone, then distilled on the teacher-labelled transfer sets.
         transfer = label_with_teacher(teacher, gold, collator)
@@ -290,8 +295,8 @@ def main() -> None:
                 trainer = TaskDistillationTrainer(
                     model=student, teacher_model=None, args=run_args, train_dataset=train_set, data_collator=collator
                 )
-            trainer.train()
-            scores[row][str(seed)] = score(student, run_args)
+            _, guard = train_guarded(trainer)
+            scores[row][str(seed)] = score(student, run_args, guard)
             logger.info(f"seed {seed} {row}: {scores[row][str(seed)]}")
             if row == kept_row:
                 kept = student
@@ -405,9 +410,9 @@ def fine_tune_teacher(
     collator: DataCollatorWithPadding,
     recipe: BiLSTMRecipeArguments,
     run_args: TrainingArguments,
-) -> PreTrainedModel:
+) -> tuple[PreTrainedModel, NonFiniteLossGuard]:
     """The teacher: `base` with a new classification head, fine-tuned on the labelled examples as finetune.py does
-    (its README settings: 100 updates of 16, learning rate 1e-4)."""
+    (its README settings: 100 updates of 16, learning rate 1e-4); with the guard that watched its training."""
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=num_labels)
     teacher_args = TrainingArguments(
         output_dir=str(Path(run_args.output_dir) / "teacher"),
@@ -421,8 +426,8 @@ def fine_tune_teacher(
         logging_steps=max(1, recipe.teacher_steps // 5),
         disable_tqdm=run_args.disable_tqdm,
     )
-    Trainer(model=model, args=teacher_args, train_dataset=gold, data_collator=collator).train()
-    return model.eval()
+    _, guard = train_guarded(Trainer(model=model, args=teacher_args, train_dataset=gold, data_collator=collator))
+    return model.eval(), guard
 
 
 def augmented(

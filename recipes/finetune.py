@@ -36,6 +36,7 @@ from transformers import (
 from transformers.utils import logging
 
 from hf_distil import TaskDistillationArguments, TaskDistillationTrainer
+from hf_distil.callbacks import train_guarded
 from hf_distil.cli import (
     check_output_dir,
     check_saved_model,
@@ -182,8 +183,7 @@ def main() -> None:
         trainer = Trainer(**common)
     if args.should_save:
         mark_output_dir(args.output_dir, SCRIPT)
-    trainer.train()
-    trainer.save_model()
+    _, guard = train_guarded(trainer)  # ends on NaN/Inf gradients: RunFailed, nothing saved
     if qa:  # spans from the best window of each question, then EM/F1 against every gold answer
         output = trainer.predict(eval_features.remove_columns(["example_id", "offset_mapping"]))
         spans = qa_lib.best_spans(held_out[:], eval_features[:], *output.predictions)
@@ -193,6 +193,8 @@ def main() -> None:
         metrics = {f"eval_{k}": v / 100 for k, v in scores.items()}
     else:
         metrics = trainer.evaluate()
+        guard.raise_if_failed(args.output_dir, metrics["eval_loss"])  # weights that diverged yet stayed finite
+    trainer.save_model()
     if task.export_int8 and trainer.is_world_process_zero():
         metrics.update(int8_metrics(args.output_dir, held_out, compute_metrics))
     trainer.log_metrics("eval", metrics)

@@ -11,7 +11,14 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..errors import UsageError
 from . import minilm
-from .cache import CACHE_COLUMNS, CachedSignalsCollator, build_teacher_cache, bytes_per_token, load_teacher_cache
+from .cache import (
+    CACHE_COLUMNS,
+    CachedSignalsCollator,
+    build_teacher_cache,
+    bytes_per_token,
+    load_teacher_cache,
+    read_teacher_cache,
+)
 from .minilm import packaged_encoder_path
 from .prepare import check_model_source, load_teacher, load_tokenizer, prepare_teacher
 
@@ -52,6 +59,7 @@ __all__ = [
     "load_default_teacher",
     "load_teacher",
     "load_teacher_cache",
+    "read_teacher_cache",
     "load_tokenizer",
     "minilm",
     "packaged_encoder_path",

@@ -131,13 +131,8 @@ def load_teacher_cache(
     """The cache saved in `path`, once it is known to be one and made as this run would make it (`cache_record`
     of the run's teacher, collator, training sequences and settings); one UsageError line otherwise, naming what
     the path holds or what differs."""
-    cache = _read_cache(Path(path))
+    cache = read_teacher_cache(path)
     recorded = _record_of(cache)
-    if recorded is None:
-        raise UsageError(
-            f"--teacher_cache {path} records nothing of what made it (the teacher, the tokenizer, the masking), so "
-            f"it cannot be checked against this run; rebuild it with {HOW_TO_BUILD}."
-        )
     current = cache_record(teacher, collator, corpus, restrict_to_mask, max_seq_length)
     differences = [_difference(key, recorded, current) for key in current if key != "teacher_name"]
     differences = [d for d in differences if d]
@@ -149,8 +144,10 @@ def load_teacher_cache(
     return cache
 
 
-def _read_cache(path: Path) -> datasets.Dataset:
-    """The dataset saved in `path`, if it holds teacher signals; one line saying what the path holds otherwise."""
+def read_teacher_cache(path: str | Path) -> datasets.Dataset:
+    """The cache saved in `path`, if it holds teacher signals and records what made them; one line saying what the
+    path holds otherwise. Cheap (memory-mapped), so a script checks the path before loading any model."""
+    path = Path(path)
     what_a_cache_is = f"a teacher cache is the folder written by {HOW_TO_BUILD}"
     if not path.exists():
         raise UsageError(f"--teacher_cache {path} does not exist; {what_a_cache_is}: build one, or fix the path.")
@@ -174,6 +171,11 @@ def _read_cache(path: Path) -> datasets.Dataset:
         raise UsageError(
             f"--teacher_cache {path} holds a dataset of {', '.join(cache.column_names)} without the teacher's top-k "
             f"logits ({', '.join(CACHE_COLUMNS)}), such as a tokenised corpus, not a teacher cache; {what_a_cache_is}."
+        )
+    if _record_of(cache) is None:
+        raise UsageError(
+            f"--teacher_cache {path} records nothing of what made it (the teacher, the tokenizer, the masking), so "
+            f"it cannot be checked against this run; rebuild it with {HOW_TO_BUILD}."
         )
     return cache
 

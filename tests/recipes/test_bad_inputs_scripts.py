@@ -212,6 +212,19 @@ def test_cache_teacher_has_its_own_default_folder_and_never_writes_beside_a_mode
     assert digests(student) == before
 
 
+@pytest.mark.parametrize(
+    "where, expected",
+    [("nothing", "does not exist"), ("teacher", "holds a model (config.json), not a teacher cache")],
+)
+def test_a_teacher_cache_path_is_checked_before_any_model_loads(
+    assets, tmp_path, monkeypatch, capsys, where, expected
+):
+    """--teacher names no model here: the cache's line comes first, so nothing heavy ran before it."""
+    cache = tmp_path / "nothing" if where == "nothing" else assets / "teacher"
+    flags = ["--teacher", str(tmp_path / "no_teacher"), "--teacher_cache", str(cache), "--output_dir", str(tmp_path)]
+    one_line(*in_process(monkeypatch, capsys, "distil_bert.py", *flags), f"--teacher_cache {cache} {expected}")
+
+
 def test_export_of_a_folder_without_weights_is_one_line(assets, tmp_path, monkeypatch, capsys):
     folder = tmp_path / "no_weights"
     shutil.copytree(assets / "teacher", folder)
@@ -220,6 +233,27 @@ def test_export_of_a_folder_without_weights_is_one_line(assets, tmp_path, monkey
     code, stderr = in_process(monkeypatch, capsys, "export.py", "--model", str(folder))
     one_line(code, stderr, f"--model {folder}: the folder holds config.json but no weights (model.safetensors)")
     assert digests(folder) == before
+
+
+DIVERGING = {  # a learning rate of 1e30: finite weights of 1e30 whose gradients or held-out loss are NaN
+    "finetune.py": ["--model", "{a}/teacher", "--per_device_train_batch_size", "4", "--report_to", "none"],
+    "distil_bilstm.py": ["--base_model", "{a}/teacher", "--seeds", "1", "--teacher_steps", "1", "--n_iter", "1"],
+}
+
+
+@pytest.mark.parametrize("script", sorted(DIVERGING))
+def test_a_run_that_diverges_yet_stays_finite_exits_1_and_writes_no_model(
+    assets, tmp_path, monkeypatch, capsys, script
+):
+    """Item 3 for the task scripts: they saved the diverged weights and reported a score, exit 0."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    flags = [f.format(a=assets) for f in DIVERGING[script]] + ["--train_file", str(assets / "good.csv")]
+    flags += ["--max_steps", "2", "--learning_rate", "1e30", "--warmup_steps", "0", "--output_dir", str(out)]
+    line = one_line(*in_process(monkeypatch, capsys, script, *flags), "Lower the learning rate", exit_code=1)
+    assert "held-out loss is nan" in line or "skipped for NaN/Inf gradients" in line, line
+    assert not list(out.glob("*.safetensors")) and not (out / "README.md").exists()
+    assert not (tmp_path / "outputs").exists()  # no results table either
 
 
 # ---- task data files: columns, labels, missing files (finetune.py and distil_bilstm.py share the check) ----
