@@ -52,6 +52,7 @@ from hf_distil.cli import (
     parse_with_config,
     retry_from_the_shell,
     run_script,
+    shipped_model_folder,
     task_splits,
 )
 from hf_distil.deploy import TASKS as EXPORT_TASKS
@@ -67,7 +68,6 @@ from hf_distil.tasks import (
     encode_pairs,
     mlm_candidates,
     mlm_transfer_set,
-    resolve_model,
     tang_transfer_set,
     words_of,
 )
@@ -186,7 +186,7 @@ def main() -> None:
     out = Path(args.output_dir)
 
     # The output folder: new, empty or this recipe's own, never the folder of a model it reads.
-    base = recipe.teacher or resolve_model(recipe.base_model)
+    base = recipe.teacher or shipped_model_folder(recipe.base_model, "--base_model")
     sources = [("the teacher", recipe.teacher), ("the base model", base), ("the masked LM", recipe.mlm_model)]
     check_output_dir(args.output_dir, SCRIPT, sources=sources)
     check_saved_model(base, "--teacher" if recipe.teacher else "--base_model")
@@ -226,7 +226,7 @@ def main() -> None:
         tags = [[tagger.tag(w) for w in example] for example in words]
     candidates = None
     if "mlm" in recipe.augmentations:
-        mlm = load_teacher(resolve_model(recipe.mlm_model), "--mlm_model")
+        mlm = load_teacher(shipped_model_folder(recipe.mlm_model, "--mlm_model"), "--mlm_model")
         flat = mlm_candidates(
             mlm, tokenizer, [w for example in words for w in example], recipe.mlm_top_k, recipe.max_seq_length
         )

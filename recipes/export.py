@@ -20,11 +20,17 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel
 
-from hf_distil.cli import check_output_dir, check_saved_model, mark_output_dir, parse_with_config, run_script
+from hf_distil.cli import (
+    check_output_dir,
+    check_saved_model,
+    mark_output_dir,
+    parse_with_config,
+    run_script,
+    shipped_model_folder,
+)
 from hf_distil.deploy import FP32_KEY, SCHEME_NAMES, STUDENT_KEY, TEACHER_KEY, ExportReport, export_student, task_of
 from hf_distil.errors import RunFailed, UsageError
 
-DEFAULT_STUDENT = Path("outputs/default_student")
 SCRIPT = "export.py"  # in the output folder's record
 
 
@@ -74,20 +80,6 @@ class ExportArguments:
             "1 is steadiest on a shared machine."
         },
     )
-
-
-def resolve_student(name: str) -> str:
-    """A folder to export from; the shipped teacher's student is written out once (it has no folder of its own)."""
-    if name != "default-student":
-        return name
-    if not (DEFAULT_STUDENT / "config.json").exists():
-        from hf_distil import init_student_from_teacher
-        from hf_distil.teachers import load_default_teacher
-
-        teacher, tokenizer = load_default_teacher()
-        init_student_from_teacher(teacher).save_pretrained(DEFAULT_STUDENT)
-        tokenizer.save_pretrained(DEFAULT_STUDENT)
-    return str(DEFAULT_STUDENT)
 
 
 def load_teacher(name: str, model_dir: str) -> PreTrainedModel:
@@ -140,7 +132,7 @@ def main() -> None:
         if cli.threads < 1:
             raise UsageError(f"--threads must be ≥ 1, got {cli.threads}.")
         torch.set_num_threads(cli.threads)
-    model_dir = resolve_student(cli.model)
+    model_dir = shipped_model_folder(cli.model, "--model")
     output_dir = cli.output_dir or model_dir
     # The output folder: the model's own (the default), or one that is new, empty or an earlier export's.
     check_output_dir(output_dir, SCRIPT, sources=[("the teacher", cli.teacher)], beside=[model_dir])

@@ -43,10 +43,11 @@ from hf_distil.cli import (
     mark_output_dir,
     parse_with_config,
     run_script,
+    shipped_model_folder,
     task_splits,
 )
 from hf_distil.errors import UsageError
-from hf_distil.tasks import MAIN_METRIC, TASKS, encode_pairs, resolve_model
+from hf_distil.tasks import MAIN_METRIC, TASKS, encode_pairs
 from hf_distil.tasks import qa as qa_lib
 from hf_distil.tasks.metrics import metric_path
 from hf_distil.teachers import load_teacher, load_tokenizer
@@ -102,7 +103,7 @@ def main() -> None:
     set_seed(args.seed)
 
     # The output folder (new, empty or this script's own, never a model's), then the models' folders.
-    path = resolve_model(task.model)
+    path = shipped_model_folder(task.model, "--model")
     sources = [("the model", path), ("the teacher", task.teacher)]
     check_output_dir(args.output_dir, SCRIPT, sources=sources)
     check_saved_model(path, "--model")

@@ -31,8 +31,9 @@ def test_deepspeed_json_fills_auto_values_and_validates(path, precision):
         adam_epsilon=1e-6,
         max_grad_norm=5.0,
         use_cpu=True,
+        fp16=precision == "fp16",
+        bf16=precision == "bf16",
     )
-    args.fp16, args.bf16 = precision == "fp16", precision == "bf16"  # set after init: fp16 is refused on CPU
     hf_config = HfTrainerDeepSpeedConfig(json.loads(path.read_text()))
     hf_config.trainer_config_process(args)
     model = BertForMaskedLM(

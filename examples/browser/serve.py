@@ -10,13 +10,12 @@ Python reads from the system's tables and some systems lack.
 
 from __future__ import annotations
 
-import argparse
 import functools
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlencode
 
-from hf_distil.cli import run_script
+from hf_distil.cli import OneLineArgumentParser, run_script
 from hf_distil.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +35,7 @@ class Handler(SimpleHTTPRequestHandler):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="outputs/onnx_demo", help="an exported folder inside the repository")
     parser.add_argument("--dtype", default="q8", choices=["q8", "fp32"], help="the int8 or the fp32 ONNX file")
     parser.add_argument("--port", type=int, default=8000, help="0 to 65535; 0 takes any free port")

@@ -104,6 +104,16 @@ def parse_with_config(dataclass_types: tuple, argv: list[str], default_config: P
         raise UsageError(str(error)) from None
 
 
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse for the small scripts that have no dataclass of settings: a bad flag or value is a UsageError (one
+    line, exit 2 under run_script) instead of argparse's usage block and error line, with the flag's own help."""
+
+    def error(self, message: str) -> NoReturn:
+        helps = {name: action.help for action in self._actions for name in action.option_strings if action.help}
+        flag = next((word for word in re.findall(r"--[\w-]+", message) if word in helps), None)
+        raise UsageError(f"{message}; {flag}: {helps[flag]}" if flag else f"{message}; see --help.")
+
+
 class _Parser(HfArgumentParser):
     """HfArgumentParser with a run config's values as the defaults, FORMS' settings collected as words, help
     text taken as written, and a bad flag raised as a `UsageError` that quotes the flag's help."""

@@ -13,10 +13,14 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 from ..errors import UsageError
 from ..run_folder import MODEL_FILES, refuse_source_folders
 
 OUTPUT_RECORD = "hf_distil_output.json"
+# The shipped models have no folder of their own; the scripts that read a folder get one, written once, here.
+SHIPPED_MODEL_FOLDERS = {"default-teacher": "outputs/default_teacher", "default-student": "outputs/default_student"}
 
 
 def check_output_dir(
@@ -42,22 +46,30 @@ def check_output_dir(
     refuse_source_folders(output_dir, sources)
     if not folder.is_dir() or overwrite or folder.resolve() in {Path(b).expanduser().resolve() for b in beside}:
         return
-    entries = sorted(p.name for p in folder.iterdir())
-    maker = _maker(folder)
-    if not entries or maker == script or any(next(folder.glob(pattern), None) for pattern in records):
+    held = _held_by_others(folder, script, records)
+    if held is None:
         return
-    models = [name for name in MODEL_FILES if name in entries]
-    if models:
-        what, them = f"a model ({models[0]})", "it"
-    else:
-        what, them = f"files ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''})", "them"
-    made = f", made by {maker}" if maker else ""
+    what, them, made = held
     way_out = (
         f"pass another {flag}, or --overwrite_output_dir to replace {them}"
         if overwrite is not None
         else f"pass another {flag} (a new or empty folder)"
     )
     raise UsageError(f"{flag} {output_dir} already holds {what} that this run did not make{made}; {way_out}.")
+
+
+def _held_by_others(folder: Path, script: str, records: Iterable[str] = ()) -> tuple[str, str, str] | None:
+    """(what the folder holds, "it"/"them", ", made by <its maker>" or "") when it holds anything that `script` did
+    not make; None otherwise."""
+    entries = sorted(p.name for p in folder.iterdir())
+    maker = _maker(folder)
+    if not entries or maker == script or any(next(folder.glob(pattern), None) for pattern in records):
+        return None
+    made = f", made by {maker}" if maker else ""
+    models = [name for name in MODEL_FILES if name in entries]
+    if models:
+        return f"a model ({models[0]})", "it", made
+    return f"files ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''})", "them", made
 
 
 def mark_output_dir(output_dir: str, script: str) -> None:
@@ -75,3 +87,36 @@ def _maker(folder: Path) -> str | None:
     except (OSError, ValueError):
         return None
     return record.get("written_by") if isinstance(record, dict) else None
+
+
+def shipped_model_folder(name: str, flag: str) -> str:
+    """The folder of `name` when it is a shipped model (SHIPPED_MODEL_FOLDERS): written once, with its record, and
+    reused only when that record names it, so neither a user's folder at that path nor a model of theirs there is
+    ever written over or taken for the shipped one. Any other name is returned as given."""
+    if name not in SHIPPED_MODEL_FOLDERS:
+        return name
+    folder, maker = Path(SHIPPED_MODEL_FOLDERS[name]), f"the shipped {name}"
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{flag} {name} is written to {folder}, which is a file; move it away.")
+    if folder.is_dir():
+        held = _held_by_others(folder, maker)
+        if held is not None:
+            raise UsageError(
+                f"{flag} {name} is written to {folder}, which already holds {held[0]} that hf_distil did not "
+                f"write{held[2]}; move {held[1]} away, or pass {flag} with your own model's folder."
+            )
+        if (folder / "config.json").is_file():
+            return str(folder)
+    model, tokenizer = _build_shipped(name)
+    mark_output_dir(str(folder), maker)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def _build_shipped(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    from ..student import init_student_from_teacher
+    from ..teachers import load_default_teacher
+
+    teacher, tokenizer = load_default_teacher()
+    return (teacher if name == "default-teacher" else init_student_from_teacher(teacher)), tokenizer

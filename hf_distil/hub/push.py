@@ -24,6 +24,9 @@ UPLOAD_PATTERNS = ["*.safetensors", "*.json", CARD_FILE, PLOT_FILE, "vocab.txt",
 SENTENCEPIECE_PATTERN = "*.model"
 # What a Trainer leaves in its output folder that never leaves the machine (pickles, checkpoints, TensorBoard logs).
 TRAINER_LEFTOVERS = ["*.bin", "*.pt", "*.pth", "checkpoint-*/", "runs/"]
+# JSON that describes the local folder, not the model: the record of which script made it (the scripts' output-folder
+# rule, hf_distil.cli.output.OUTPUT_RECORD; named here because the hub layer sits below the command-line layer).
+LOCAL_RECORDS = ["hf_distil_output.json"]
 ARGS_FILE = "training_args.json"
 
 
@@ -87,7 +90,7 @@ def push_to_hub(
     if left_out:
         shown = ", ".join(left_out[:8]) + (f" and {len(left_out) - 8} more" if len(left_out) > 8 else "")
         # Trainer's pickles, checkpoints and logs are always left out; anything else the user should hear of.
-        usual = all(any(_matches(Path(f), pattern) for pattern in TRAINER_LEFTOVERS) for f in left_out)
+        usual = all(any(_matches(Path(f), p) for p in TRAINER_LEFTOVERS + LOCAL_RECORDS) for f in left_out)
         log = logger.info if usual else logger.warning
         log(f"not uploaded from {folder}, as no part of a model folder: {shown}")
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT"), token=token)
@@ -123,6 +126,7 @@ def files_to_upload(folder: Path) -> tuple[list[str], list[str]]:
         wanted = any(_matches(name, pattern) for pattern in UPLOAD_PATTERNS) or (
             _matches(name, SENTENCEPIECE_PATTERN) and _is_sentencepiece(path)
         )
+        wanted = wanted and not any(_matches(name, pattern) for pattern in LOCAL_RECORDS)
         (uploaded if wanted else left_out).append(name.as_posix())
     for skipped in ("checkpoint-", "runs/"):  # one entry per folder of them, not their thousands of files
         inside = [f for f in left_out if f.startswith(skipped)]

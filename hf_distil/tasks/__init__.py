@@ -3,7 +3,7 @@ augmentation and its offline POS tagger, and offline metric modules."""
 
 from . import qa
 from .augment import TangRates, mlm_candidates, mlm_transfer_set, tang_transfer_set, words_of
-from .datasets import MAIN_METRIC, TASKS, encode_pairs, load_task, resolve_model
+from .datasets import MAIN_METRIC, TASKS, encode_pairs, load_task
 from .metrics import metric_path
 from .pos_tagger import PerceptronTagger
 
@@ -18,7 +18,6 @@ __all__ = [
     "mlm_candidates",
     "mlm_transfer_set",
     "qa",
-    "resolve_model",
     "tang_transfer_set",
     "words_of",
 ]

@@ -132,20 +132,6 @@ def load_task(
     return raw["train"], raw[eval_split]
 
 
-def resolve_model(name: str) -> str:
-    """A folder to load from; the shipped teacher is written out once (it has no folder of its own)."""
-    if name != "default-teacher":
-        return name
-    from ..teachers import load_default_teacher
-
-    folder = Path("outputs/default_teacher")
-    if not (folder / "config.json").exists():
-        model, tokenizer = load_default_teacher()
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 def encode_pairs(
     batch: dict, tokenizer: PreTrainedTokenizerBase, columns: tuple[str, str | None], max_length: int
 ) -> dict:

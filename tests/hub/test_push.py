@@ -14,6 +14,7 @@ from huggingface_hub import ModelCard
 from safetensors.torch import save_file
 
 from hf_distil import DistillationTrainer, push_to_hub
+from hf_distil.cli import OUTPUT_RECORD
 from hf_distil.hub import CardReport, HeldOut, Speed, render_model_card, save_model_card
 
 TOKEN = "hf_testsecret0123456789"
@@ -252,6 +253,7 @@ def test_a_folder_push_uploads_only_what_a_model_folder_holds_and_says_what_it_l
     (folder / "spiece.model").write_bytes(b"\x0a\x09\x0a\x05<unk>\x15\x00")  # a SentencePiece protobuf's head
     (folder / "evil.model").write_bytes(pickle.dumps({"not": "a tokenizer"}))
     (folder / "notes.txt").write_text("my private notes")
+    (folder / OUTPUT_RECORD).write_text('{"written_by": "export.py"}')  # which script made the folder: local only
     with caplog.at_level(logging.WARNING):
         push_to_hub(folder, "alice/folder", token=TOKEN)
     assert sorted(hub.files[("alice/folder", "main")]) == [
@@ -263,6 +265,7 @@ def test_a_folder_push_uploads_only_what_a_model_folder_holds_and_says_what_it_l
         "tokenizer.json",
         "vocab.txt",
     ]
-    assert f"not uploaded from {folder}, as no part of a model folder: evil.model, notes.txt, checkpoint-2/" in (
-        caplog.text
+    assert (
+        f"not uploaded from {folder}, as no part of a model folder: evil.model, {OUTPUT_RECORD}, notes.txt, "
+        "checkpoint-2/" in caplog.text
     )

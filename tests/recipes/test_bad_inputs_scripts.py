@@ -26,7 +26,8 @@ import pytest
 from conftest import save_recipe_assets, tiny_roberta, tiny_tokenizer
 from transformers.utils import logging
 
-from hf_distil.cli import OUTPUT_RECORD, task_splits
+from hf_distil.cli import OUTPUT_RECORD, shipped_model_folder, task_splits
+from hf_distil.cli.output import SHIPPED_MODEL_FOLDERS
 from hf_distil.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -212,6 +213,29 @@ def test_cache_teacher_has_its_own_default_folder_and_never_writes_beside_a_mode
     assert digests(student) == before
 
 
+@pytest.mark.parametrize("script, flag", [("export.py", "--model"), ("finetune.py", "--model")])
+def test_the_shipped_models_folder_is_never_someone_elses(assets, tmp_path, monkeypatch, capsys, script, flag):
+    """`--model default-student` (export.py) and `default-teacher` (finetune.py) are written once under outputs/:
+    a folder there that hf_distil did not write was used as the shipped model, or written into."""
+    monkeypatch.chdir(tmp_path)
+    name = "default-student" if script == "export.py" else "default-teacher"
+    folder = tmp_path / SHIPPED_MODEL_FOLDERS[name]
+    shutil.copytree(assets / "teacher", folder)  # a model of the user's own, at that path
+    before = digests(folder)
+    code, stderr = in_process(monkeypatch, capsys, script, flag, name, "--output_dir", str(tmp_path / "out"))
+    one_line(code, stderr, f"{flag} {name} is written to {SHIPPED_MODEL_FOLDERS[name]}, which already holds a model")
+    assert digests(folder) == before and not (tmp_path / "out").exists()
+
+
+def test_the_shipped_student_is_written_once_with_its_record_and_reused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = Path(shipped_model_folder("default-student", "--model"))
+    assert json.loads((folder / OUTPUT_RECORD).read_text()) == {"written_by": "the shipped default-student"}
+    written = digests(folder)
+    assert shipped_model_folder("default-student", "--model") == str(folder) and digests(folder) == written
+    assert shipped_model_folder(str(tmp_path / "mine"), "--model") == str(tmp_path / "mine")
+
+
 @pytest.mark.parametrize(
     "where, expected",
     [("nothing", "does not exist"), ("teacher", "holds a model (config.json), not a teacher cache")],
@@ -388,8 +412,10 @@ def test_the_page_server_refuses_a_bad_port_in_one_line(tmp_path, monkeypatch, c
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        for value, expected in ((port, f"--port {port}: cannot listen on it"), (70000, "--port 70000 is not a TCP")):
+        cases = [(port, f"--port {port}: cannot listen on it"), (70000, "--port 70000 is not a TCP")]
+        cases.append(("eighty", "argument --port: invalid int value: 'eighty'; --port: 0 to 65535; 0 takes any free"))
+        for value, expected in cases:
             monkeypatch.setattr(sys, "argv", [str(SERVE), "--port", str(value)])
             with pytest.raises(SystemExit) as done:
                 serve.run_script(serve.main)
-            one_line(done.value.code, capsys.readouterr().err, expected, "--port 0 for any free one")
+            one_line(done.value.code, capsys.readouterr().err, expected, "any free")
