@@ -90,8 +90,9 @@ class TeacherAgreementCallback(TrainerCallback):
 
 
 class NonFiniteLossGuard(TrainerCallback):
-    """Skip updates whose gradients are NaN/Inf; stop after `max_in_a_row` of them, or at once when an update
-    leaves NaN/Inf weights; fail a run whose last update was skipped.
+    """Skip updates whose gradients are NaN/Inf; stop after `max_in_a_row` of them (under an fp16 loss scaler, once
+    its scale is below 1 too), or at once when an update leaves NaN/Inf weights; fail a run whose last update was
+    skipped.
 
     A skipped update leaves weights and optimizer state untouched (gradients are set to None, which torch
     optimizers skip). On a stop nothing more is saved (those weights give NaN/Inf), `stopped` is set and
@@ -145,6 +146,11 @@ class NonFiniteLossGuard(TrainerCallback):
         self.in_a_row += 1
         self.skipped.append(step)
         logger.warning(f"step {step}: non-finite gradients, update skipped ({self.in_a_row} in a row)")
+        # Under fp16 an overflow is first the loss scale's: an initial scale of 2^16 overflows for several steps in a
+        # row while the GradScaler halves it. Only once the scale is below 1 do the weights themselves fail.
+        scaler = getattr(kwargs.get("optimizer"), "scaler", None)
+        if scaler is not None and scaler.is_enabled() and scaler.get_scale() >= 1.0:
+            return
         if self.in_a_row >= self.max_in_a_row:
             self._stop(args, control, step, f"{self.in_a_row} updates in a row had NaN/Inf gradients, all skipped")
 

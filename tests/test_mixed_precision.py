@@ -227,6 +227,27 @@ def test_fp16_overflow_skips_the_update_under_a_grad_scaler(
     overflow_run(tmp_path, student, teacher, tokenizer, dataset, max_grad_norm)
 
 
+@pytest.mark.parametrize("init_scale", [2.0**16, 0.5], ids=["scale 2^16", "scale below 1"])
+def test_fp16_overflows_in_a_row_stop_the_run_only_once_the_loss_scale_is_below_1(
+    tmp_path, init_scale, student, teacher, tokenizer, dataset
+):
+    """An initial loss scale of 2^16 overflows for several steps in a row: the scaler's business, not divergence."""
+    guard = NonFiniteLossGuard(max_in_a_row=3)
+    trainer = make_trainer(
+        tmp_path, student, teacher, tokenizer=tokenizer, train_dataset=dataset, callbacks=[guard], max_steps=6,
+        fp16=True, max_grad_norm=1.0,
+    )  # fmt: skip
+    trainer.accelerator.scaler = torch.amp.GradScaler(trainer.args.device.type, init_scale=init_scale)
+    trainer.accelerator.native_amp = True
+    next(student.parameters()).register_hook(lambda g: g * math.inf if trainer.state.global_step < 5 else g)
+    trainer.train()
+    if init_scale > 1:
+        assert guard.skipped == [1, 2, 3, 4, 5] and not guard.stopped and trainer.state.global_step == 6
+        assert trainer.accelerator.scaler.get_scale() == init_scale / 2**5
+    else:
+        assert guard.skipped == [1, 2, 3] and guard.stopped and trainer.state.global_step == 3
+
+
 @pytest.mark.gpu
 @cuda
 def test_fp16_overflow_skips_the_update_on_cuda(tmp_path, student, teacher, tokenizer, dataset):
