@@ -16,37 +16,15 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.backend import backend_should_export
 from transformers import AutoTokenizer, BertModel
 
-from hf_distil import init_student_from_teacher
-from hf_distil.deploy import FP32_FILE, INT8_FILE, ExportReport, export_onnx, export_student, session
-from hf_distil.deploy.export import copy_sentence_transformers_modules, embedding_task, task_of
+from hf_distil.deploy import FP32_FILE, INT8_FILE, ExportReport, export_onnx, session
+from hf_distil.deploy.export import embedding_task, task_of
 from hf_distil.deploy.fidelity import agreement, answers, fidelity_feeds, held_out_sentences, mean_cosine
 from hf_distil.errors import UsageError
 from hf_distil.hub import card
 from hf_distil.models.pooling import Pooling
 
 ROOT = Path(__file__).resolve().parents[2]
-# blockwise: a scheme quick to write that keeps 95% of this student's nearest neighbours (the default gate keeps
-# smooth_split, which calibrates for a minute: docs/results.md); a short gate and timing.
-FAST = dict(schemes=["blockwise"], num_sentences=60, speed_sentences=3, speed_rounds=1)
 ST_MODULE_FILES = ["modules.json", "1_Pooling/config.json", "sentence_bert_config.json"]
-
-
-def sentence_transformers_student(minilm_folder: Path, folder: Path) -> tuple[Path, BertModel]:
-    """all-MiniLM-L6-v2's layers 0, 2, 4, saved as a Sentence Transformers model (mean pooling, normalised)."""
-    teacher = BertModel.from_pretrained(str(minilm_folder))
-    student = init_student_from_teacher(teacher, layers=[0, 2, 4], architecture="same").eval()
-    student.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(str(minilm_folder)).save_pretrained(folder)
-    copy_sentence_transformers_modules(minilm_folder, folder)
-    return folder, student
-
-
-@pytest.fixture(scope="module")
-def exported_embedder(minilm_folder, tmp_path_factory) -> tuple[Path, Path, ExportReport]:
-    """(the student's folder, its export, the export's report)."""
-    folder, _ = sentence_transformers_student(minilm_folder, tmp_path_factory.mktemp("embedder") / "student")
-    out = folder.parent / "onnx_export"
-    return folder, out, export_student(folder, out, **FAST)
 
 
 def encode_with_sentence_transformers(folder: Path, sentences: list[str], **options) -> np.ndarray:
