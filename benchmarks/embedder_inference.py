@@ -5,6 +5,7 @@ one run; with the int8 model's nearest-neighbour agreement and mean cosine with 
     python benchmarks/embedder_inference.py --threads 1                          # its layers 0, 2, 4, untrained
     python benchmarks/embedder_inference.py --student outputs/distil_embeddings  # a student saved as ST model
     python benchmarks/embedder_inference.py --tiny                               # CI: a few sentences, one pass
+    python benchmarks/embedder_inference.py --threads 1 --try_all                # every int8 scheme's gate figures
 
 Encode is what a user calls: token states, then the pooling and normalisation of the teacher's Sentence
 Transformers modules (PyTorch: `hf_distil.models.pooling`; ONNX: the graph's `sentence_embedding`). The gate's
@@ -65,10 +66,11 @@ def student_folder(scratch: Path, teacher_folder: Path, teacher: BertModel) -> P
 
 
 def table(report: dict) -> str:
+    threads = f"{report['threads']} thread{'s' if report['threads'] > 1 else ''}"
     lines = [
         f"Batch-1 encode, ms per sentence over {report['sentences']} held-out sentences, median of {report['passes']} "
-        f"passes in turn; {report['threads']} threads, {report['machine']}, 1-minute load "
-        f"{report['load_average'][0]:.1f} → {report['load_average'][1]:.1f}",
+        f"passes in turn; {threads}, {report['machine']}, 1-minute load {report['load_average'][0]:.1f} → "
+        f"{report['load_average'][1]:.1f}",
     ]
     labels = {name: f"{name} ({report['int8_scheme']})" if name == INT8 else name for name in report["ms"]}
     width = max(len(label) for label in labels.values())
@@ -83,6 +85,7 @@ def table(report: dict) -> str:
         )
     else:
         lines.append(f"no int8 scheme kept {report['min_agreement']:.0%} of fp32's nearest neighbours")
+    lines += [f"  {s['name']}: {s['nn_agreement']:.1%}, mean cosine {s['mean_cosine']:.5f}" for s in report["schemes"]]
     return "\n".join(lines)
 
 
@@ -94,6 +97,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timing passes (default 5; --tiny: 1)")
     parser.add_argument("--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime (default: PyTorch's)")
     parser.add_argument("--json", action="store_true", help="one JSON line instead of the table")
+    parser.add_argument("--try_all", action="store_true", help="the gate measures every int8 scheme (time: the kept)")
     cli = parser.parse_args()
     if cli.threads:
         torch.set_num_threads(cli.threads)
@@ -107,7 +111,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(cli.student) if cli.student else student_folder(Path(scratch), teacher_folder, teacher)
         out = Path(scratch, "onnx")
-        export = export_student(folder, out, speed_sentences=1, speed_rounds=1, **gate)
+        export = export_student(folder, out, speed_sentences=1, speed_rounds=1, try_all=cli.try_all, **gate)
         student = BertModel.from_pretrained(str(folder)).eval()
         runners = {TEACHER: torch_encoder(teacher, pooling), STUDENT: torch_encoder(student, pooling)}
         runners[FP32] = onnx_encoder(out / FP32_FILE)
@@ -138,6 +142,9 @@ def main() -> None:
         "gate_sentences": export.items,
         "nn_agreement": kept.agreement if kept else None,
         "mean_cosine": kept.mean_cosine if kept else None,
+        "schemes": [
+            {"name": s.name, "nn_agreement": s.agreement, "mean_cosine": s.mean_cosine} for s in export.schemes
+        ],
     }
     print(json.dumps(report) if cli.json else table(report))
 
