@@ -118,6 +118,7 @@ def test_a_pooling_given_for_a_plain_folder_or_a_head_that_is_not_an_encoder(exp
         task_of(plain, Pooling("mean"))
 
 
+@pytest.mark.recipe  # an export of its own, in this process
 def test_the_recipe_finds_the_embedder_and_prints_its_gate_figures(exported_embedder, tmp_path, monkeypatch, capsys):
     folder, _, _ = exported_embedder
     fast = ["--schemes", "dynamic,blockwise", "--num_sentences", "60", "--speed_sentences", "2"]
