@@ -8,6 +8,9 @@ Writes OUTPUT_DIR/onnx/model.onnx (fp32), OUTPUT_DIR/onnx/model_quantized.onnx (
 "q8") with config.json and the tokenizer beside them, and export_report.json; prints what each int8 scheme kept
 of fp32's answers on held-out text and how fast each model runs at batch 1. The int8 file is written only if a
 scheme keeps at least --min_agreement of fp32's answers; if none does, fp32 alone is written and the run exits 1.
+A Sentence Transformers model (a folder with modules.json) is found by itself and exported as a sentence embedder:
+pooling and normalisation inside the graph (output sentence_embedding), its modules copied beside it, and the
+int8 gate on nearest-neighbour agreement, with the mean cosine of int8 embeddings with fp32's in the table.
 'default-student' is the shipped teacher's 3-layer student before any training (init_student_from_teacher).
 """
 
@@ -102,17 +105,33 @@ def load_teacher(name: str, model_dir: str) -> PreTrainedModel:
 
 
 def format_report(report: ExportReport) -> str:
-    """The schemes and models as a table: agreement with fp32, batch-1 latency, speed-up over the teacher."""
+    """The schemes and models as a table: agreement with fp32, batch-1 latency, speed-up over the teacher; a
+    sentence embedder's table adds the mean cosine of each int8 model's embeddings with fp32's."""
     base = TEACHER_KEY if TEACHER_KEY in report.latency_ms else STUDENT_KEY
-    rows = [(name, "—", ms, "") for name, ms in report.latency_ms.items() if not name.startswith("student, ONNX int8")]
+    rows = [
+        (name, "—", ms, "", "") for name, ms in report.latency_ms.items() if not name.startswith("student, ONNX int8")
+    ]
     rows += [
-        (f"student, ONNX int8 {s.name}", report.shown(s.agreement), s.latency_ms, f"{s.size_mb:.1f}")
+        (
+            f"student, ONNX int8 {s.name}",
+            report.shown(s.agreement),
+            s.latency_ms,
+            f"{s.size_mb:.1f}",
+            "" if s.mean_cosine is None else f"{s.mean_cosine:.4f}",
+        )
         for s in report.schemes
     ]
-    lines = [f"{'model':<48} {'agreement':>9} {'ms':>8} {'speed-up':>8} {'MB':>6}"]
-    for name, agreed, ms, size in rows:
+    cosine = f" {'mean cos':>8}" if report.pooling else ""
+    lines = [f"{'model':<48} {'agreement':>9} {'ms':>8} {'speed-up':>8} {'MB':>6}{cosine}"]
+    for name, agreed, ms, size, cos in rows:
         agreed = f"{report.shown(1.0)} (ref)" if name == FP32_KEY else agreed
-        lines.append(f"{name:<48} {agreed:>9} {ms:>8.2f} {report.latency_ms[base] / ms:>7.1f}x {size:>6}")
+        cos = f" {cos:>8}" if report.pooling else ""
+        lines.append(f"{name:<48} {agreed:>9} {ms:>8.2f} {report.latency_ms[base] / ms:>7.1f}x {size:>6}{cos}")
+    if report.pooling:
+        lines.append(
+            f"sentence embedder: {report.pooling} inside the graph (output sentence_embedding); mean cos: cosine of "
+            "the int8 embeddings with fp32's, averaged over the held-out sentences"
+        )
     threads = f"{report.threads} thread{'s' if report.threads > 1 else ''}"
     return "\n".join(
         [
@@ -162,9 +181,10 @@ def main() -> None:
             f"{best.name}, {report.shown(best.agreement)}); wrote fp32 only ({Path(output_dir, report.fp32_file)}); "
             f"lower --min_agreement to accept {best.name}."
         )
+    modules = ", the Sentence Transformers modules" if report.pooling else ""
     print(
         f"wrote {output_dir}: {report.fp32_file} (fp32), {report.int8_file} (int8 {report.chosen}), config.json, "
-        f"tokenizer, export_report.json"
+        f"tokenizer{modules}, export_report.json"
     )
 
 

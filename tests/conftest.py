@@ -277,3 +277,24 @@ def minilm_folder():
     from hf_distil.teachers.minilm import packaged_encoder_path
 
     return packaged_encoder_path()
+
+
+@pytest.fixture(scope="session")
+def exported_embedder(minilm_folder, tmp_path_factory):
+    """(folder, export, report): all-MiniLM-L6-v2's layers 0, 2, 4 saved as a Sentence Transformers model (mean
+    pooling, normalised; untrained), and its export as a sentence embedder. The int8 scheme is blockwise, quick to
+    write, which keeps 95% of its nearest neighbours (the default gate keeps smooth_split, which calibrates for a
+    minute: docs/results.md); a short gate and timing."""
+    from transformers import AutoTokenizer, BertModel
+
+    from hf_distil.deploy import export_student
+    from hf_distil.deploy.export import copy_sentence_transformers_modules
+
+    folder = tmp_path_factory.mktemp("embedder") / "student"
+    teacher = BertModel.from_pretrained(str(minilm_folder))
+    init_student_from_teacher(teacher, layers=[0, 2, 4], architecture="same").save_pretrained(folder)
+    AutoTokenizer.from_pretrained(str(minilm_folder)).save_pretrained(folder)
+    copy_sentence_transformers_modules(minilm_folder, folder)
+    out = folder.parent / "onnx_export"
+    fast = dict(schemes=["blockwise"], num_sentences=60, speed_sentences=2, speed_rounds=1)
+    return folder, out, export_student(folder, out, **fast)

@@ -164,3 +164,19 @@ def test_gpu_check_without_cuda_stops_at_once_naming_the_torch_it_found():
     done = script("gpu_check.py", CUDA_VISIBLE_DEVICES="")
     assert done.returncode == 1 and "plan:" not in done.stdout
     assert f"error: no CUDA device: torch {torch.__version__}" in done.stderr
+
+
+def test_embedder_inference_times_the_four_encoders_in_turn_and_reports_the_int8_gate():
+    report = bench("embedder_inference.py", "--threads", "1", "--json")
+    assert report["benchmark"] == "embedder_inference" and report["threads"] == 1 and report["sentences"] == 4
+    assert list(report["ms"]) == [
+        "teacher, PyTorch fp32",
+        "student, PyTorch fp32",
+        "student, ONNX fp32",
+        "student, ONNX int8",
+    ]
+    assert all(ms > 0 for ms in report["ms"].values())
+    ms = report["ms"]
+    assert report["int8_over_teacher"] == pytest.approx(ms["teacher, PyTorch fp32"] / ms["student, ONNX int8"])
+    assert report["int8_scheme"] == "blockwise" and report["gate_sentences"] == 20
+    assert report["nn_agreement"] >= 0.95 and 0.999 < report["mean_cosine"] < 1

@@ -4,6 +4,13 @@
     OUT/onnx/model.onnx                                      fp32 (transformers.js dtype "fp32")
     OUT/onnx/model_quantized.onnx                            int8 (dtype "q8"), only if it passed the gate
     OUT/export_report.json                                   the gate's figures
+    OUT/modules.json, 1_Pooling/, ...                        a Sentence Transformers model's modules, copied
+
+A plain encoder saved as a Sentence Transformers model (a `modules.json` with a Pooling module, or a `pooling`
+given) is exported as a sentence embedder: the graph computes `sentence_embedding` (its pooling over the attention
+mask, then L2 normalisation when its modules normalise) beside the token states `last_hidden_state`, which
+transformers.js' feature-extraction pipeline and sentence-transformers' ONNX backend (Optimum's
+ORTModelForFeatureExtraction) read and pool themselves.
 
 The int8 file must earn its place: each quantisation scheme of `SCHEMES` is tried in order (fastest first) and
 the first whose answers agree with fp32 on held-out text on at least `min_agreement` of the items is kept:
@@ -43,6 +50,7 @@ from transformers.utils import logging as hf_logging
 from ..errors import RunFailed, UsageError
 from ..hub import OnnxExport
 from ..models.heads import forward_arguments
+from ..models.pooling import Pooling, pool
 from .fidelity import (
     Task,
     answers,
@@ -51,6 +59,7 @@ from .fidelity import (
     gate_figure,
     held_out_sentences,
     largest_relative_error,
+    mean_cosine,
 )
 from .quantization import SCHEME_NAMES, SCHEMES
 from .runtime import describe_machine, latencies, session, torch_runner
@@ -64,6 +73,9 @@ OPSET = 17
 # fp32 ONNX Runtime against PyTorch, relative to the largest output: an order of magnitude above what the shipped
 # teacher's student shows; beyond it the export is broken, not rounded.
 FP32_TOLERANCE = 1e-4
+# What sentence-transformers needs beside the weights to rebuild its module chain (the modules' own folders, named
+# in modules.json, are copied too).
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 
 
 TASKS = {  # architecture suffix in config.json -> task
@@ -86,8 +98,24 @@ REGRESSION = Task(
 )
 
 
-def task_of(model_dir: str | Path) -> Task:
-    """The task of a saved model, from config.json's `architectures`; a UsageError for anything else."""
+def embedding_task(pooling: Pooling) -> Task:
+    """A sentence embedder: the token states and the pooled, maybe normalised, sentence embedding."""
+    return Task(
+        "feature-extraction",
+        AutoModel,
+        ("last_hidden_state", "sentence_embedding"),
+        "nearest-neighbour sentence agreement",
+        pooling=pooling,
+    )
+
+
+def describe_pooling(pooling: Pooling) -> str:
+    return f"{pooling.mode} pooling" + (", L2-normalised" if pooling.normalize else "")
+
+
+def task_of(model_dir: str | Path, pooling: Pooling | None = None) -> Task:
+    """The task of a saved model, from config.json's `architectures`; a UsageError for anything else. A plain
+    encoder is a sentence embedder when `pooling` is given or its folder is a Sentence Transformers model's."""
     config_file = Path(model_dir, "config.json")
     if not config_file.exists():
         raise UsageError(
@@ -107,6 +135,14 @@ def task_of(model_dir: str | Path) -> Task:
             "save the model with model.save_pretrained(folder), which records it."
         )
     architecture = architectures[0]
+    if architecture.endswith("Model"):
+        pooling = pooling or Pooling.from_folder(model_dir)
+        return embedding_task(pooling) if pooling else TASKS["Model"]
+    if pooling is not None:
+        raise UsageError(
+            f"{model_dir} holds a {architecture}, and pooling into a sentence embedding applies to a plain encoder "
+            "(*Model); export it without a pooling, or save its encoder (model.base_model) with save_pretrained."
+        )
     for suffix, task in TASKS.items():
         if architecture.endswith(suffix):
             labels = config.get("id2label") or {}  # every saved config has it; absent: transformers' default, 2
@@ -123,11 +159,12 @@ def task_of(model_dir: str | Path) -> Task:
 
 
 class _NamedOutputs(nn.Module):
-    """The model with its outputs as a tuple in `names` order, so the ONNX outputs carry exactly those names."""
+    """The model with its outputs as a tuple in `names` order, so the ONNX outputs carry exactly those names;
+    `sentence_embedding` is `pooling` of the last hidden state over the attention mask."""
 
-    def __init__(self, model: PreTrainedModel, names: Sequence[str]) -> None:
+    def __init__(self, model: PreTrainedModel, names: Sequence[str], pooling: Pooling | None = None) -> None:
         super().__init__()
-        self.model, self.names = model, tuple(names)
+        self.model, self.names, self.pooling = model, tuple(names), pooling
 
     # Named parameters, not **inputs: the tracer hands its inputs over by position.
     def forward(
@@ -135,6 +172,8 @@ class _NamedOutputs(nn.Module):
     ) -> tuple[torch.Tensor, ...]:
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra, return_dict=True)
+        if self.pooling is not None:
+            outputs["sentence_embedding"] = pool(outputs["last_hidden_state"], attention_mask, self.pooling)
         return tuple(outputs[name] for name in self.names)
 
 
@@ -159,7 +198,7 @@ def export_onnx(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path
     axes = {0: "batch_size", 1: "sequence_length"}
     # eval() on the wrapper too: the exporter applies the top module's mode to every submodule, and a wrapper left
     # in training mode exports dropout (measured: logits off by 2.4).
-    wrapper = _NamedOutputs(model.float(), task.outputs).eval()
+    wrapper = _NamedOutputs(model.float(), task.outputs, task.pooling).eval()
     with warnings.catch_warnings(), torch.no_grad():
         # The tracer warns about Python branches on shapes (attention-mask shortcuts) that it freezes; the
         # parity check on sentences of other lengths and batch sizes is what tells whether that mattered.
@@ -185,9 +224,9 @@ def max_abs_difference(
 ) -> tuple[float, float]:
     """(largest |ONNX − PyTorch| over every output, largest |PyTorch| output) on one padded batch."""
     theirs = session(onnx_path).run(list(task.outputs), {n: batch[n].numpy() for n in names})
-    ours = model(**{n: batch[n] for n in names}, return_dict=True)
-    diff = max(float(np.abs(ours[name].numpy() - out).max()) for name, out in zip(task.outputs, theirs))
-    scale = max(float(ours[name].abs().max()) for name in task.outputs)
+    ours = _NamedOutputs(model, task.outputs, task.pooling).eval()(**{n: batch[n] for n in names})
+    diff = max(float(np.abs(mine.numpy() - out).max()) for mine, out in zip(ours, theirs))
+    scale = max(float(mine.abs().max()) for mine in ours)
     return diff, scale
 
 
@@ -203,6 +242,7 @@ class SchemeResult:
     size_mb: float = 0.0
     passed: bool = False
     max_relative_error: float | None = None  # a regression head's largest error, relative to fp32's largest score
+    mean_cosine: float | None = None  # a sentence embedder: mean cosine of its embeddings with fp32's
 
 
 @dataclass
@@ -229,6 +269,7 @@ class ExportReport:
     load_average: list[float] = field(default_factory=list)  # 1-minute load before and after timing: other work
     versions: dict[str, str] = field(default_factory=dict)
     regression: bool = False  # a one-score head: the schemes' figure is a correlation, not a share of answers
+    pooling: str | None = None  # a sentence embedder: the pooling inside its graph (describe_pooling)
 
     def shown(self, figure: float) -> str:
         """A scheme's figure as people read it: a correlation as a number, an agreement as a share."""
@@ -268,6 +309,7 @@ class ExportReport:
             int8_scheme=kept.name if kept else None,
             int8_agreement=kept.agreement if kept else None,
             int8_max_relative_error=kept.max_relative_error if kept else None,
+            int8_mean_cosine=kept.mean_cosine if kept else None,
             agreement_measure=self.agreement_measure,
             items=self.items,
             int8_speedup=teacher_ms / kept.latency_ms if kept and teacher_ms and kept.latency_ms else None,
@@ -298,6 +340,7 @@ def export_student(
     speed_sentences: int = 30,
     speed_rounds: int = 3,
     calibration_sentences: int = 64,
+    pooling: Pooling | None = None,
 ) -> ExportReport:
     """Export the student saved in `model_dir` to `output_dir` (layout in this module's docstring).
 
@@ -308,7 +351,10 @@ def export_student(
     model is then timed at batch 1 on `speed_sentences` sentences: the student in PyTorch and in ONNX Runtime,
     each int8 scheme tried, and `teacher` in PyTorch when given. Calibrated schemes (`smooth_split`,
     `outlier_split`) learn their ranges and weight rounding from the `calibration_sentences` held-out sentences
-    that follow the measured ones, so the agreement is measured on text they did not see.
+    that follow the measured ones, so the agreement is measured on text they did not see. A plain encoder with
+    `pooling` (default: its folder's, when it is a Sentence Transformers model) is exported as a sentence embedder
+    (module docstring); its gate compares the nearest neighbours of the graph's sentence embeddings, and reports
+    their mean cosine with fp32's.
     """
     import onnx
     import onnxruntime
@@ -324,7 +370,7 @@ def export_student(
         raise UsageError(f"unknown int8 scheme(s) {', '.join(unknown)}; choose from {', '.join(SCHEME_NAMES)}.")
     if min(num_sentences, speed_sentences, mask_draws, calibration_sentences) < 1:
         raise UsageError("num_sentences, speed_sentences, mask_draws and calibration_sentences must be ≥ 1.")
-    task = task_of(model_dir)
+    task = task_of(model_dir, pooling)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     except (OSError, ValueError, TypeError) as error:
@@ -343,6 +389,8 @@ def export_student(
     fp32_path = export_onnx(model, tokenizer, out / FP32_FILE, task)
     model.config.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    if task.pooling is not None:
+        copy_sentence_transformers_modules(model_dir, out)
 
     # 2. fp32 parity with PyTorch on real sentences of different lengths, padded into one batch.
     held_out = held_out_sentences(texts)
@@ -363,7 +411,8 @@ def export_student(
     feeds = fidelity_feeds(task, tokenizer, sentences, names, max_length, mask_draws)
     calibration = fidelity_feeds(task, tokenizer, calibration_text, names, max_length, 1) if calibration_text else []
     fp32 = session(fp32_path)
-    reference = answers(task, [fp32.run(None, f) for f in feeds], feeds, tokenizer.mask_token_id)
+    fp32_outputs = [fp32.run(None, f) for f in feeds]
+    reference = answers(task, fp32_outputs, feeds, tokenizer.mask_token_id)
     if len(reference) == 0:
         raise UsageError("the held-out text gave no item to compare (no [MASK] drawn); pass longer sentences.")
     candidates = out / "onnx" / "candidates"
@@ -382,7 +431,8 @@ def export_student(
                 )
             scheme.quantize(fp32_path, path, config, calibration)
             sessions[scheme.name] = int8 = session(path)
-            ours = answers(task, [int8.run(None, f) for f in feeds], feeds, tokenizer.mask_token_id)
+            int8_outputs = [int8.run(None, f) for f in feeds]
+            ours = answers(task, int8_outputs, feeds, tokenizer.mask_token_id)
             agreed = gate_figure(task, ours, reference)
             result = SchemeResult(
                 scheme.name,
@@ -391,6 +441,7 @@ def export_student(
                 size_mb=path.stat().st_size / 1e6,
                 passed=agreed >= min_agreement,
                 max_relative_error=largest_relative_error(ours, reference) if task.regression else None,
+                mean_cosine=mean_cosine(task, int8_outputs, fp32_outputs) if task.pooling else None,
             )
             tried.append(result)
             figure = format_figure(agreed, task.regression)
@@ -437,6 +488,7 @@ def export_student(
         load_average=load,
         versions={"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
         regression=task.regression,
+        pooling=describe_pooling(task.pooling) if task.pooling else None,
     )
     report.save(out)
     if chosen is None:
@@ -446,3 +498,18 @@ def export_student(
             f"{report.shown(best.agreement)}); wrote fp32 only: {out / FP32_FILE}"
         )
     return report
+
+
+def copy_sentence_transformers_modules(model_dir: str | Path, out: Path) -> None:
+    """Copy a Sentence Transformers model's module chain (modules.json, its config files, each module's folder) so
+    that `SentenceTransformer(out, backend="onnx")` rebuilds the same pooling and normalisation on the ONNX file."""
+    source = Path(model_dir)
+    if not (source / "modules.json").is_file() or source.resolve() == out.resolve():
+        return
+    for name in SENTENCE_TRANSFORMERS_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, out / name)
+    for module in json.loads((source / "modules.json").read_text()):
+        folder = module.get("path") or ""
+        if folder and (source / folder).is_dir():  # "" is the transformer itself: config and tokenizer, saved above
+            shutil.copytree(source / folder, out / folder, dirs_exist_ok=True)

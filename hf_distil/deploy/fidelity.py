@@ -11,6 +11,7 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from ..data.collator import DataCollatorForDistillation
+from ..models.pooling import Pooling
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Task:
     regression: bool = (
         False  # one score per input: compared by correlation, since an argmax of one value always agrees
     )
+    pooling: Pooling | None = None  # a sentence embedder: its pooling runs inside the graph (`sentence_embedding`)
 
 
 MAX_ANSWER_TOKENS = 15  # question answering: longest span considered (transformers' pipeline, max_answer_len)
@@ -83,11 +85,26 @@ def answers(
         return np.array([out[0][0].argmax() for out in outputs])
     if task.pipeline == "question-answering":
         return np.array([_best_span(out[0][0], out[1][0], f) for out, f in zip(outputs, feeds)])
-    pooled = np.stack([out[0][0].mean(0) for out in outputs])  # mean over tokens (batch 1: no padding)
-    pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
-    similarity = pooled @ pooled.T
+    embeddings = sentence_embeddings(task, outputs)
+    similarity = embeddings @ embeddings.T
     np.fill_diagonal(similarity, -np.inf)
     return similarity.argmax(1)
+
+
+def sentence_embeddings(task: Task, outputs: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
+    """(items, width) unit vectors from batch-1 outputs: a sentence embedder's own `sentence_embedding` (its
+    pooling, in the graph), else the mean of the token states (batch 1: no padding)."""
+    if task.pooling is not None:
+        pooled = np.stack([out[task.outputs.index("sentence_embedding")][0] for out in outputs])
+    else:
+        pooled = np.stack([out[0][0].mean(0) for out in outputs])
+    return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+
+
+def mean_cosine(task: Task, ours: Sequence[Sequence[np.ndarray]], reference: Sequence[Sequence[np.ndarray]]) -> float:
+    """Mean cosine between each item's sentence embedding and fp32's: how far int8 moves the vectors a search
+    index holds, which nearest-neighbour agreement alone does not say."""
+    return float((sentence_embeddings(task, ours) * sentence_embeddings(task, reference)).sum(1).mean())
 
 
 def _best_span(start: np.ndarray, end: np.ndarray, feed: dict[str, np.ndarray]) -> tuple[int, int]:

@@ -82,6 +82,8 @@ def _onnx_section(onnx: OnnxExport) -> dict[str, Any]:
                 f"keeps {onnx.int8_agreement:.1%} of fp32's answers ({onnx.agreement_measure}, "
                 f"{onnx.items} items of held-out text)"
             )
+            if onnx.int8_mean_cosine is not None:
+                fidelity += f"; mean cosine with fp32's embeddings {onnx.int8_mean_cosine:.4f}"
         rows.append((onnx.int8_file, f"int8 (`{onnx.int8_scheme}`)", fidelity))
         if onnx.int8_speedup and onnx.machine:
             threads = onnx.threads

@@ -61,6 +61,7 @@ class OnnxExport:
     int8_scheme: str | None = None  # the quantisation scheme that passed the agreement gate
     int8_agreement: float | None = None  # share of fp32's answers the int8 model keeps (regression: correlation)
     int8_max_relative_error: float | None = None  # regression heads: largest error relative to fp32's largest score
+    int8_mean_cosine: float | None = None  # sentence embedders: mean cosine of the int8 embeddings with fp32's
     agreement_measure: str | None = None  # what an answer is, e.g. "top-1 agreement at [MASK]"
     items: int | None = None  # answers compared
     int8_speedup: float | None = None  # the teacher in PyTorch fp32 over the int8 model, batch 1

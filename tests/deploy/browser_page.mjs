@@ -58,7 +58,8 @@ const shown = await evaluate(`({
   state: document.body.dataset.state,
   status: document.getElementById("status").textContent,
   answers: [...document.querySelectorAll("#predictions li")].map((li) =>
-    ({ token: Number(li.dataset.token), score: Number(li.dataset.score), text: li.textContent })),
+    ({ token: Number(li.dataset.token), score: Number(li.dataset.score), text: li.textContent,
+       vector: li.dataset.vector && JSON.parse(li.dataset.vector) })),
 })`);
 const { data } = await send("Page.captureScreenshot", { format: "png" }, sessionId);
 writeFileSync(screenshot, Buffer.from(data, "base64"));

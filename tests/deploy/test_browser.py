@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_export_embedder import encode_with_sentence_transformers
 from test_export_node import EXAMPLE, exported_student, top5  # noqa: F401 (the fixture)
 from transformers import AutoTokenizer
 
@@ -39,8 +40,8 @@ def _serve_module():
 
 
 @pytest.fixture
-def site(tmp_path, exported_student):  # noqa: F811
-    """A local web server over the page, transformers.js' npm install and the exported student."""
+def site(tmp_path, exported_student, exported_embedder):  # noqa: F811
+    """A local web server over the page, transformers.js' npm install, the exported student and embedder."""
     if not (EXAMPLE / "node_modules" / "@huggingface" / "transformers").is_dir():
         pytest.fail("examples/transformers_js has no node_modules: run `make setup`")
     folder, _ = exported_student
@@ -50,6 +51,7 @@ def site(tmp_path, exported_student):  # noqa: F811
         (root / "examples" / name).symlink_to(ROOT / "examples" / name)
     (root / "models").mkdir()
     (root / "models" / "student").symlink_to(folder)
+    (root / "models" / "embedder").symlink_to(exported_embedder[1])
     handler = _serve_module().Handler  # the example's own server, with its MIME types
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -92,6 +94,19 @@ def test_the_page_fills_the_mask_as_the_model_does(site, exported_student, tmp_p
     np.testing.assert_allclose([answer["score"] for answer in page["answers"]], scores, atol=1e-5, rtol=rtol)
     assert f"/models/student ({dtype})" in page["status"] and "ms in this browser" in page["status"]
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 10_000
+
+
+def test_the_page_embeds_sentences_as_sentence_transformers_does(site, exported_embedder, tmp_path):
+    folder, _, _ = exported_embedder
+    sentences = ["A cat sat on the mat.", "A kitten rested on the rug.", "Stocks fell sharply on Monday."]
+    query = {"task": "feature-extraction", "model": "/models/embedder", "dtype": "fp32", "text": " | ".join(sentences)}
+    page = open_page(f"{site}/examples/browser/?{urllib.parse.urlencode(query)}", tmp_path / "page.png")
+    assert page["state"] == "done", page["status"]
+    expected = encode_with_sentence_transformers(folder, sentences)  # PyTorch, pooled by sentence-transformers
+    np.testing.assert_allclose([answer["vector"] for answer in page["answers"]], expected, atol=1e-4, rtol=0)
+    cosines = [float(answer["text"].rsplit(": ", 1)[1].rstrip(")")) for answer in page["answers"]]
+    np.testing.assert_allclose(cosines, expected @ expected[0], atol=1e-3)
+    assert cosines[1] > cosines[2]  # the kitten is nearer the cat than the stock market is
 
 
 def test_a_missing_model_folder_is_said_on_the_page(site, tmp_path):

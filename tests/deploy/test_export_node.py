@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import tiny_tokenizer
 from test_export import saved, tiny_distilbert
+from test_export_embedder import encode_with_sentence_transformers
 from transformers import AutoTokenizer, DistilBertForSequenceClassification
 
 from hf_distil import init_student_from_teacher
@@ -100,3 +101,19 @@ def test_classification_in_transformers_js_gives_pytorchs_scores(tmp_path):
     got = run_node("classify.mjs", str(folder), text, "q8")
     assert [r["label"] for r in got] == [label for _, label in expected]
     np.testing.assert_allclose([r["score"] for r in got], [p for p, _ in expected], atol=1e-5)
+
+
+def test_feature_extraction_in_transformers_js_gives_the_sentence_transformers_vectors(exported_embedder):
+    folder, out, _ = exported_embedder
+    sentences = held_out_sentences()[200:204]  # of different lengths: one padded batch
+    fp32 = run_node("embed.mjs", str(out), *sentences, "--dtype", "fp32", "--pooling", "mean")
+    expected = encode_with_sentence_transformers(folder, sentences)  # PyTorch, as sentence-transformers pools
+    np.testing.assert_allclose(fp32["pipeline"], expected, atol=1e-5, rtol=0)  # measured: 1e-7 apart
+    np.testing.assert_allclose(fp32["sentence_embedding"], expected, atol=1e-5, rtol=0)  # the graph's pooling
+    # The int8 file (dtype "q8") gives in transformers.js what Python's ONNX Runtime gives on the same batch.
+    encoded = AutoTokenizer.from_pretrained(out)(sentences, padding=True, truncation=True, return_tensors="np")
+    int8 = session(out / INT8_FILE).run(["sentence_embedding"], {k: v.astype(np.int64) for k, v in encoded.items()})
+    q8 = run_node("embed.mjs", str(out), *sentences, "--dtype", "q8", "--pooling", "mean")
+    np.testing.assert_allclose(q8["pipeline"], int8[0], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(q8["sentence_embedding"], int8[0], atol=1e-5, rtol=0)
+    assert (np.asarray(q8["pipeline"]) * expected).sum(1).min() > 0.99  # and stays close to PyTorch's vectors
