@@ -27,13 +27,21 @@ from transformers import AutoTokenizer, BertModel
 
 from hf_distil import init_student_from_teacher
 from hf_distil.cli import run_script
-from hf_distil.deploy import FP32_FILE, INT8_FILE, describe_machine, export_student, held_out_sentences, latencies
+from hf_distil.deploy import (
+    FP32_FILE,
+    INT8_FILE,
+    copy_sentence_transformers_modules,
+    describe_machine,
+    export_student,
+    fidelity_feeds,
+    held_out_sentences,
+    latencies,
+    task_of,
+)
 from hf_distil.deploy import session as onnx_session
-from hf_distil.deploy.export import copy_sentence_transformers_modules, task_of
-from hf_distil.deploy.fidelity import fidelity_feeds
 from hf_distil.hub import describe_speedup
-from hf_distil.models.pooling import Pooling
-from hf_distil.teachers.minilm import packaged_encoder_path
+from hf_distil.models import Pooling
+from hf_distil.teachers import packaged_encoder_path
 
 TEACHER, STUDENT = "teacher, PyTorch fp32", "student, PyTorch fp32"
 FP32, INT8 = "student, ONNX fp32", "student, ONNX int8"

@@ -11,11 +11,12 @@ from .export import (
     TASKS,
     TEACHER_KEY,
     ExportReport,
+    copy_sentence_transformers_modules,
     export_onnx,
     export_student,
     task_of,
 )
-from .fidelity import held_out_sentences
+from .fidelity import fidelity_feeds, held_out_sentences
 from .quantization import SCHEME_NAMES
 from .runtime import describe_machine, latencies, onnx_runner, session, torch_runner
 
@@ -29,9 +30,11 @@ __all__ = [
     "STUDENT_KEY",
     "TASKS",
     "TEACHER_KEY",
+    "copy_sentence_transformers_modules",
     "describe_machine",
     "export_onnx",
     "export_student",
+    "fidelity_feeds",
     "format_deployment",
     "held_out_sentences",
     "latencies",
