@@ -154,7 +154,9 @@ def _distilbert_student(teacher: BertForMaskedLM, chosen: list[int]) -> DistilBe
 def _same_architecture_student(teacher: PreTrainedModel, chosen: list[int]) -> PreTrainedModel:
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = len(chosen)
-    student = type(teacher)(config)
+    # A bare encoder built without its pooler (BertModel(..., add_pooling_layer=False)) keeps that shape.
+    without_pooler = {"add_pooling_layer": False} if getattr(teacher, "pooler", False) is None else {}
+    student = type(teacher)(config, **without_pooler)
     renumber = {old: new for new, old in enumerate(chosen)}
     pattern = re.compile(r"(?<=\.layer\.)(\d+)(?=\.)")
     mapped = {}

@@ -367,7 +367,7 @@ class DistillationTrainer(BatchTermsMixin, Trainer):
     def _selected_rows(self, labels: torch.Tensor | None, attention_mask: torch.Tensor) -> torch.Tensor | None:
         """Rows where the logit terms are computed: masked ones, or every real token; None without labels (sentence
         batches: no LM head runs)."""
-        if labels is None:
+        if labels is None or not any(self.weights[t] > 0 for t in HEAD_TERMS):
             return None
         if self.args.restrict_ce_to_mask or (self.weights["ce"] == 0 and self.weights["mse"] == 0):
             return labels.ne(IGNORE_INDEX)
@@ -395,7 +395,7 @@ class DistillationTrainer(BatchTermsMixin, Trainer):
                 zero if rows is None else rows.sum(),
                 mask.sum(1).pow(2).sum(),
                 sequences,
-                sequences // 3 if self.args.alpha_margin_mse > 0 or self.weights["margin_mse"] > 0 else zero,
+                sequences // 3 if "margin_mse" in self._active else zero,
             ]
         )
 

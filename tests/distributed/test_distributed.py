@@ -143,6 +143,18 @@ def test_ddp_trains_the_width_projection_like_one_process(tmp_path):
     assert r0["checksum"] == r1["checksum"]
 
 
+def test_ddp_pooled_terms_two_processes_equal_one(tmp_path):
+    """Every pooled term, the in-batch similarity KL gathered over both processes (24 sentences either way)."""
+    launch(tmp_path / "one", None, "pooled")
+    launch(tmp_path / "ddp", ROOT / "ds_configs" / "cpu_2proc.yaml", "pooled")
+    assert_same_run(tmp_path / "one", tmp_path / "ddp")
+    logged = next(h for h in json.loads((tmp_path / "ddp" / "log.json").read_text()) if "loss" in h)
+    for term in ("embedding_mse", "embedding_cos", "similarity_kl", "margin_mse", "hidden_mse"):
+        assert logged[f"loss_{term}"] > 1e-4, term
+    r0, r1 = ranks(tmp_path / "ddp")
+    assert r0["checksum"] == r1["checksum"]
+
+
 def test_fsdp2_refuses_the_width_projection_in_one_line(tmp_path):
     """The projection lives outside the sharded student; under FSDP2 it is refused at construction."""
     cmd = [*launcher(fsdp2_cpu_config(tmp_path)), str(SCRIPT), str(tmp_path / "out"), "narrow"]
