@@ -135,11 +135,8 @@ def pooled_terms(
     num_items: {"sequences", "triplets"}. similarity: the similarity KL when computed over the whole batch
     elsewhere (`cached_term`), else computed on these N sentences."""
     counts = num_items or {}
-    projected = (
-        (projection or (lambda e: e))(student)
-        if weights.get("embedding_mse", 0) or weights.get("embedding_cos", 0)
-        else student
-    )
+    across = weights.get("embedding_mse", 0) > 0 or weights.get("embedding_cos", 0) > 0
+    projected = projection(student) if projection is not None and across else student
     terms: dict[str, torch.Tensor] = {}
     if weights.get("embedding_mse", 0) > 0:
         terms["embedding_mse"] = embedding_mse(projected, teacher, counts.get("sequences"))

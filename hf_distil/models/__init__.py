@@ -5,6 +5,7 @@ from .bilstm import BiLSTMConfig, BiLSTMForSequenceClassification, bilstm_from_t
 from .heads import hidden_and_row_logits
 from .layer_map import PROVENANCE_KEY, plan_layers, plan_relation
 from .mobilebert import mobilebert_student
+from .pooling import Pooling
 from .projection import HiddenProjection
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "BiLSTMForSequenceClassification",
     "HiddenProjection",
     "PROVENANCE_KEY",
+    "Pooling",
     "bilstm_from_teacher",
     "hidden_and_row_logits",
     "mobilebert_student",

@@ -1,11 +1,11 @@
 """One SGD step of DistillationTrainer on a fixed, pre-masked batch of 8; launched by test_distributed.py.
 
-    python tests/distributed/tiny_run.py OUT [narrow|pooled]      # one process, batch 8 (narrow: a half-width student;
-                                                                  # pooled: sentence-embedding terms on raw triplets)
+    python tests/distributed/tiny_run.py OUT [narrow]             # one process, batch 8 (narrow: a half-width student)
     accelerate launch --config_file ds_configs/cpu_2proc.yaml tests/distributed/tiny_run.py OUT   # 2 × 4
 
 Every rank writes a checksum of its student weights and the size of its teacher (after training, and the most
-it held at once during a forward); rank 0 also writes the weights and the log.
+it held at once during a forward); rank 0 also writes the weights and the log. Every run adds the pooled
+sentence-embedding terms to the triple loss.
 """
 
 from __future__ import annotations
@@ -22,14 +22,11 @@ from torch import nn
 from transformers import (
     BertConfig,
     BertForMaskedLM,
-    BertModel,
-    BertTokenizerFast,
     DistilBertConfig,
     DistilBertForMaskedLM,
 )
 
 from hf_distil import DistillationArguments, DistillationTrainer, init_student_from_teacher
-from hf_distil.models.pooling import Pooling
 
 
 def fixed_batch(vocab: int = 50, n: int = 8, length: int = 16) -> datasets.Dataset:
@@ -56,9 +53,10 @@ def stack(features: list[dict]) -> dict[str, torch.Tensor]:
     return {k: torch.tensor([f[k] for f in features]) for k in features[0]}
 
 
-def teacher_config(vocab_size: int) -> BertConfig:
-    return BertConfig(
-        vocab_size=vocab_size,
+def main(out: Path, narrow: bool) -> None:
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=50,
         hidden_size=32,
         num_hidden_layers=4,
         num_attention_heads=4,
@@ -67,53 +65,7 @@ def teacher_config(vocab_size: int) -> BertConfig:
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
-
-
-WORDS = "the a cat dog sat ran on mat big small house tree red blue and is market fell rose rain sun".split()
-
-
-def pooled_setup() -> tuple[nn.Module, nn.Module, dict, dict]:
-    """Headless BERT encoders, a WordPiece tokenizer and 8 raw (query, positive, negative) rows: the pooled terms,
-    the in-batch similarity KL gathered over the processes."""
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
-    teacher = BertModel(teacher_config(len(vocab)), add_pooling_layer=False)
-    with torch.no_grad():  # sharper attention: sentences that differ from one another
-        for layer in teacher.encoder.layer:
-            layer.attention.self.query.weight.mul_(5)
-            layer.attention.self.key.weight.mul_(5)
-    student = init_student_from_teacher(teacher, layers=[0, 3], architecture="same")
-    with torch.no_grad():
-        student.encoder.layer[1].attention.self.value.weight.normal_(0, 0.5)  # far from the teacher
-    g = torch.Generator().manual_seed(0)
-    texts = [
-        " ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (int(n),), generator=g))
-        for n in torch.randint(3, 12, (24,), generator=g)
-    ]
-    data = datasets.Dataset.from_dict({"query": texts[:8], "positive": texts[8:16], "negative": texts[16:]})
-    settings = {
-        "alpha_ce": 0.0,
-        "alpha_mlm": 0.0,
-        "alpha_cos": 0.0,
-        "alpha_embedding_mse": 1.0,
-        "alpha_embedding_cos": 1.0,
-        "alpha_similarity_kl": 1.0,
-        "similarity_temperature": 0.1,
-        "alpha_margin_mse": 0.1,
-        "alpha_hidden_mse": 1.0,
-    }
-    trainer_kwargs = {
-        "train_dataset": data,
-        "processing_class": tokenizer,
-        "pooling": Pooling("mean", normalize=False),
-    }
-    return teacher, student, settings, trainer_kwargs
-
-
-def main(out: Path, mode: str) -> None:
-    torch.manual_seed(0)
-    narrow = mode == "narrow"
-    teacher = BertForMaskedLM(teacher_config(50))
+    teacher = BertForMaskedLM(config)
     if narrow:  # half the teacher's width: the hidden-state MSE needs the learned projection
         student = DistilBertForMaskedLM(
             DistilBertConfig(
@@ -129,10 +81,6 @@ def main(out: Path, mode: str) -> None:
         )
     else:
         student = init_student_from_teacher(teacher, layers=[0, 3])
-    settings = {"alpha_cos": 0.0, "alpha_hidden_mse": 1.0, "intermediate_layers": "pkd_skip"} if narrow else {}
-    trainer_kwargs = {"train_dataset": fixed_batch(), "data_collator": stack}
-    if mode == "pooled":
-        teacher, student, settings, trainer_kwargs = pooled_setup()
     args = DistillationArguments(
         output_dir=str(out / "trainer"),
         report_to="none",
@@ -147,9 +95,17 @@ def main(out: Path, mode: str) -> None:
         max_grad_norm=0.5 if narrow else 0.0,
         disable_tqdm=True,
         # narrow: clipping on (0.5 is below this step's norm), over the student and the projection together
-        **settings,
+        **({"alpha_cos": 0.0, "alpha_hidden_mse": 1.0, "intermediate_layers": "pkd_skip"} if narrow else {}),
+        # Sentence-embedding terms beside the triple loss: the in-batch similarity KL runs over the 8 sequences
+        # gathered from every process (GradCache); a narrow student's embeddings go through the projection.
+        alpha_embedding_mse=1.0,
+        alpha_embedding_cos=1.0,
+        alpha_similarity_kl=1.0,
+        similarity_temperature=0.1,
     )
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, **trainer_kwargs)
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, args=args, train_dataset=fixed_batch(), data_collator=stack
+    )
     teacher_module = trainer.accelerator.unwrap_model(trainer.teacher)
     peak = [0]  # the most teacher weights this rank held at once, measured as each teacher layer starts
 
@@ -194,4 +150,4 @@ def _local(tensor: torch.Tensor) -> torch.Tensor:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), mode=sys.argv[2] if len(sys.argv) > 2 else "")
+    main(Path(sys.argv[1]), narrow=sys.argv[2:] == ["narrow"])
