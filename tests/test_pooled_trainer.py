@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import WORDS, make_args, make_trainer, one_sgd_step, tiny_bert_config
 from test_trainer import assert_same_update
-from transformers import AutoModel, AutoTokenizer, BertModel
+from transformers import AutoModel, AutoTokenizer, BertModel, DistilBertModel
 
 from hf_distil import DistillationArguments, DistillationTrainer, init_student_from_teacher
 from hf_distil.data.sentences import SentenceCollator
@@ -150,11 +150,12 @@ def test_student_with_its_own_tokenizer_learns_from_the_packaged_minilm(tmp_path
 
 
 def test_minilm_encoder_without_a_head_distils_into_its_layers(tmp_path, minilm_folder):
-    """all-MiniLM-L6-v2 as AutoModel (no MLM head), the student its layers 0, 2, 4: pooled terms with MiniLMv2's
-    relations train, the pooling comes from the teacher's Sentence Transformers folder, the embedding loss on the
-    training sentences falls."""
+    """all-MiniLM-L6-v2 as AutoModel (no MLM head), the student a DistilBertModel of its layers 0, 2, 4: pooled
+    terms with MiniLMv2's relations train, the pooling comes from the teacher's Sentence Transformers folder, the
+    embedding loss on the training sentences falls."""
     teacher = AutoModel.from_pretrained(str(minilm_folder))
-    student = init_student_from_teacher(teacher, layers=[0, 2, 4], architecture="same")
+    student = init_student_from_teacher(teacher, layers=[0, 2, 4])
+    assert isinstance(student, DistilBertModel)
     data = datasets.Dataset.from_dict({"text": SENTENCES})
     trainer = make_trainer(
         tmp_path,
