@@ -1,4 +1,5 @@
-"""The text a student learns from: the corpus pipeline, dynamic masking and the collator that applies it."""
+"""The text a student learns from: the corpus pipeline, dynamic masking and the collator that applies it, and the
+sentence collator of the pooled-embedding terms."""
 
 from .collator import DataCollatorForDistillation, check_vocabulary
 from .corpus import (
@@ -11,12 +12,14 @@ from .corpus import (
     tokenize_and_chunk,
     wikipedia_splits,
 )
+from .sentences import SentenceCollator
 
 __all__ = [
     "DataArguments",
     "DataCollatorForDistillation",
     "HELD_OUT_ARTICLES",
     "MIN_TOKENS",
+    "SentenceCollator",
     "check_vocabulary",
     "fit_max_seq_length",
     "prepare_corpus",
