@@ -16,7 +16,7 @@ from .data.masking import check_masking_settings
 from .errors import UsageError
 from .launch import accumulation_for, check_deepspeed_config, check_fsdp_launch, env_flag
 from .losses.schedules import Schedule, check_schedules
-from .losses.terms import LOSS_TERMS
+from .losses.terms import HEAD_TERMS, LOSS_TERMS
 from .models.layer_map import check_intermediate_layers
 
 logger = logging.get_logger(__name__)
@@ -50,7 +50,7 @@ class DistillationArguments(SoftTargetArguments, TrainingArguments):
     """TrainingArguments plus the distillation settings of DistilBERT (Sanh et al. 2019).
 
     > Parameters that control the loss: `temperature`, `alpha_*`, `intermediate_layers`, `relation_*`,
-      `restrict_ce_to_mask`.
+      `similarity_temperature`, `restrict_ce_to_mask`.
     > Parameters that control dynamic masking: `mlm_probability`, `mask_replace_prob`,
       `random_replace_prob`, `mlm_smoothing`, `whole_word_masking`.
 
@@ -131,6 +131,42 @@ class DistillationArguments(SoftTargetArguments, TrainingArguments):
         metadata={
             "help": "Teacher layer whose relations alpha_relation distils, 1-based; negative counts from the end "
             "(-1, the default, is the last; MiniLMv2 takes an upper-middle layer of large teachers, e.g. -4)."
+        },
+    )
+    alpha_embedding_mse: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the squared error between student and teacher sentence embeddings (pooled as the "
+            "teacher's Sentence Transformers folder says, else mean and normalised), averaged over sentences and "
+            "units; a narrower student's go through the learned width projection."
+        },
+    )
+    alpha_embedding_cos: float = field(
+        default=0.0,
+        metadata={"help": "Weight of 1 - cosine between student and teacher sentence embeddings, over sentences."},
+    )
+    alpha_similarity_kl: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the in-batch similarity KL: each sentence's softmax over its cosines to the other "
+            "sentences of the whole accumulated and gathered batch, divided by similarity_temperature, "
+            "KL(teacher ‖ student), averaged over sentences. Costs one more student forward without grad."
+        },
+    )
+    similarity_temperature: float = field(
+        default=0.05,
+        metadata={
+            "help": "Temperature of alpha_similarity_kl's softmax over cosines (in [-1, 1]): 0.05, as contrastive "
+            "training of embedders uses, makes sharp neighbour distributions; 1 leaves them nearly flat. The term "
+            "is not scaled by T²."
+        },
+    )
+    alpha_margin_mse: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of MarginMSE on (query, positive, negative) rows (columns query, positive, negative): "
+            "squared difference of the student's and the teacher's margins sim(q, p) - sim(q, n), sim the dot "
+            "product of sentence embeddings, averaged over rows."
         },
     )
     intermediate_layers: list[list[int]] | str | None = field(
@@ -304,6 +340,16 @@ def validate_distillation_settings(args: DistillationArguments) -> None:
         raise UsageError(
             f"teacher_dtype must be one of {', '.join(TEACHER_DTYPES)}, got {args.teacher_dtype!r}; omit it to "
             "keep the teacher's own dtype."
+        )
+    if not args.similarity_temperature > 0:
+        raise UsageError(
+            f"similarity_temperature must be > 0, got {args.similarity_temperature}; 0.05 is the usual value."
+        )
+    head_terms = [f"alpha_{t}" for t in HEAD_TERMS if getattr(args, f"alpha_{t}") > 0]
+    if args.alpha_margin_mse > 0 and head_terms:
+        raise UsageError(
+            f"alpha_margin_mse reads (query, positive, negative) rows, which carry no masked-LM labels, but "
+            f"{', '.join(head_terms)} > 0 read them; set {' and '.join(head_terms)} to 0."
         )
     if args.attention_maps not in ("probabilities", "scores"):
         raise UsageError(f"attention_maps must be 'probabilities' or 'scores', got {args.attention_maps!r}.")

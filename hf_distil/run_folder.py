@@ -35,6 +35,7 @@ RUN_SETTINGS_FILE = "distillation_settings.json"
 MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 LOSS_SETTINGS = (
     "temperature",
+    "similarity_temperature",
     *LOSS_WEIGHTS,
     "restrict_ce_to_mask",
     "intermediate_layers",

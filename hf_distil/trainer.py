@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -19,13 +20,23 @@ from .callbacks import LossScheduleCallback, MaskingEpochCallback
 from .config import DistillationArguments, loss_weights
 from .data.collator import check_vocabulary
 from .data.corpus import datasets_from_text
+from .data.sentences import (
+    SENTENCE_COLUMNS,
+    TEACHER_PREFIX,
+    SentenceCollator,
+    has_triplets,
+    is_sentence_dataset,
+    same_tokenization,
+)
 from .errors import UsageError
 from .launch import keep_freed_memory
+from .losses.pooled import cached_term, similarity_kl_and_gradient
 from .losses.schedules import check_schedules
-from .losses.terms import COUNTS, IGNORE_INDEX, LOGIT_TERMS, distillation_loss
+from .losses.terms import COUNTS, HEAD_TERMS, IGNORE_INDEX, LOGIT_TERMS, LOSS_TERMS, POOLED_TERMS, distillation_loss
 from .model_card import training_card_report
 from .models import heads
 from .models.layer_map import RelationPlan, plan_layers, plan_relation
+from .models.pooling import Pooling
 from .models.projection import HiddenProjection
 from .run_folder import (
     check_checkpoint,
@@ -41,6 +52,44 @@ from .teachers.prepare import Teachers, TeacherSignals
 logger = logging.get_logger(__name__)
 
 _AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+_SIMILARITY_KEY = "_hf_distil_similarity"  # a micro-batch's share of the whole-batch similarity KL (GradCache)
+
+
+@dataclass
+class _RandomState:
+    """The random state of the CPU and the accelerator at one point: replayed, the student's forward draws the
+    same dropout again (GradCache's RandContext)."""
+
+    cpu: torch.Tensor
+    device: torch.device
+    accelerator: torch.Tensor | None
+
+    @classmethod
+    def capture(cls, device: torch.device) -> _RandomState:
+        module = torch.get_device_module(device.type) if device.type != "cpu" else None
+        return cls(torch.get_rng_state(), device, module.get_rng_state(device) if module else None)
+
+    @contextlib.contextmanager
+    def replayed(self) -> Any:
+        devices = [self.device] if self.accelerator is not None else []
+        with torch.random.fork_rng(devices=devices, device_type=self.device.type):
+            torch.set_rng_state(self.cpu)
+            if self.accelerator is not None:
+                torch.get_device_module(self.device.type).set_rng_state(self.accelerator, self.device)
+            yield
+
+
+@dataclass
+class _SimilarityShare:
+    """What one micro-batch of an update needs of the similarity KL computed over the whole update (and every
+    process): its share of the value, the gradient at its student embeddings, its teacher embeddings, and the
+    random state its student forward started from. A plain object (not a tensor or a tuple): Trainer's
+    `_prepare_inputs` passes it through unchanged."""
+
+    share: torch.Tensor
+    gradient: torch.Tensor
+    teacher: torch.Tensor
+    random_state: _RandomState
 
 
 class _Reads(NamedTuple):
@@ -75,6 +124,8 @@ class DistillationTrainer(BatchTermsMixin, Trainer):
         eval_dataset: Dataset | None = None,
         data_collator: Any = None,
         processing_class: PreTrainedTokenizerBase | None = None,
+        teacher_processing_class: PreTrainedTokenizerBase | None = None,
+        pooling: Pooling | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(args, DistillationArguments):
@@ -83,9 +134,17 @@ class DistillationTrainer(BatchTermsMixin, Trainer):
             )
         # Teachers: loaded and checked now, placed once the accelerator exists (below).
         weights = loss_weights(args)
+        self._active = active = _active_terms(args)
+        own_tokenizer = _reads_its_own_tokens(teacher_processing_class, processing_class, active)
+        _check_heads(model, active)
         cached = set(CACHE_COLUMNS) <= set(getattr(train_dataset, "column_names", None) or [])
         self.teachers = Teachers.build(
-            teacher_model, model, weights=args.teacher_weights, loss_weights=weights, cached_soft_targets=cached
+            teacher_model,
+            model,
+            weights=args.teacher_weights,
+            loss_weights=weights,
+            cached_soft_targets=cached,
+            own_tokenizer=own_tokenizer,
         )
         self.teacher_name = self.teachers.name
         refuse_source_folders(args.output_dir, [("the teacher", t.name_or_path) for t in self.teachers.models])
@@ -95,6 +154,8 @@ class DistillationTrainer(BatchTermsMixin, Trainer):
         for tokenizer in (processing_class, getattr(data_collator, "tokenizer", None)):
             if isinstance(tokenizer, PreTrainedTokenizerBase):  # it fits the student, hence the teachers
                 check_vocabulary(tokenizer, model)
+        if own_tokenizer:
+            check_vocabulary(teacher_processing_class, self.teachers.first, role="teacher")
         # Layer terms: which layers pair up, the attention they read, a width projection if the widths differ.
         teacher, source = self.teachers.first, kept_teacher_layers(model)
         plan = plan_layers(model, teacher, args.intermediate_layers, weights, args.attention_maps, source)
@@ -105,15 +166,26 @@ class DistillationTrainer(BatchTermsMixin, Trainer):
             for m in (model, teacher):
                 m.set_attn_implementation("eager")
         self.layer_pairs = plan.pairs
-        self.hidden_projection = HiddenProjection.between(model, teacher) if plan.pairs else None
+        # The sentence embeddings: pooled as the teacher's Sentence Transformers folder says, else mean, normalised.
+        self.pooling = pooling or _folder_pooling(teacher) or Pooling()
+        self.run_settings["pooling"] = [self.pooling.mode, self.pooling.normalize]
+        compares_embeddings = active & {"embedding_mse", "embedding_cos"}
+        projected = teacher is not None and (plan.pairs or compares_embeddings)
+        self.hidden_projection = HiddenProjection.between(model, teacher) if projected else None
         self.relation: RelationPlan | None = None
         if teacher is not None and (weights["relation"] > 0 or "alpha_relation" in args.loss_schedules):
             self.relation = plan_relation(model, teacher, args.relation_heads, args.relation_teacher_layer)
         # Raw text (a "text" column) goes through the corpus pipeline and the masking collator, as TRL's trainers take
-        # raw text; tokenised datasets and a given collator pass unchanged.
-        train_dataset, eval_dataset, data_collator = datasets_from_text(
-            model, args, processing_class, train_dataset, eval_dataset, data_collator
-        )
+        # raw text; tokenised datasets and a given collator pass unchanged. Sentences for pooled terms alone are
+        # tokenised per batch, by each model's own tokenizer (SentenceCollator).
+        if _sentence_data(active, train_dataset, eval_dataset, own_tokenizer):
+            data_collator = data_collator or _sentence_collator(
+                model, teacher, processing_class, teacher_processing_class if own_tokenizer else None
+            )
+        else:
+            train_dataset, eval_dataset, data_collator = datasets_from_text(
+                model, args, processing_class, train_dataset, eval_dataset, data_collator
+            )
         if args.push_to_hub:  # checkpoints go up through our callback: Trainer's own push uploads pickles
             pusher = hub.PushToHubCallback.from_arguments(args, card_report=self.card_report)
             kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), pusher]
@@ -286,12 +358,17 @@ class DistillationTrainer(BatchTermsMixin, Trainer):
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
         self._signature_columns += [c for c in CACHE_COLUMNS if c not in self._signature_columns]
+        if isinstance(self.data_collator, SentenceCollator):  # it tokenises the raw sentences itself
+            self._signature_columns += [c for c in SENTENCE_COLUMNS if c not in self._signature_columns]
         if self.teacher is not None:
             extra = heads.forward_arguments(self.accelerator.unwrap_model(self.teacher)) - set(self._signature_columns)
             self._signature_columns += sorted(extra)
 
-    def _selected_rows(self, labels: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Rows where the logit terms are computed: masked ones, or every real token."""
+    def _selected_rows(self, labels: torch.Tensor | None, attention_mask: torch.Tensor) -> torch.Tensor | None:
+        """Rows where the logit terms are computed: masked ones, or every real token; None without labels (sentence
+        batches: no LM head runs)."""
+        if labels is None:
+            return None
         if self.args.restrict_ce_to_mask or (self.weights["ce"] == 0 and self.weights["mse"] == 0):
             return labels.ne(IGNORE_INDEX)
         return attention_mask.bool()
@@ -299,20 +376,26 @@ class DistillationTrainer(BatchTermsMixin, Trainer):
     count_names = COUNTS
 
     def _counts_of(self, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor | None:
-        """Masked (labelled) tokens, real tokens, rows of the logit terms, real (query, key) pairs and sequences of
-        one micro-batch (see losses.terms.COUNTS)."""
-        if "labels" not in batch:
+        """Masked (labelled) tokens, real tokens, rows of the logit terms, real (query, key) pairs, sequences and
+        (query, positive, negative) triplets of one micro-batch (see losses.terms.COUNTS). Sentence batches have no
+        labels: no masked tokens, no rows."""
+        ids = batch.get("labels", batch.get("input_ids"))
+        if ids is None:
             return None
-        labels = batch["labels"].to(device)
-        mask = batch.get("attention_mask", torch.ones_like(labels)).to(device)
-        target = labels[:, 1:] if self.weights["clm"] > 0 else labels
+        mask = batch.get("attention_mask", torch.ones_like(ids)).to(device)
+        labels = batch["labels"].to(device) if "labels" in batch else None
+        zero = torch.zeros((), dtype=torch.long, device=device)
+        target = labels[:, 1:] if labels is not None and self.weights["clm"] > 0 else labels
+        rows = self._selected_rows(labels, mask)
+        sequences = torch.tensor(len(ids), device=device)
         return torch.stack(
             [
-                target.ne(IGNORE_INDEX).sum(),
+                zero if target is None else target.ne(IGNORE_INDEX).sum(),
                 mask.sum(),
-                self._selected_rows(labels, mask).sum(),
+                zero if rows is None else rows.sum(),
                 mask.sum(1).pow(2).sum(),
-                torch.tensor(len(labels), device=device),
+                sequences,
+                sequences // 3 if self.args.alpha_margin_mse > 0 or self.weights["margin_mse"] > 0 else zero,
             ]
         )
 
@@ -327,35 +410,49 @@ class DistillationTrainer(BatchTermsMixin, Trainer):
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Student forward, teacher signals, one call into the loss; terms logged per step."""
         cached = {k: inputs.pop(k) for k in CACHE_COLUMNS if k in inputs}
-        labels = inputs["labels"]
-        mask = inputs.setdefault("attention_mask", torch.ones_like(labels))
+        similarity: _SimilarityShare | None = inputs.pop(_SIMILARITY_KEY, None)
+        teacher_inputs = _teacher_inputs(inputs)
+        labels = inputs.get("labels")
+        mask = inputs.setdefault("attention_mask", torch.ones_like(inputs["input_ids"]))
         rows = self._selected_rows(labels, mask)
-        reads = self._reads(model)
-        student = heads.hidden_and_row_logits(model, inputs, rows, **reads.student)
-        teacher = self.teachers.signals(inputs, rows, cache=cached, **reads.teacher)
-        with torch.autocast(device_type=labels.device.type, enabled=False):  # the loss maths in fp32
+        reads = self._reads(model, logits=rows is not None, teacher_embeddings=similarity is None)
+        # Replaying the random state of the update's first pass (get_batch_samples) draws the dropout that the
+        # similarity KL's cached gradient was taken at.
+        with similarity.random_state.replayed() if similarity is not None else contextlib.nullcontext():
+            student = heads.hidden_and_row_logits(model, inputs, rows, **reads.student)
+        teacher = self.teachers.signals(teacher_inputs, rows, cache=cached, **reads.teacher)
+        with torch.autocast(device_type=mask.device.type, enabled=False):  # the loss maths in fp32
             total, terms = distillation_loss(
                 **self._loss_inputs(student, teacher, labels, rows, reads.causal),
                 attention_mask=mask,
                 weights=self.weights,
                 temperature=self.temperature,
                 num_items=num_items_in_batch,
+                pooled=self._pooled_inputs(
+                    student.hidden, mask, teacher, teacher_inputs["attention_mask"], similarity
+                ),
             )
         if num_items_in_batch is not None:
             total, terms = self._global_shares(total, terms)
         self._accumulate_terms("train" if model.training else "eval", terms)
         return (total, {"terms": terms}) if return_outputs else total
 
-    def _reads(self, model: nn.Module) -> _Reads:
-        """What the active terms read this step (schedules may switch terms on or off)."""
+    def _reads(self, model: nn.Module, logits: bool = True, teacher_embeddings: bool = True) -> _Reads:
+        """What the active terms read this step (schedules may switch terms on or off): `logits`, the student's LM
+        head at the selected rows; `teacher_embeddings`, the teacher's states for its pooled embeddings (not when
+        the update's first pass cached them)."""
         weights = self.weights
         attention, scores = weights["attention_mse"] > 0, self.args.attention_maps == "scores"
         pairs = self._attention_pairs if attention and scores else []
         relation = self.relation if weights["relation"] > 0 else None
         causal = weights["clm"] > 0
         # The encoder, then the LM head at the selected rows only; a wrapped student (DDP, DeepSpeed) must run its own
-        # forward for its gradient hooks, and a causal loss reads every position: full logits then.
-        split = model is self.model and not causal and heads.can_split(self.model)
+        # forward for its gradient hooks, and a causal loss reads every position: full logits then. Without logits,
+        # the encoder alone.
+        split = model is self.model and (
+            not causal and heads.can_split(self.model) if logits else heads.can_encode_alone(self.model)
+        )
+        pooled = any(weights[t] > 0 for t in POOLED_TERMS)
         shared = {
             "states": weights["hidden_mse"] > 0 or weights["pkd"] > 0,
             "maps": attention and not scores,
@@ -368,7 +465,7 @@ class DistillationTrainer(BatchTermsMixin, Trainer):
         }
         teacher = {
             "logits": any(weights[t] > 0 for t in LOGIT_TERMS),
-            "hidden": weights["cos"] > 0,
+            "hidden": weights["cos"] > 0 or (pooled and teacher_embeddings),
             "score_layers": [j for _, j in pairs] or None,
             "qkv_layer": relation.teacher_layer if relation else None,
         }
@@ -396,7 +493,7 @@ class DistillationTrainer(BatchTermsMixin, Trainer):
             "teacher_logits": teacher.row_logits,
             "teacher_topk": teacher.topk,
             "teacher_weights": self.teachers.weights,
-            "labels": labels[rows],
+            "labels": labels[rows] if rows is not None else None,
             "causal_logits": student.full_logits if causal else None,
             "causal_labels": labels if causal else None,
             "student_hidden": student.hidden,
@@ -404,6 +501,87 @@ class DistillationTrainer(BatchTermsMixin, Trainer):
             "layers": layers,
             "relation": relation,
         }
+
+    def _pooled_inputs(
+        self,
+        student_hidden: torch.Tensor,
+        mask: torch.Tensor,
+        teacher: TeacherSignals,
+        teacher_mask: torch.Tensor,
+        similarity: _SimilarityShare | None,
+    ) -> dict[str, Any] | None:
+        """Both sides' sentence embeddings as the `pooled` argument of `distillation_loss`; None when no pooled
+        term is on. With the update's cached similarity KL, the teacher's embeddings come from it too."""
+        weights = self.weights
+        if not any(weights[t] > 0 for t in POOLED_TERMS):
+            return None
+        embeddings = self.pooling(student_hidden, mask)
+        kl = None
+        if similarity is not None and weights["similarity_kl"] > 0:
+            kl = cached_term(embeddings, similarity.gradient, similarity.share)
+        return {
+            "student": embeddings,
+            "teacher": similarity.teacher if similarity is not None else self.pooling(teacher.hidden, teacher_mask),
+            "temperature": self.args.similarity_temperature,
+            "projection": self.hidden_projection,
+            "similarity": kl,
+        }
+
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: torch.device) -> tuple[list, Any]:
+        """The update's micro-batches and counts; with the in-batch similarity KL, each micro-batch also carries its
+        share of that term over the whole update (`_share_similarity`)."""
+        batch_samples, counts = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if batch_samples and "similarity_kl" in self._active and self.teacher is not None:
+            self._share_similarity(batch_samples)
+        return batch_samples, counts
+
+    @torch.no_grad()
+    def _share_similarity(self, batch_samples: list[dict[str, Any]]) -> None:
+        """GradCache (Gao et al. 2021) for the in-batch similarity KL, whose items depend on the whole accumulated
+        and gathered batch: embed every micro-batch without grad (student and teacher), gather them over the
+        processes, take the KL and its gradient at the student's embeddings once, and leave each micro-batch its
+        share of the value, the gradient at its rows, its teacher embeddings and the random state its forward
+        started from. compute_loss then runs the student again with grad, replaying that state, and its
+        `cached_term` has the whole term's gradient. One extra student forward without grad per micro-batch."""
+        model = self.model_wrapped
+        model.train()  # as training_step will: the same dropout
+        split = model is self.model and heads.can_encode_alone(self.model)
+        students, teachers, states = [], [], []
+        for batch in batch_samples:
+            inputs = self._prepare_inputs(batch)
+            teacher_inputs = _teacher_inputs(inputs)
+            mask = inputs.setdefault("attention_mask", torch.ones_like(inputs["input_ids"]))
+            states.append(_RandomState.capture(self.args.device))
+            with self.compute_loss_context_manager():
+                hidden = heads.hidden_and_row_logits(model, inputs, None, split).hidden
+                teacher = self.teachers.signals(teacher_inputs, None, logits=False, hidden=True)
+            with torch.autocast(device_type=mask.device.type, enabled=False):
+                students.append(self.pooling(hidden, mask))
+                teachers.append(self.pooling(teacher.hidden, teacher_inputs["attention_mask"]))
+        local = torch.cat(students)
+        everyone, start = self._gathered_rows(local)
+        loss, gradient = similarity_kl_and_gradient(
+            everyone, self._gathered_rows(torch.cat(teachers))[0], self.args.similarity_temperature, len(everyone)
+        )
+        for batch, embeddings, teacher, state, rows in zip(
+            batch_samples,
+            students,
+            teachers,
+            states,
+            gradient[start : start + len(local)].split([len(e) for e in students]),
+        ):
+            batch[_SIMILARITY_KEY] = _SimilarityShare(loss * len(embeddings) / len(everyone), rows, teacher, state)
+
+    def _gathered_rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """This process's rows (N_p, H) and those of the others, in rank order, with where its own start; only this
+        process's when the counts are not gathered either (average_tokens_across_devices=False)."""
+        if not self._gathers_counts:
+            return rows, 0
+        sizes = self.accelerator.gather(torch.tensor([len(rows)], device=rows.device)).tolist()
+        padded = self.accelerator.gather(self.accelerator.pad_across_processes(rows, dim=0))
+        most = max(sizes)
+        parts = [padded[rank * most : rank * most + n] for rank, n in enumerate(sizes)]
+        return torch.cat(parts), sum(sizes[: self.accelerator.process_index])
 
     def prediction_step(
         self,
@@ -418,6 +596,106 @@ class DistillationTrainer(BatchTermsMixin, Trainer):
             loss = self.compute_loss(model, inputs, num_items_in_batch=self._term_counts([inputs], self.args.device))
         self._eval_batches += 1
         return loss.detach(), None, None
+
+
+def _teacher_inputs(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The teacher's own token ids and mask (popped from `inputs`) when it reads the text with its own tokenizer,
+    else `inputs` itself."""
+    if TEACHER_PREFIX + "input_ids" not in inputs:
+        return inputs
+    return {k.removeprefix(TEACHER_PREFIX): inputs.pop(k) for k in list(inputs) if k.startswith(TEACHER_PREFIX)}
+
+
+def _active_terms(args: DistillationArguments) -> set[str]:
+    """The terms whose weight is > 0 at some point of the run: their own value, or a schedule's start or end."""
+    scheduled = check_schedules(args.loss_schedules)
+    return {
+        term.name
+        for term in LOSS_TERMS
+        if getattr(args, term.weight_field) > 0
+        or (
+            term.weight_field in scheduled
+            and max(scheduled[term.weight_field].start, scheduled[term.weight_field].end) > 0
+        )
+    }
+
+
+def _reads_its_own_tokens(
+    teacher_tokenizer: PreTrainedTokenizerBase | None, tokenizer: PreTrainedTokenizerBase | None, active: set[str]
+) -> bool:
+    """Whether the teacher reads the text with its own tokenizer (one that tokenises differently from the
+    student's); then only the pooled terms compare the two models, token-level terms are refused in one line."""
+    if teacher_tokenizer is None:
+        return False
+    if tokenizer is None:
+        raise UsageError(
+            "teacher_processing_class is given but processing_class is not; pass the student's tokenizer too."
+        )
+    if same_tokenization(teacher_tokenizer, tokenizer):
+        return False
+    token_level = sorted(f"alpha_{t}" for t in active - set(POOLED_TERMS))
+    if token_level:
+        raise UsageError(
+            f"the teacher's tokenizer and the student's differ, so their tokens do not line up, but "
+            f"{', '.join(token_level)} > 0 compare them token by token; set them to 0 and distil through the pooled "
+            "terms (alpha_embedding_mse, alpha_embedding_cos, alpha_similarity_kl, alpha_margin_mse)."
+        )
+    return True
+
+
+def _check_heads(student: PreTrainedModel, active: set[str]) -> None:
+    """Logit and LM terms need the student's LM head; pooled and layer terms need only its encoder."""
+    needing = sorted(f"alpha_{t}" for t in active & set(HEAD_TERMS))
+    if needing and student.get_output_embeddings() is None:
+        raise UsageError(
+            f"{', '.join(needing)} > 0 read the student's LM head, but the {type(student).__name__} has none; "
+            "set them to 0 (the pooled and layer terms need no head), or pass a ...ForMaskedLM student."
+        )
+
+
+def _folder_pooling(teacher: PreTrainedModel | None) -> Pooling | None:
+    """The pooling of the teacher's Sentence Transformers folder, when it was loaded from one."""
+    source = getattr(getattr(teacher, "config", None), "name_or_path", None)
+    return Pooling.from_folder(source) if source and Path(source).is_dir() else None
+
+
+def _sentence_data(active: set[str], train: Any, evaluation: Any, own_tokenizer: bool) -> bool:
+    """Whether the data are raw sentences for the pooled terms (SentenceCollator) rather than masked-LM text;
+    what cannot train is refused in one line."""
+    datasets = [d for d in (train, evaluation) if d is not None]
+    sentences = bool(datasets) and all(is_sentence_dataset(d) for d in datasets)
+    if "margin_mse" in active and not all(has_triplets(d) for d in datasets):
+        raise UsageError(
+            "alpha_margin_mse > 0 reads (query, positive, negative) rows: give datasets with the raw-text columns "
+            "query, positive and negative."
+        )
+    if own_tokenizer and not sentences:
+        raise UsageError(
+            "the teacher reads the text with its own tokenizer, so the datasets must hold raw text (a 'text' column, "
+            "or query/positive/negative) for each model to tokenise; pass them untokenised."
+        )
+    return sentences and not active & set(HEAD_TERMS)
+
+
+def _sentence_collator(
+    student: PreTrainedModel,
+    teacher: PreTrainedModel | None,
+    tokenizer: PreTrainedTokenizerBase | None,
+    teacher_tokenizer: PreTrainedTokenizerBase | None,
+) -> SentenceCollator:
+    """Each model's tokenizer, truncating at what both the tokenizer and the model's positions allow."""
+    if tokenizer is None:
+        raise UsageError(
+            "the datasets hold raw sentences; pass processing_class=tokenizer so the trainer can tokenise."
+        )
+
+    def limit(t: PreTrainedTokenizerBase | None, model: PreTrainedModel | None) -> int | None:
+        if t is None:
+            return None
+        positions = getattr(getattr(model, "config", None), "max_position_embeddings", None) or 10**9
+        return min(positions, t.model_max_length)
+
+    return SentenceCollator(tokenizer, teacher_tokenizer, limit(tokenizer, student), limit(teacher_tokenizer, teacher))
 
 
 def _without_tied_copies(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:

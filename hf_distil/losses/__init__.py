@@ -3,6 +3,15 @@
 The fused and compiled kernels under `_ops/` are private to this package."""
 
 from ._ops.fused_linear import LinearLogits
+from .pooled import (
+    cached_term,
+    embedding_cosine,
+    embedding_mse,
+    margin_mse,
+    pooled_terms,
+    similarity_kl,
+    similarity_kl_and_gradient,
+)
 from .relation import relation_kl
 from .schedules import Schedule, check_schedules
 from .task import (
@@ -18,6 +27,7 @@ from .terms import (
     COUNTS,
     IGNORE_INDEX,
     LOSS_TERMS,
+    POOLED_TERMS,
     LossTerm,
     attention_mse,
     clm_loss,
@@ -36,6 +46,7 @@ from .terms import (
 
 __all__ = [
     "COUNTS",
+    "POOLED_TERMS",
     "IGNORE_INDEX",
     "LOSS_TERMS",
     "LinearLogits",
@@ -43,20 +54,27 @@ __all__ = [
     "Schedule",
     "TASK_COUNTS",
     "attention_mse",
+    "cached_term",
     "check_schedules",
     "classification_kd",
     "clm_loss",
     "distillation_loss",
+    "embedding_cosine",
+    "embedding_mse",
     "gold_label_loss",
     "hidden_cosine",
     "hidden_mse",
     "layer_terms",
     "logit_mse",
+    "margin_mse",
     "mix_teacher_logits",
     "mlm_loss",
     "pkd_loss",
+    "pooled_terms",
     "regression_kd",
     "relation_kl",
+    "similarity_kl",
+    "similarity_kl_and_gradient",
     "soft_target_kl",
     "span_kd",
     "span_loss",

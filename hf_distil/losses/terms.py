@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ._ops.fused_linear import LinearLogits, linear_logit_terms
 from ._ops.fused_losses import IGNORE_INDEX, logit_terms, upcast
+from .pooled import pooled_terms
 from .relation import relation_kl
 
 
@@ -49,12 +50,20 @@ LOSS_TERMS = (
     LossTerm("attention_mse", True, "pairs", "attention MSE (TinyBERT)"),
     LossTerm("pkd", True, "sequences", "[CLS] patient distillation (BERT-PKD)"),
     LossTerm("relation", True, "tokens", "self-attention relations (MiniLMv2)"),
+    LossTerm("embedding_mse", True, "sequences", "sentence-embedding MSE"),
+    LossTerm("embedding_cos", True, "sequences", "sentence-embedding cosine"),
+    LossTerm("similarity_kl", True, "sequences", "in-batch similarity KL"),
+    LossTerm("margin_mse", True, "triplets", "MarginMSE"),
 )
 # Denominators over the accumulated batch: masked (labelled) tokens, non-pad tokens, rows of the logit terms,
-# real (query, key) pairs, sequences.
-COUNTS = ("mlm", "tokens", "rows", "pairs", "sequences")
+# real (query, key) pairs, sequences, (query, positive, negative) triplets.
+COUNTS = ("mlm", "tokens", "rows", "pairs", "sequences", "triplets")
 LOGIT_TERMS = ("ce", "mse")
 LAYER_TERMS = ("hidden_mse", "attention_mse", "pkd")
+# Terms of pooled sentence embeddings: they need no LM head, and compare models whatever their tokenizers.
+POOLED_TERMS = ("embedding_mse", "embedding_cos", "similarity_kl", "margin_mse")
+# Terms that read the student's LM head (logits), hence masked or causal LM models.
+HEAD_TERMS = ("ce", "mse", "mlm", "clm")
 
 
 def terms_needing_a_teacher(weights: Mapping[str, float], cached_soft_targets: bool = False) -> list[str]:
@@ -275,6 +284,7 @@ def distillation_loss(
     causal_labels: torch.Tensor | None = None,
     relation: Mapping[str, object] | None = None,
     teacher_weights: Sequence[float] | None = None,
+    pooled: Mapping[str, object] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted sum of the terms whose weight is > 0; returns (total, {term name: unweighted value}).
 
@@ -286,6 +296,7 @@ def distillation_loss(
     (a causal student distilled from a teacher); default student_logits / labels.
     relation: {"student_qkv", "teacher_qkv", "heads"}, the arguments of `relation.relation_kl` for "relation".
     Several teachers: teacher_logits is a list of (N, V), mixed with `teacher_weights` (`mix_teacher_logits`).
+    pooled: the keyword arguments of `pooled.pooled_terms` but weights and counts (sentence embeddings).
     Logits given as `LinearLogits` (the head's last linear layer left undone) are projected chunk by chunk
     inside L_ce and L_mlm (fused_linear.py); their values in `terms` are then for the logs only, the gradient
     flows through the total. Where that path cannot serve (L_mse, or a teacher given as (N, V) logits, e.g.
@@ -317,6 +328,8 @@ def distillation_loss(
         )
     if layers:
         terms.update(layer_terms(weights, attention_mask=attention_mask, num_items=counts, **layers))
+    if pooled:
+        terms.update(pooled_terms(weights, num_items=counts, **pooled))
     weighted = (weights[n] * v for n, v in terms.items() if fused_total is None or n not in ("ce", "mlm"))
     total = sum(weighted, 0 if fused_total is None else fused_total)
     return total, {name: terms[name] for term in LOSS_TERMS if (name := term.name) in terms}

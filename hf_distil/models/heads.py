@@ -112,7 +112,7 @@ class LMOutputs(NamedTuple):
 def hidden_and_row_logits(
     model: nn.Module,
     inputs: Mapping[str, torch.Tensor],
-    rows: torch.Tensor,
+    rows: torch.Tensor | None,
     split: bool,
     states: bool = False,
     maps: bool = False,
@@ -120,7 +120,8 @@ def hidden_and_row_logits(
     qkv_layer: int | None = None,
     defer_projection: bool = False,
 ) -> LMOutputs:
-    """Run `model`, with the LM head only at `rows` (B, L) bool when `split`.
+    """Run `model`, with the LM head only at `rows` (B, L) bool when `split`; rows=None: no LM head at all (the
+    encoder's states only; `split` then says the base model may run alone, see `can_encode_alone`).
 
     split=True runs the encoder and then the head at `rows` only (the model must pass `can_split`);
     split=False runs the model's own forward and selects rows from its full logits (needed when the model
@@ -145,6 +146,8 @@ def hidden_and_row_logits(
     extra = {"output_hidden_states": True} if states else {}
     if maps:
         extra["output_attentions"] = True
+    if rows is None:  # no logits: the encoder alone, which needs no LM head (a bare AutoModel passes as it is)
+        return _encoder_only(model, inputs, split, states, extra)
     if split:
         inner = model.module if hasattr(model, "module") else model
         encoder_name, transform, projection = _SPLITS[inner.config.model_type]
@@ -163,6 +166,22 @@ def hidden_and_row_logits(
         out.hidden_states if states else None,
         out.attentions,
     )
+
+
+def _encoder_only(
+    model: nn.Module, inputs: Mapping[str, torch.Tensor], alone: bool, states: bool, extra: dict
+) -> LMOutputs:
+    """The base model's outputs without the head: called directly when `alone` (an unwrapped, unsharded model),
+    else through the model's own forward (DDP's and the sharding engines' hooks), whose logits are then dropped."""
+    inner = getattr(model, "module", model)
+    encoder = inner.base_model if alone else model
+    out = encoder(**model_inputs(encoder, inputs), return_dict=True, **{**extra, "output_hidden_states": True})
+    return LMOutputs(out.hidden_states[-1], None, None, out.hidden_states if states else None, out.attentions)
+
+
+def can_encode_alone(model: nn.Module) -> bool:
+    """Whether the base model under `model` can run by itself: not sharded (see `can_split`)."""
+    return not is_partitioned(model)
 
 
 # model_type → (layer list under the base model, (query, key, value) projections inside a layer).

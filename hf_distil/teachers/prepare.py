@@ -13,12 +13,13 @@ from huggingface_hub import constants, try_to_load_from_cache
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from torch import nn
-from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
 from ..config import TEACHER_DTYPES, check_teacher_weights
 from ..errors import UsageError
 from ..losses import LinearLogits, terms_needing_a_teacher
+from ..losses.terms import LOGIT_TERMS
 from ..models import heads
 from .cache import CACHE_COLUMNS
 
@@ -108,10 +109,13 @@ def check_model_source(name_or_path: str, flag: str) -> None:
         )
 
 
-def check_compatible(student: PreTrainedModel, teacher: PreTrainedModel, needs_hidden: bool) -> None:
-    """Fail at construction, in one line, when the teacher cannot teach this student."""
+def check_compatible(
+    student: PreTrainedModel, teacher: PreTrainedModel, needs_hidden: bool, same_vocabulary: bool = True
+) -> None:
+    """Fail at construction, in one line, when the teacher cannot teach this student (`same_vocabulary`: both read
+    the student's token ids)."""
     s_vocab, t_vocab = student.config.vocab_size, teacher.config.vocab_size
-    if s_vocab != t_vocab:
+    if same_vocabulary and s_vocab != t_vocab:
         raise UsageError(
             f"teacher vocab {t_vocab} ≠ student vocab {s_vocab}; build the student with "
             "init_student_from_teacher(teacher) or pick a teacher with the same tokenizer."
@@ -235,12 +239,18 @@ class Teachers:
         weights: Sequence[float] | None,
         loss_weights: dict[str, float],
         cached_soft_targets: bool = False,
+        own_tokenizer: bool = False,
     ) -> Teachers:
-        """The teachers of a run, checked at construction: names loaded (`load_teacher`), one weight per teacher
-        (equal by default), each able to teach `student` (`check_compatible`; hidden widths only for the first,
-        whose states L_cos reads), and a teacher present when a term of `loss_weights` needs one."""
+        """The teachers of a run, checked at construction: names loaded (`load_teacher`; without an LM head when no
+        active term reads logits), one weight per teacher (equal by default), each able to teach `student`
+        (`check_compatible`; hidden widths only for the first, whose states L_cos reads; vocabularies unless the
+        teacher reads the text with its `own_tokenizer`), and a teacher present when a term of `loss_weights`
+        needs one."""
         listed = list(given) if isinstance(given, (list, tuple)) else [given]
-        loaded = [load_teacher(t, flag="teacher_model") if isinstance(t, str) else t for t in listed]
+        auto_class = AutoModelForMaskedLM if any(loss_weights.get(t, 0) > 0 for t in LOGIT_TERMS) else AutoModel
+        loaded = [
+            load_teacher(t, flag="teacher_model", auto_class=auto_class) if isinstance(t, str) else t for t in listed
+        ]
         mixture = check_teacher_weights(weights) or [1.0] * len(loaded)
         if len(mixture) != len(loaded) == 1:  # values are checked with the arguments
             raise UsageError(
@@ -254,12 +264,14 @@ class Teachers:
             )
         for other in loaded[1:]:
             if other is not None:
-                check_compatible(student, other, needs_hidden=False)
+                check_compatible(student, other, needs_hidden=False, same_vocabulary=not own_tokenizer)
         needed = terms_needing_a_teacher(loss_weights, cached_soft_targets=cached_soft_targets)
         if loaded[0] is None and needed:
             raise UsageError(f"{', '.join(needed)} > 0 but no teacher_model was given; pass one or set them to 0.")
         if loaded[0] is not None:
-            check_compatible(student, loaded[0], needs_hidden=loss_weights["cos"] > 0)
+            check_compatible(
+                student, loaded[0], needs_hidden=loss_weights["cos"] > 0, same_vocabulary=not own_tokenizer
+            )
         return cls([t for t in loaded if t is not None], mixture)
 
     def prepare(self, accelerator: Accelerator, dtype: str | None = None) -> None:
@@ -312,12 +324,17 @@ class Teachers:
         if not self.models or not (live_logits or hidden or states or maps or score_layers or qkv_layer):
             return TeacherSignals(None, None, topk, None, None)
         defer = defer_projection and len(self.models) == 1
-        first = self._run(self.first, inputs, rows, states, maps, score_layers, qkv_layer, defer)
+        first = self._run(
+            self.first, inputs, rows if live_logits else None, states, maps, score_layers, qkv_layer, defer
+        )
         row_logits = first.row_logits if live_logits else None
         if live_logits and len(self.models) > 1:  # the loss mixes them (losses.mix_teacher_logits)
             row_logits = [row_logits, *(self._run(model, inputs, rows).row_logits for model in self.models[1:])]
         return TeacherSignals(first.hidden, row_logits, topk, first.hidden_states, first.attention_by_layer, first.qkv)
 
-    def _run(self, model: Any, inputs: dict[str, torch.Tensor], rows: torch.Tensor, *options: Any) -> heads.LMOutputs:
-        split = heads.can_split(self.accelerator.unwrap_model(model))
+    def _run(
+        self, model: Any, inputs: dict[str, torch.Tensor], rows: torch.Tensor | None, *options: Any
+    ) -> heads.LMOutputs:
+        inner = self.accelerator.unwrap_model(model)
+        split = heads.can_split(inner) if rows is not None else heads.can_encode_alone(inner)
         return heads.hidden_and_row_logits(model, inputs, rows, split, *options)
