@@ -43,6 +43,7 @@ from hf_distil.cli import (
 )
 from hf_distil.data import DataArguments
 from hf_distil.data.sentence_corpus import sentence_splits
+from hf_distil.data.sentences import SentenceCollator, same_tokenization
 from hf_distil.errors import UsageError
 from hf_distil.evaluation import describe_hardware, time_models, whole_model
 from hf_distil.evaluation.similarity import encoder, lee_similarity, teacher_agreement
@@ -158,16 +159,18 @@ def main() -> None:
     with args.main_process_first(desc="sentences"):
         splits = sentence_splits(data_args)
 
-    # Train on the pooled terms: each model reads the text with its own tokenizer.
+    # Train on the pooled terms: each model reads the text with its own tokenizer, cut at --max_seq_length tokens.
     guard = NonFiniteLossGuard()
-    same_tokenizer = student_tokenizer.get_vocab() == tokenizer.get_vocab()
+    teacher_tokenizer = None if same_tokenization(student_tokenizer, tokenizer) else tokenizer
+    length = data_args.max_seq_length
     trainer = DistillationTrainer(
         model=student,
         teacher_model=teacher,
         args=args,
         train_dataset=splits["train"],
+        data_collator=SentenceCollator(student_tokenizer, teacher_tokenizer, length, length),
         processing_class=student_tokenizer,
-        teacher_processing_class=None if same_tokenizer else tokenizer,
+        teacher_processing_class=teacher_tokenizer,
         pooling=pooling,
         callbacks=[guard],
     )
@@ -319,7 +322,7 @@ def batch_1_seconds(
         ]
 
     timing = {"repeats": 3, "min_seconds": 3.0, "max_repeats": 10}
-    if teacher[1].get_vocab() == student[1].get_vocab():
+    if same_tokenization(teacher[1], student[1]):
         seconds, passes = time_models({"teacher": teacher[0], "student": student[0]}, batches(*teacher), **timing)
     else:
         seconds, passes = {}, []

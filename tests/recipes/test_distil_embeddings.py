@@ -87,7 +87,8 @@ def test_a_tiny_run_writes_a_student_that_sentence_transformers_loads(embedder, 
         "student (distilled)",
         "student before distillation",
     ]
-    assert results["optimizer_steps"] == 3 and results["agreement"]["sentences"] == 10
+    # 5% of the 80 lines are held out: 4 sentences, fewer than the 10 asked for.
+    assert results["optimizer_steps"] == 3 and results["agreement"]["sentences"] == 4
     card = (out / "README.md").read_text()
     assert "pipeline_tag: sentence-similarity" in card and "library_name: sentence-transformers" in card
     assert "model-index:" in card and "type: sentence-similarity" in card and "type: pearson" in card
