@@ -41,12 +41,16 @@ from hf_distil.cli import (
     retry_from_the_shell,
     run_script,
 )
-from hf_distil.data import DataArguments
-from hf_distil.data.sentence_corpus import sentence_splits
-from hf_distil.data.sentences import SentenceCollator, same_tokenization
+from hf_distil.data import DataArguments, SentenceCollator, same_tokenization, sentence_splits
 from hf_distil.errors import UsageError
-from hf_distil.evaluation import describe_hardware, time_models, whole_model
-from hf_distil.evaluation.similarity import encoder, lee_similarity, teacher_agreement
+from hf_distil.evaluation import (
+    describe_hardware,
+    encoder,
+    lee_similarity,
+    teacher_agreement,
+    time_models,
+    whole_model,
+)
 from hf_distil.hub import (
     EMBEDDING_STUDENT_LABEL,
     EmbeddingCardReport,
@@ -55,8 +59,7 @@ from hf_distil.hub import (
     describe_speedup,
     save_model_card,
 )
-from hf_distil.models.pooling import Pooling
-from hf_distil.models.sentence_layout import read_max_seq_length, save_sentence_transformers_layout
+from hf_distil.models import Pooling, read_max_seq_length, save_sentence_transformers_layout
 from hf_distil.run_folder import RUN_SETTINGS_FILE, resume_point
 from hf_distil.teachers import base_model_of, load_teacher, load_tokenizer, minilm, packaged_encoder_path
 

@@ -1,4 +1,5 @@
-"""The text a student learns from: the corpus pipeline, dynamic masking and the collator that applies it."""
+"""The text a student learns from: the corpus pipeline, dynamic masking and the collator that applies it, and the
+sentences of an embedding distillation with the collator that tokenises them for each model."""
 
 from .collator import DataCollatorForDistillation, check_vocabulary
 from .corpus import (
@@ -11,15 +12,22 @@ from .corpus import (
     tokenize_and_chunk,
     wikipedia_splits,
 )
+from .sentence_corpus import news_background, sentence_splits, split_sentences
+from .sentences import SentenceCollator, same_tokenization
 
 __all__ = [
     "DataArguments",
     "DataCollatorForDistillation",
     "HELD_OUT_ARTICLES",
     "MIN_TOKENS",
+    "SentenceCollator",
     "check_vocabulary",
     "fit_max_seq_length",
+    "news_background",
     "prepare_corpus",
+    "same_tokenization",
+    "sentence_splits",
+    "split_sentences",
     "token_counts",
     "tokenize_and_chunk",
     "wikipedia_splits",

@@ -1,4 +1,5 @@
-"""Held-out masked-LM quality (top-k, perplexity, agreement with the teacher) and relative speed."""
+"""Held-out masked-LM quality (top-k, perplexity, agreement with the teacher), relative speed, and sentence
+embeddings' correlation with human similarity ratings and agreement with their teacher."""
 
 from .masked_lm import (
     REPORT_FILE,
@@ -9,13 +10,18 @@ from .masked_lm import (
     time_models,
     whole_model,
 )
+from .similarity import encoder, lee_similarity, similarity_correlation, teacher_agreement
 
 __all__ = [
     "REPORT_FILE",
     "RunReport",
     "describe_hardware",
+    "encoder",
+    "lee_similarity",
     "masked_lm_metrics",
     "relative_speed",
+    "similarity_correlation",
+    "teacher_agreement",
     "time_models",
     "whole_model",
 ]
