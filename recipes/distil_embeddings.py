@@ -196,7 +196,8 @@ def main() -> None:
     # Save in the Sentence Transformers layout: the model and tokenizer, then the modules around them.
     # Every process takes part (under ZeRO-3 the weights are gathered); the evaluation needs whole models in one
     # process (under ZeRO-3 and FSDP2, copies from the gathered shards).
-    trainer.save_model()
+    # (_internal_call: with --push_to_hub, Trainer's save_model would publish now, before the layout and the card.)
+    trainer.save_model(args.output_dir, _internal_call=True)
     student = whole_model(trainer.accelerator.unwrap_model(trainer.model)).eval()
     teacher = whole_model(teacher)
     if trainer.is_world_process_zero():
@@ -271,7 +272,13 @@ def main() -> None:
         if args.push_to_hub:
             retry = ["python", "recipes/push_to_hub.py", "--model", args.output_dir, "--repo_id", args.hub_model_id]
             with retry_from_the_shell(retry):
-                url = push_to_hub(args.output_dir, args.hub_model_id, private=bool(args.hub_private_repo))
+                url = push_to_hub(
+                    args.output_dir,
+                    args.hub_model_id,
+                    private=bool(args.hub_private_repo),
+                    token=args.hub_token,
+                    revision=args.hub_revision,
+                )
             print(f"published: {url}")
 
     # Every process waits for the others, then the process group is closed (as distil_bert.py).
