@@ -10,8 +10,10 @@ from collections.abc import Sequence
 import torch
 from transformers import (
     BertForMaskedLM,
+    BertModel,
     DistilBertConfig,
     DistilBertForMaskedLM,
+    DistilBertModel,
     PreTrainedModel,
 )
 from transformers.integrations import is_deepspeed_zero3_enabled
@@ -48,7 +50,7 @@ def init_student_from_teacher(
     """A student whose weights are copied from `teacher`, keeping only `layers` (see `select_layers`).
 
     architecture="distilbert" (BertForMaskedLM teachers): a DistilBertForMaskedLM without token types or
-    pooler. BERT adds token-type row 0 to every token when types are all zero; that row is folded into the
+    pooler; from a bare BertModel (a sentence encoder), a bare DistilBertModel. BERT adds token-type row 0 to every token when types are all zero; that row is folded into the
     position embeddings, so a student keeping every layer computes exactly what the teacher computes.
     architecture="same": the teacher's own class (BERT, RoBERTa, ...) with fewer layers.
     The student's config records the teacher and the layers kept (`config.hf_distil`), for its model card.
@@ -90,15 +92,19 @@ def _build_student(teacher: PreTrainedModel, chosen: list[int], architecture: st
         return _same_architecture_student(teacher, chosen)
     if architecture != "distilbert":
         raise UsageError(f"architecture must be 'distilbert' or 'same', got {architecture!r}.")
-    if not isinstance(teacher, BertForMaskedLM):
+    if not isinstance(teacher, (BertForMaskedLM, BertModel)):
         raise UsageError(
-            f"a DistilBERT student is extracted from a BertForMaskedLM, got {type(teacher).__name__}; "
+            f"a DistilBERT student is extracted from a BertForMaskedLM or a BertModel, got {type(teacher).__name__}; "
             f"pass architecture='same' ({_SAME_FLAG}) to keep the teacher's class."
         )
     return _distilbert_student(teacher, chosen)
 
 
-def _distilbert_student(teacher: BertForMaskedLM, chosen: list[int]) -> DistilBertForMaskedLM:
+def _distilbert_student(
+    teacher: BertForMaskedLM | BertModel, chosen: list[int]
+) -> DistilBertForMaskedLM | DistilBertModel:
+    """A DistilBertForMaskedLM from a BERT masked LM; a bare DistilBertModel from a bare BertModel (a sentence
+    encoder such as all-MiniLM-L6-v2, distilled through pooled terms, needs no head)."""
     tc = teacher.config
     if abs(tc.layer_norm_eps - 1e-12) > 1e-15 or getattr(tc, "position_embedding_type", "absolute") != "absolute":
         raise UsageError(
@@ -126,23 +132,28 @@ def _distilbert_student(teacher: BertForMaskedLM, chosen: list[int]) -> DistilBe
         pad_token_id=tc.pad_token_id,
         tie_word_embeddings=tc.tie_word_embeddings,
     )
-    student = DistilBertForMaskedLM(config)
-    source = teacher.state_dict()
-    token_type_row = source["bert.embeddings.token_type_embeddings.weight"][0]
+    masked_lm = isinstance(teacher, BertForMaskedLM)
+    student = DistilBertForMaskedLM(config) if masked_lm else DistilBertModel(config)
+    source = {k: v for k, v in teacher.state_dict().items() if not k.removeprefix("bert.").startswith("pooler.")}
+    bert, distil = ("bert.", "distilbert.") if masked_lm else ("", "")
+    token_type_row = source[f"{bert}embeddings.token_type_embeddings.weight"][0]
     mapped = {
-        "distilbert.embeddings.word_embeddings.weight": source["bert.embeddings.word_embeddings.weight"],
-        "distilbert.embeddings.position_embeddings.weight": source["bert.embeddings.position_embeddings.weight"]
+        f"{distil}embeddings.word_embeddings.weight": source[f"{bert}embeddings.word_embeddings.weight"],
+        f"{distil}embeddings.position_embeddings.weight": source[f"{bert}embeddings.position_embeddings.weight"]
         + token_type_row,
-        "distilbert.embeddings.LayerNorm.weight": source["bert.embeddings.LayerNorm.weight"],
-        "distilbert.embeddings.LayerNorm.bias": source["bert.embeddings.LayerNorm.bias"],
-        "vocab_projector.bias": source["cls.predictions.bias"],
+        f"{distil}embeddings.LayerNorm.weight": source[f"{bert}embeddings.LayerNorm.weight"],
+        f"{distil}embeddings.LayerNorm.bias": source[f"{bert}embeddings.LayerNorm.bias"],
     }
     for new, old in enumerate(chosen):
         for bert_name, distil_name in _BERT_TO_DISTILBERT_LAYER.items():
             for param in ("weight", "bias"):
-                mapped[f"distilbert.transformer.layer.{new}.{distil_name}.{param}"] = source[
-                    f"bert.encoder.layer.{old}.{bert_name}.{param}"
+                mapped[f"{distil}transformer.layer.{new}.{distil_name}.{param}"] = source[
+                    f"{bert}encoder.layer.{old}.{bert_name}.{param}"
                 ]
+    if not masked_lm:
+        _load_checked(student, mapped)
+        return student
+    mapped["vocab_projector.bias"] = source["cls.predictions.bias"]
     for bert_name, distil_name in _BERT_TO_DISTILBERT_HEAD.items():
         mapped[f"{distil_name}.weight"] = source[f"{bert_name}.weight"]
         if distil_name != "vocab_projector":
@@ -154,7 +165,9 @@ def _distilbert_student(teacher: BertForMaskedLM, chosen: list[int]) -> DistilBe
 def _same_architecture_student(teacher: PreTrainedModel, chosen: list[int]) -> PreTrainedModel:
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = len(chosen)
-    student = type(teacher)(config)
+    # A bare encoder built without its pooler (BertModel(..., add_pooling_layer=False)) keeps that shape.
+    without_pooler = {"add_pooling_layer": False} if getattr(teacher, "pooler", False) is None else {}
+    student = type(teacher)(config, **without_pooler)
     renumber = {old: new for new, old in enumerate(chosen)}
     pattern = re.compile(r"(?<=\.layer\.)(\d+)(?=\.)")
     mapped = {}

@@ -36,7 +36,7 @@ from .losses.terms import COUNTS, HEAD_TERMS, IGNORE_INDEX, LOGIT_TERMS, LOSS_TE
 from .model_card import training_card_report
 from .models import heads
 from .models.layer_map import RelationPlan, plan_layers, plan_relation
-from .models.pooling import Pooling
+from .models.pooling import Pooling, folder_max_seq_length
 from .models.projection import HiddenProjection
 from .run_folder import (
     check_checkpoint,
@@ -107,6 +107,14 @@ class DistillationTrainer(BatchTermsMixin, Trainer):
     accumulated and gathered batch, so gradient accumulation and data parallelism give the gradients of
     one large batch (GA=2 × b equals GA=1 × 2b). `teacher_model=None` trains with L_mlm / L_clm alone
     (the baseline that distillation must beat).
+
+    Sentence embeddings: the pooled terms (alpha_embedding_mse, alpha_embedding_cos, alpha_similarity_kl,
+    alpha_margin_mse) compare both models' last hidden states pooled by `pooling` (default: the teacher's Sentence
+    Transformers folder's pooling, else mean and normalised; `trainer.pooling`). They need no LM head: plain
+    `AutoModel` student and teacher train with them (and the layer terms). A dataset of raw sentences (a "text"
+    column, or "query", "positive", "negative") is tokenised per batch (`SentenceCollator`), by the student's
+    `processing_class` and, when it tokenises differently, by `teacher_processing_class` for the teacher:
+    token-level terms are then refused.
     """
 
     loss_is_scaled_for_ga = True  # each term is divided by its count over the accumulated batch
@@ -367,7 +375,7 @@ class DistillationTrainer(BatchTermsMixin, Trainer):
     def _selected_rows(self, labels: torch.Tensor | None, attention_mask: torch.Tensor) -> torch.Tensor | None:
         """Rows where the logit terms are computed: masked ones, or every real token; None without labels (sentence
         batches: no LM head runs)."""
-        if labels is None:
+        if labels is None or not any(self.weights[t] > 0 for t in HEAD_TERMS):
             return None
         if self.args.restrict_ce_to_mask or (self.weights["ce"] == 0 and self.weights["mse"] == 0):
             return labels.ne(IGNORE_INDEX)
@@ -395,7 +403,7 @@ class DistillationTrainer(BatchTermsMixin, Trainer):
                 zero if rows is None else rows.sum(),
                 mask.sum(1).pow(2).sum(),
                 sequences,
-                sequences // 3 if self.args.alpha_margin_mse > 0 or self.weights["margin_mse"] > 0 else zero,
+                sequences // 3 if "margin_mse" in self._active else zero,
             ]
         )
 
@@ -653,10 +661,16 @@ def _check_heads(student: PreTrainedModel, active: set[str]) -> None:
         )
 
 
+def _teacher_folder(teacher: PreTrainedModel | None) -> Path | None:
+    """The local folder the teacher was loaded from, if any (a Sentence Transformers folder says how it pools)."""
+    source = getattr(getattr(teacher, "config", None), "name_or_path", None)
+    return Path(source) if source and Path(source).is_dir() else None
+
+
 def _folder_pooling(teacher: PreTrainedModel | None) -> Pooling | None:
     """The pooling of the teacher's Sentence Transformers folder, when it was loaded from one."""
-    source = getattr(getattr(teacher, "config", None), "name_or_path", None)
-    return Pooling.from_folder(source) if source and Path(source).is_dir() else None
+    folder = _teacher_folder(teacher)
+    return Pooling.from_folder(folder) if folder else None
 
 
 def _sentence_data(active: set[str], train: Any, evaluation: Any, own_tokenizer: bool) -> bool:
@@ -683,17 +697,20 @@ def _sentence_collator(
     tokenizer: PreTrainedTokenizerBase | None,
     teacher_tokenizer: PreTrainedTokenizerBase | None,
 ) -> SentenceCollator:
-    """Each model's tokenizer, truncating at what both the tokenizer and the model's positions allow."""
+    """Each model's tokenizer, truncating at what the tokenizer, the model's positions and the teacher's Sentence
+    Transformers folder (the length its embeddings are used at: 256 for all-MiniLM-L6-v2) allow."""
     if tokenizer is None:
         raise UsageError(
             "the datasets hold raw sentences; pass processing_class=tokenizer so the trainer can tokenise."
         )
+    folder = _teacher_folder(teacher)
+    used_at = (folder_max_seq_length(folder) if folder else None) or 10**9
 
     def limit(t: PreTrainedTokenizerBase | None, model: PreTrainedModel | None) -> int | None:
         if t is None:
             return None
         positions = getattr(getattr(model, "config", None), "max_position_embeddings", None) or 10**9
-        return min(positions, t.model_max_length)
+        return min(positions, t.model_max_length, used_at)
 
     return SentenceCollator(tokenizer, teacher_tokenizer, limit(tokenizer, student), limit(teacher_tokenizer, teacher))
 

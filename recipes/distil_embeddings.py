@@ -59,7 +59,7 @@ from hf_distil.hub import (
     describe_speedup,
     save_model_card,
 )
-from hf_distil.models import Pooling, read_max_seq_length, save_sentence_transformers_layout
+from hf_distil.models import Pooling, folder_max_seq_length, save_sentence_transformers_layout
 from hf_distil.run_folder import RUN_SETTINGS_FILE, resume_point
 from hf_distil.teachers import base_model_of, load_teacher, load_tokenizer, minilm, packaged_encoder_path
 
@@ -108,10 +108,11 @@ def main() -> None:
             f"--teacher {' '.join(model_args.teacher)}: an embedding student learns from one teacher's embeddings; "
             "pass one."
         )
-    if not model_args.student and model_args.student_architecture != "same":
+    if not model_args.student and model_args.student_architecture not in ("same", "distilbert"):
         raise UsageError(
-            f"--student_architecture {model_args.student_architecture}: an embedder's student keeps the teacher's "
-            "class (a plain encoder, no masked-LM head); pass --student_architecture same, or a ready --student."
+            f"--student_architecture {model_args.student_architecture}: an embedder's student is cut from the "
+            "teacher's layers; pass --student_architecture same (the teacher's class) or distilbert (a "
+            "DistilBertModel, BERT teachers), or a ready --student."
         )
 
     # The output folder: new, empty or this recipe's own, never where a model comes from.
@@ -140,7 +141,7 @@ def main() -> None:
     if pooling is None:
         pooling = Pooling("mean", normalize=True)
         logger.warning(f"{source} is not a Sentence Transformers model (no modules.json): pooling {pooling}")
-    max_seq_length = read_max_seq_length(folder) or min(
+    max_seq_length = folder_max_seq_length(folder) or min(
         tokenizer.model_max_length, teacher.config.max_position_embeddings
     )
 
@@ -151,7 +152,7 @@ def main() -> None:
         student_tokenizer = load_tokenizer(model_args.student, "--student")
     else:
         student = init_student_from_teacher(
-            teacher, model_args.student_layers, model_args.student_num_layers, architecture="same"
+            teacher, model_args.student_layers, model_args.student_num_layers, model_args.student_architecture
         )
         if model_args.random_init_student:
             student = type(student)(student.config)

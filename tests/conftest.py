@@ -180,7 +180,15 @@ def make_args(tmp_path, **kwargs) -> DistillationArguments:
     return DistillationArguments(**{**defaults, **kwargs})
 
 
-_TRAINER_KEYWORDS = ("train_dataset", "eval_dataset", "data_collator", "processing_class", "callbacks")
+_TRAINER_KEYWORDS = (
+    "train_dataset",
+    "eval_dataset",
+    "data_collator",
+    "processing_class",
+    "teacher_processing_class",
+    "pooling",
+    "callbacks",
+)
 
 
 def make_trainer(tmp_path, model, teacher=None, *, tokenizer=None, args=None, **kwargs) -> DistillationTrainer:

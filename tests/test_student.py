@@ -4,7 +4,9 @@ from conftest import tiny_roberta
 from transformers import (
     AutoModelForMaskedLM,
     BertForMaskedLM,
+    BertModel,
     DistilBertForMaskedLM,
+    DistilBertModel,
     RobertaForMaskedLM,
 )
 
@@ -29,6 +31,24 @@ def test_all_layers_reproduce_the_teacher_exactly(teacher, batch):
     got = student(input_ids=input_ids, attention_mask=mask).logits
     real = mask.bool()
     torch.testing.assert_close(got[real], expected[real], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("pooler", [True, False])
+@torch.no_grad()
+def test_a_bare_bert_encoder_gives_a_bare_distilbert_or_bert_of_its_layers(teacher, batch, pooler):
+    """A headless sentence encoder (AutoModel, with or without its pooler) gives a headless student: DistilBertModel
+    or its own class, both computing what the teacher's kept layers compute."""
+    input_ids, mask = batch
+    encoder = BertModel(teacher.config, add_pooling_layer=pooler).eval()
+    encoder.load_state_dict(teacher.bert.state_dict(), strict=False)
+    expected = encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    for architecture, kind in (("distilbert", DistilBertModel), ("same", BertModel)):
+        student = init_student_from_teacher(encoder, layers=list(range(4)), architecture=architecture).eval()
+        assert type(student) is kind and (getattr(student, "pooler", None) is not None) == (
+            kind is BertModel and pooler
+        )
+        got = student(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        torch.testing.assert_close(got[mask.bool()], expected[mask.bool()], atol=1e-4, rtol=0)
 
 
 @torch.no_grad()

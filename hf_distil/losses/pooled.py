@@ -40,9 +40,13 @@ def embedding_mse(
 def embedding_cosine(
     student: torch.Tensor, teacher: torch.Tensor, num_items: int | torch.Tensor | None = None
 ) -> torch.Tensor:
-    """1 − cos(student, teacher) of sentence embeddings (N, H), averaged over sentences."""
-    cos = F.cosine_similarity(upcast(student), upcast(teacher), dim=-1)
-    return (1.0 - cos).sum() / _denominator(student.shape[0], num_items)
+    """1 − cos(student, teacher) of sentence embeddings (N, H), averaged over sentences.
+
+    Computed as ½‖s/‖s‖ − t/‖t‖‖², equal to 1 − cos: the difference of two close unit vectors keeps its digits
+    where 1 − cos, near 1 − 1, loses them in fp32 (a student close to its teacher is the common case).
+    """
+    s, t = F.normalize(upcast(student), dim=-1), F.normalize(upcast(teacher), dim=-1)
+    return 0.5 * (s - t).pow(2).sum() / _denominator(student.shape[0], num_items)
 
 
 def similarity_log_probs(embeddings: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -131,11 +135,8 @@ def pooled_terms(
     num_items: {"sequences", "triplets"}. similarity: the similarity KL when computed over the whole batch
     elsewhere (`cached_term`), else computed on these N sentences."""
     counts = num_items or {}
-    projected = (
-        (projection or (lambda e: e))(student)
-        if weights.get("embedding_mse", 0) or weights.get("embedding_cos", 0)
-        else student
-    )
+    across = weights.get("embedding_mse", 0) > 0 or weights.get("embedding_cos", 0) > 0
+    projected = projection(student) if projection is not None and across else student
     terms: dict[str, torch.Tensor] = {}
     if weights.get("embedding_mse", 0) > 0:
         terms["embedding_mse"] = embedding_mse(projected, teacher, counts.get("sequences"))

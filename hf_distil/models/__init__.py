@@ -5,9 +5,9 @@ from .bilstm import BiLSTMConfig, BiLSTMForSequenceClassification, bilstm_from_t
 from .heads import hidden_and_row_logits
 from .layer_map import PROVENANCE_KEY, plan_layers, plan_relation
 from .mobilebert import mobilebert_student
-from .pooling import Pooling
+from .pooling import Pooling, folder_max_seq_length
 from .projection import HiddenProjection
-from .sentence_layout import read_max_seq_length, save_sentence_transformers_layout
+from .sentence_layout import save_sentence_transformers_layout
 
 __all__ = [
     "BiLSTMConfig",
@@ -16,11 +16,11 @@ __all__ = [
     "PROVENANCE_KEY",
     "Pooling",
     "bilstm_from_teacher",
+    "folder_max_seq_length",
     "hidden_and_row_logits",
     "mobilebert_student",
     "non_embedding_parameters",
     "plan_layers",
     "plan_relation",
-    "read_max_seq_length",
     "save_sentence_transformers_layout",
 ]

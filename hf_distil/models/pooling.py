@@ -62,6 +62,15 @@ class Pooling:
         return cls(_MODE_KEYS[chosen[0]], normalize=any(m.get("type") == _NORMALIZE_TYPE for m in modules))
 
 
+def folder_max_seq_length(folder: str | Path) -> int | None:
+    """The longest input a Sentence Transformers folder's model reads (`sentence_bert_config.json`), which
+    `SentenceTransformer.encode` truncates at; None for a folder without one."""
+    try:
+        return int(json.loads((Path(folder) / "sentence_bert_config.json").read_text())["max_seq_length"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
     """(batch, seq, width) states and their (batch, seq) mask → (batch, width) sentence embeddings, in fp32: mean
     over the real tokens (as Sentence Transformers: padding excluded) or the first token's state."""

@@ -74,13 +74,3 @@ def save_sentence_transformers_layout(
 def _write_json(path: Path, value: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(value, indent=2) + "\n")
-
-
-def read_max_seq_length(folder: str | Path) -> int | None:
-    """The longest input of a Sentence Transformers folder (`sentence_bert_config.json`), or None without one."""
-    try:
-        settings = json.loads((Path(folder) / "sentence_bert_config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    value = settings.get("max_seq_length") if isinstance(settings, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

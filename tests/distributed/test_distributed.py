@@ -92,6 +92,8 @@ def ranks(out: Path) -> list[dict]:
 def test_ddp_two_processes_equal_one(single, tmp_path):
     launch(tmp_path / "ddp", ROOT / "ds_configs" / "cpu_2proc.yaml")
     assert_same_run(single, tmp_path / "ddp")
+    logged = next(h for h in json.loads((tmp_path / "ddp" / "log.json").read_text()) if "loss" in h)
+    assert {"loss_embedding_mse", "loss_embedding_cos", "loss_similarity_kl"} <= set(logged)  # compared above
     r0, r1 = ranks(tmp_path / "ddp")
     assert r0["checksum"] == r1["checksum"]  # identical replicas after the update
     assert r0["teacher_local_numel"] == r0["teacher_peak_local_numel"] == r0["teacher_numel"]  # the whole teacher
@@ -108,8 +110,11 @@ def test_zero2_two_processes_equal_one(single, tmp_path):
 def test_zero3_two_processes_equal_one_with_a_sharded_teacher(single, tmp_path):
     launch(tmp_path / "z3", deepspeed_cpu_config(tmp_path, 3))
     assert_same_run(single, tmp_path / "z3")
+    # Never whole on a rank. From its second forward on (here the similarity KL's first pass, then the loss's),
+    # ZeRO-3 keeps the tied word embeddings and the head's bias gathered (1,682 of 38,098 values; the same with two
+    # training steps and no pooled term), so "none of it" became "a small part of it".
     for report in ranks(tmp_path / "z3"):
-        assert report["teacher_numel"] > 0 and report["teacher_local_numel"] == 0  # never whole on a rank
+        assert 0 < report["teacher_numel"] and report["teacher_local_numel"] < 0.1 * report["teacher_numel"]
 
 
 @pytest.mark.parametrize("reshard_after_forward", [True, False], ids=["full_shard", "shard_grad_op"])
@@ -132,13 +137,17 @@ def test_fsdp2_two_processes_equal_one_with_a_sharded_teacher(reshard_after_forw
 
 
 def test_ddp_trains_the_width_projection_like_one_process(tmp_path):
-    """A half-width student: the projection outside the DDP model gets the same averaged update on both ranks."""
+    """A half-width student: the projection outside the DDP model gets the same averaged update on both ranks, and
+    the pooled terms, far from 0 here, give the update of one process."""
     launch(tmp_path / "one", None, "narrow")
     launch(tmp_path / "ddp", ROOT / "ds_configs" / "cpu_2proc.yaml", "narrow")
     assert_same_run(tmp_path / "one", tmp_path / "ddp")
     assert "projection.weight" in load_file(str(tmp_path / "ddp" / "student.safetensors"))
     logged = next(h for h in json.loads((tmp_path / "ddp" / "log.json").read_text()) if "loss" in h)
     assert "loss_hidden_mse" in logged and float(logged["grad_norm"]) > 0.5  # the update was clipped
+    # The random student is far from the teacher: the pooled terms (the similarity KL gathered from both processes,
+    # the embedding MSE through the projection) weigh in the update that both runs must share.
+    assert min(logged[f"loss_{t}"] for t in ("embedding_mse", "embedding_cos", "similarity_kl")) > 0.05
     r0, r1 = ranks(tmp_path / "ddp")
     assert r0["checksum"] == r1["checksum"]
 

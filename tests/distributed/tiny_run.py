@@ -4,7 +4,8 @@
     accelerate launch --config_file ds_configs/cpu_2proc.yaml tests/distributed/tiny_run.py OUT   # 2 × 4
 
 Every rank writes a checksum of its student weights and the size of its teacher (after training, and the most
-it held at once during a forward); rank 0 also writes the weights and the log.
+it held at once during a forward); rank 0 also writes the weights and the log. Every run adds the pooled
+sentence-embedding terms to the triple loss.
 """
 
 from __future__ import annotations
@@ -95,6 +96,12 @@ def main(out: Path, narrow: bool) -> None:
         disable_tqdm=True,
         # narrow: clipping on (0.5 is below this step's norm), over the student and the projection together
         **({"alpha_cos": 0.0, "alpha_hidden_mse": 1.0, "intermediate_layers": "pkd_skip"} if narrow else {}),
+        # Sentence-embedding terms beside the triple loss: the in-batch similarity KL runs over the 8 sequences
+        # gathered from every process (GradCache); a narrow student's embeddings go through the projection.
+        alpha_embedding_mse=1.0,
+        alpha_embedding_cos=1.0,
+        alpha_similarity_kl=1.0,
+        similarity_temperature=0.1,
     )
     trainer = DistillationTrainer(
         model=student, teacher_model=teacher, args=args, train_dataset=fixed_batch(), data_collator=stack

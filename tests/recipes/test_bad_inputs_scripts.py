@@ -263,7 +263,7 @@ def test_a_training_file_alone_is_split_and_never_scored_on_its_own_rows(assets,
 EMBEDDING_CASES = {
     "missing train file": (["--train_file", "{a}/missing.txt"], "--train_file {a}/missing.txt: no such file"),
     "two teachers": (["--teacher", "{a}/teacher", "{a}/teacher"], "learns from one teacher's embeddings; pass one"),
-    "masked-LM student": (["--student_architecture", "distilbert"], "pass --student_architecture same, or a ready"),
+    "MobileBERT student": (["--student_architecture", "mobilebert"], "pass --student_architecture same (the"),
     "student folder without weights": (["--student", "{a}/no_weights"], "holds config.json but no weights"),
 }
 
