@@ -1,6 +1,6 @@
 """Distil a sentence-embedding model (Sentence Transformers) into a shallower student on its pooled embeddings.
 
-    accelerate launch -q recipes/distil_embeddings.py    # offline default, under 10 minutes on 2 CPU cores
+    accelerate launch -q recipes/distil_embeddings.py    # offline default: 12 minutes on a busy 2-core machine
     accelerate launch --config_file ds_configs/multi_gpu.yaml recipes/distil_embeddings.py \\
         --teacher sentence-transformers/all-mpnet-base-v2 --train_file sentences.txt --output_dir outputs/mpnet-3
 
