@@ -9,11 +9,11 @@ import random
 import datasets
 import pytest
 import torch
-from conftest import WORDS, make_args, make_trainer, one_sgd_step, tiny_bert_config
+from conftest import WORDS, make_trainer, one_sgd_step, tiny_bert_config
 from test_trainer import assert_same_update
 from transformers import AutoModel, AutoTokenizer, BertModel, DistilBertModel
 
-from hf_distil import DistillationArguments, DistillationTrainer, init_student_from_teacher
+from hf_distil import DistillationArguments, init_student_from_teacher
 from hf_distil.data.sentences import SentenceCollator
 from hf_distil.errors import UsageError
 from hf_distil.losses import similarity_kl
@@ -118,6 +118,7 @@ def test_grad_cache_replays_the_dropout_of_its_first_pass(tmp_path, encoder, tok
     assert len(cached) > 10
 
 
+@pytest.mark.slow
 def test_student_with_its_own_tokenizer_learns_from_the_packaged_minilm(tmp_path, minilm_folder, tokenizer):
     """Cross-tokenizer: the teacher reads bert-base-uncased word pieces, the student the tiny vocabulary, each the
     same sentences; the student is narrower (32 vs 384), so the embedding MSE goes through the width projection."""
@@ -149,6 +150,7 @@ def test_student_with_its_own_tokenizer_learns_from_the_packaged_minilm(tmp_path
         assert after[key] < 0.9 * before[key], (key, before, after)
 
 
+@pytest.mark.slow
 def test_minilm_encoder_without_a_head_distils_into_its_layers(tmp_path, minilm_folder):
     """all-MiniLM-L6-v2 as AutoModel (no MLM head), the student a DistilBertModel of its layers 0, 2, 4: pooled
     terms with MiniLMv2's relations train, the pooling comes from the teacher's Sentence Transformers folder, the
@@ -250,13 +252,3 @@ def test_settings_the_data_or_models_cannot_train_are_refused(tmp_path, tokenize
 def test_pooled_settings_that_make_no_sense_are_refused(tmp_path, settings, message):
     with pytest.raises(UsageError, match=message):
         DistillationArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, **settings)
-
-
-def test_make_args_accepts_the_pooled_fields(tmp_path):
-    args = make_args(tmp_path, **POOLED_ONLY, alpha_similarity_kl=1.0)
-    assert args.similarity_temperature == 0.05 and args.alpha_embedding_mse == 0.0
-
-
-def test_trainer_rejects_wrong_argument_types_before_pooling(tmp_path, encoder):
-    with pytest.raises(TypeError):
-        DistillationTrainer(model=encoder, teacher_model=encoder, args=None)
