@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -44,7 +43,14 @@ from hf_distil.cli import (
 )
 from hf_distil.config import loss_weights
 from hf_distil.data import DataArguments, prepare_corpus
-from hf_distil.evaluation import REPORT_FILE, RunReport, masked_lm_metrics, relative_speed, whole_model
+from hf_distil.evaluation import (
+    REPORT_FILE,
+    RunReport,
+    describe_hardware,
+    masked_lm_metrics,
+    relative_speed,
+    whole_model,
+)
 from hf_distil.hub import CardReport, HeldOut, Speed, describe_speedup, save_model_card, save_training_arguments
 from hf_distil.losses import terms_needing_a_teacher
 from hf_distil.models import mobilebert_student
@@ -272,12 +278,6 @@ def card_report(trainer: DistillationTrainer, report: RunReport, data_args: Data
         hardware=report.hardware,
         train_seconds=report.train_seconds,
     )
-
-
-def describe_hardware() -> str:
-    if torch.cuda.is_available():
-        return f"{torch.cuda.device_count()} × {torch.cuda.get_device_name(0)}"
-    return f"CPU, {torch.get_num_threads()} threads ({platform.processor() or platform.machine()})"
 
 
 def replica_checksums(trainer: DistillationTrainer) -> list[float]:

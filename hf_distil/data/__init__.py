@@ -1,5 +1,5 @@
 """The text a student learns from: the corpus pipeline, dynamic masking and the collator that applies it, and the
-sentence collator of the pooled-embedding terms."""
+sentences of an embedding distillation with the collator that tokenises them for each model."""
 
 from .collator import DataCollatorForDistillation, check_vocabulary
 from .corpus import (
@@ -12,7 +12,8 @@ from .corpus import (
     tokenize_and_chunk,
     wikipedia_splits,
 )
-from .sentences import SentenceCollator
+from .sentence_corpus import news_background, sentence_splits, split_sentences
+from .sentences import SentenceCollator, same_tokenization
 
 __all__ = [
     "DataArguments",
@@ -22,7 +23,11 @@ __all__ = [
     "SentenceCollator",
     "check_vocabulary",
     "fit_max_seq_length",
+    "news_background",
     "prepare_corpus",
+    "same_tokenization",
+    "sentence_splits",
+    "split_sentences",
     "token_counts",
     "tokenize_and_chunk",
     "wikipedia_splits",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import platform
 import statistics
 import time
 from collections.abc import Sequence
@@ -168,6 +169,13 @@ def whole_model(model: PreTrainedModel) -> PreTrainedModel:
     whole = model_class(model.config).to(device=weight.device, dtype=weight.dtype)
     whole.load_state_dict(state)
     return whole.eval()
+
+
+def describe_hardware() -> str:
+    """What the speed figures were measured on, in words: the GPUs, or the CPU and the threads torch uses."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} × {torch.cuda.get_device_name(0)}"
+    return f"CPU, {torch.get_num_threads()} threads ({platform.processor() or platform.machine()})"
 
 
 @torch.inference_mode()

@@ -12,10 +12,12 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .plot import PLOT_FILE, plot_loss_terms
-from .report import BiLSTMCardReport, CardReport, OnnxExport
+from .report import BiLSTMCardReport, CardReport, EmbeddingCardReport, OnnxExport
 
 TEMPLATE = "distilled_model.md"
 BILSTM_TEMPLATE = "bilstm_student.md"
+EMBEDDING_TEMPLATE = "sentence_embedder.md"
+EMBEDDING_STUDENT_LABEL = "student (distilled)"  # the row of an embedding card's table that is this model
 CARD_FILE = "README.md"
 
 EXAMPLE_INPUTS = {  # what the card's ONNX snippets call the pipeline with, per task
@@ -103,31 +105,8 @@ def _onnx_section(onnx: OnnxExport) -> dict[str, Any]:
     }
 
 
-def render_model_card(
-    report: CardReport, repo_id: str, *, license: str = "apache-2.0", plot: str | None = None
-) -> ModelCard:
-    """The card of a distilled student: what it is, its size and speed against the teacher, its held-out results
-    (also as model-index metadata), its training settings, the loss plot `plot` (a file beside the card) and, with
-    an ONNX export, how to run it in ONNX Runtime and transformers.js."""
-    teacher_results, student_results = report.teacher_results, report.student_results
-    dataset_name = (report.datasets or [report.eval_dataset or "held-out text"])[0]
-    eval_rows, eval_results = [], []
-    for key, label, scale in HELD_OUT_ROWS:
-        value = getattr(student_results, key)
-        if value is None:
-            continue
-        theirs = getattr(teacher_results, key)
-        eval_rows.append((label, "—" if theirs is None else f"{theirs * scale:.2f}", f"{value * scale:.2f}"))
-        eval_results.append(
-            EvalResult(
-                task_type="fill-mask",
-                dataset_type=dataset_name,
-                dataset_name=dataset_name,
-                metric_type=key,
-                metric_value=round(value * scale, 2),
-            )
-        )
-
+def _size_and_speed(report: CardReport) -> tuple[list[tuple[str, str, str]], str | None]:
+    """The size rows (parameters, layers, CPU time per sentence) and the sentence that states the speed-up."""
     speed = report.speed
 
     def per_sentence(seconds: float | None) -> str | None:
@@ -164,19 +143,24 @@ def render_model_card(
                 f"At batch size 1 ({report.hardware}) the student's {'encoder' if encoder else 'model'} "
                 f"runs **{describe_speedup(ratio)}**."
             )
+    return _rows(size_rows), speed_sentence
 
-    weights = report.loss_weights
+
+def _layer_map(layer_map: list[int] | str | None) -> str | None:
+    return ", ".join(map(str, layer_map)) if isinstance(layer_map, list) else layer_map
+
+
+def _recipe(report: CardReport) -> list[tuple[str, Any]]:
+    """The training settings the report knows, as (setting, value) rows."""
     masking = report.masking
-    layer_map = report.layer_map
-    layer_map = ", ".join(map(str, layer_map)) if isinstance(layer_map, list) else layer_map
     soft_targets = None
     if report.restrict_ce_to_mask is not None:
         soft_targets = "masked tokens" if report.restrict_ce_to_mask else "every non-pad token"
     recipe = [
-        ("loss weights", ", ".join(f"{name} {weight:g}" for name, weight in weights.items()) or None),
+        ("loss weights", ", ".join(f"{name} {weight:g}" for name, weight in report.loss_weights.items()) or None),
         ("temperature", report.temperature),
         ("soft targets at", soft_targets),
-        ("layer map (teacher layers kept)", layer_map),
+        ("layer map (teacher layers kept)", _layer_map(report.layer_map)),
         (
             "masking",
             f"{masking.probability} of tokens; {masking.mask_replace} [MASK] / {masking.random_replace} random; "
@@ -190,6 +174,42 @@ def render_model_card(
         ("hardware", report.hardware),
         ("training time (s)", report.train_seconds),
     ]
+    return [(k, v) for k, v in recipe if v is not None]
+
+
+def _objective(weights: dict[str, float]) -> str:
+    return " + ".join(name.split(" (")[0] for name in weights) if weights else "distillation losses"
+
+
+def render_model_card(
+    report: CardReport, repo_id: str, *, license: str = "apache-2.0", plot: str | None = None
+) -> ModelCard:
+    """The card of a distilled student: what it is, its size and speed against the teacher, its held-out results
+    (also as model-index metadata), its training settings, the loss plot `plot` (a file beside the card) and, with
+    an ONNX export, how to run it in ONNX Runtime and transformers.js."""
+    teacher_results, student_results = report.teacher_results, report.student_results
+    dataset_name = (report.datasets or [report.eval_dataset or "held-out text"])[0]
+    eval_rows, eval_results = [], []
+    for key, label, scale in HELD_OUT_ROWS:
+        value = getattr(student_results, key)
+        if value is None:
+            continue
+        theirs = getattr(teacher_results, key)
+        eval_rows.append((label, "—" if theirs is None else f"{theirs * scale:.2f}", f"{value * scale:.2f}"))
+        eval_results.append(
+            EvalResult(
+                task_type="fill-mask",
+                dataset_type=dataset_name,
+                dataset_name=dataset_name,
+                metric_type=key,
+                metric_value=round(value * scale, 2),
+            )
+        )
+
+    size_rows, speed_sentence = _size_and_speed(report)
+    recipe = _recipe(report)
+    layer_map = _layer_map(report.layer_map)
+    weights = report.loss_weights
     onnx = _onnx_section(report.onnx) if report.onnx else None
     card_data = ModelCardData(
         base_model=report.base_model,
@@ -200,7 +220,6 @@ def render_model_card(
         model_name=repo_id,
         eval_results=eval_results or None,
     )
-    objective = " + ".join(name.split(" (")[0] for name in weights) if weights else "distillation losses"
     return _from_template(
         TEMPLATE,
         card_data,
@@ -209,14 +228,79 @@ def render_model_card(
         teacher_link=_teacher_link(report.teacher, report.base_model),
         student_layers=report.student_layers,
         layer_map=layer_map,
-        objective=objective,
-        size_rows=_rows(size_rows),
+        objective=_objective(weights),
+        size_rows=size_rows,
         speed_sentence=speed_sentence,
         eval_rows=eval_rows,
         eval_dataset=dataset_name,
-        recipe=[(k, v) for k, v in recipe if v is not None],
+        recipe=recipe,
         plot=plot,
         onnx=onnx,
+    )
+
+
+def render_embedding_card(
+    report: EmbeddingCardReport, repo_id: str, *, license: str = "apache-2.0", plot: str | None = None
+) -> ModelCard:
+    """The card of a distilled sentence embedder: what it is, its size and speed against the teacher, its
+    correlation with human similarity ratings (also as model-index metadata) and its agreement with the teacher,
+    its training settings, the loss plot and how to load it in sentence-transformers."""
+    dataset = report.similarity_dataset or "human similarity ratings"
+    similarity_rows, eval_results = [], []
+    for score in report.similarity:
+        if score.pearson is None or score.spearman is None:
+            similarity_rows.append((score.label, "—", score.note or "—"))
+            continue
+        similarity_rows.append((score.label, f"{score.pearson:.3f}", f"{score.spearman:.3f}"))
+        if score.label == EMBEDDING_STUDENT_LABEL:  # the model-index describes this model only
+            eval_results += [
+                EvalResult(
+                    task_type="sentence-similarity",
+                    dataset_type=dataset,
+                    dataset_name=dataset,
+                    metric_type=metric,
+                    metric_value=round(value, 4),
+                )
+                for metric, value in (("pearson", score.pearson), ("spearman", score.spearman))
+            ]
+    agreement_rows = [
+        (label, f"{value:.3f}")
+        for label, value in (
+            ("mean cosine between student and teacher embeddings", report.mean_cosine),
+            ("nearest-neighbour agreement", report.neighbour_agreement),
+        )
+        if value is not None and value == value  # NaN: a student of another width has no mean cosine
+    ]
+    size_rows, speed_sentence = _size_and_speed(report)
+    card_data = ModelCardData(
+        base_model=report.base_model,
+        tags=["distillation", "sentence-transformers", "sentence-similarity", "feature-extraction", "hf_distil"],
+        datasets=report.datasets,
+        library_name="sentence-transformers",
+        license=license,
+        pipeline_tag="sentence-similarity",
+        model_name=repo_id,
+        eval_results=eval_results or None,
+    )
+    return _from_template(
+        EMBEDDING_TEMPLATE,
+        card_data,
+        model_name=repo_id,
+        repo_id=repo_id,
+        teacher_link=_teacher_link(report.teacher, report.base_model),
+        student_layers=report.student_layers,
+        layer_map=_layer_map(report.layer_map),
+        pooling=report.pooling or "its pooling",
+        objective=_objective(report.loss_weights),
+        max_seq_length=report.max_seq_length,
+        size_rows=size_rows,
+        speed_sentence=speed_sentence,
+        similarity_dataset=dataset,
+        similarity_rows=similarity_rows,
+        agreement_sentences=report.agreement_sentences,
+        agreement_rows=agreement_rows,
+        recipe=_recipe(report),
+        plot=plot,
     )
 
 
@@ -276,7 +360,7 @@ def render_bilstm_card(report: BiLSTMCardReport, repo_id: str, *, license: str =
 
 
 def save_model_card(
-    report: CardReport | BiLSTMCardReport,
+    report: CardReport | EmbeddingCardReport | BiLSTMCardReport,
     folder: str | Path,
     repo_id: str | None = None,
     *,
@@ -290,6 +374,7 @@ def save_model_card(
         card = render_bilstm_card(report, repo_id, license=license)
     else:
         plot = PLOT_FILE if plot_loss_terms(report.log_history, folder / PLOT_FILE) else None
-        card = render_model_card(report, repo_id, license=license, plot=plot)
+        render = render_embedding_card if isinstance(report, EmbeddingCardReport) else render_model_card
+        card = render(report, repo_id, license=license, plot=plot)
     card.save(folder / CARD_FILE)
     return card

@@ -18,8 +18,19 @@ from .report import BiLSTMCardReport, CardReport
 logger = logging.get_logger(__name__)
 
 # What reaches the Hub, and nothing else of the folder: weights as safetensors, configs, tokenizer, metrics and
-# arguments (JSON), the card and its plot, and an ONNX export in the layout Optimum and transformers.js read.
-UPLOAD_PATTERNS = ["*.safetensors", "*.json", CARD_FILE, PLOT_FILE, "vocab.txt", "merges.txt", "onnx/*.onnx"]
+# arguments (JSON), the card and its plot, an ONNX export in the layout Optimum and transformers.js read, and the
+# modules' configs of the Sentence Transformers layout (1_Pooling/config.json, 2_Normalize/config.json).
+UPLOAD_PATTERNS = [
+    "*.safetensors",
+    "*.json",
+    CARD_FILE,
+    PLOT_FILE,
+    "vocab.txt",
+    "merges.txt",
+    "onnx/*.onnx",
+    "*_Pooling/config.json",
+    "*_Normalize/config.json",
+]
 # A tokenizer's SentencePiece model is a protobuf; a pickle saved under that name is not (_is_sentencepiece).
 SENTENCEPIECE_PATTERN = "*.model"
 # What a Trainer leaves in its output folder that never leaves the machine (pickles, checkpoints, TensorBoard logs).

@@ -141,3 +141,27 @@ class BiLSTMCardReport:
     teacher_non_embedding: int | None = None  # parameters outside the word embeddings
     student_non_embedding: int | None = None
     cpu_times: list[CpuTime] = field(default_factory=list)
+
+
+@dataclass
+class Similarity:
+    """One model's correlation with human similarity ratings (Pearson and Spearman of cosine similarity)."""
+
+    label: str  # e.g. "teacher", "student", "student before distillation"
+    pearson: float | None = None
+    spearman: float | None = None
+    note: str | None = None  # why a model has no figures (e.g. a baseline that could not be built)
+
+
+@dataclass
+class EmbeddingCardReport(CardReport):
+    """What the card of a distilled sentence embedder states: a distilled model's card, less the masked-LM settings
+    and results, plus its pooling and its scores on human similarity ratings and against the teacher."""
+
+    pooling: str | None = None  # e.g. "mean pooling, L2-normalised"
+    max_seq_length: int | None = None
+    similarity_dataset: str | None = None  # the human ratings, e.g. "Lee, Pincombe & Welsh (2005)"
+    similarity: list[Similarity] = field(default_factory=list)
+    agreement_sentences: int | None = None  # held-out sentences the agreement is measured on
+    mean_cosine: float | None = None  # between the student's and the teacher's embeddings
+    neighbour_agreement: float | None = None  # share of sentences with the same nearest neighbour under both

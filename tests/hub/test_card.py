@@ -9,13 +9,18 @@ from hf_distil.hub import (
     BiLSTMCardReport,
     CardReport,
     CpuTime,
+    EmbeddingCardReport,
     HeldOut,
     Score,
+    Similarity,
+    Speed,
     loss_figure,
     render_bilstm_card,
+    render_embedding_card,
     render_model_card,
     save_model_card,
 )
+from hf_distil.hub.push import files_to_upload
 
 
 def test_an_unmeasured_teacher_value_shows_a_dash_not_none():
@@ -68,3 +73,48 @@ def test_the_bilstm_card_states_its_report():
     assert "| BiLSTM distilled + Tang et al. rules | 70.50 ± 2.25 |" in card
     assert "| CPU time per example in PyTorch fp32, batch 1 (2 threads) | 10.00 ms | 2.00 ms (5.00x faster" in card
     assert "| parameters outside the word embeddings |" not in card  # unknown: left out
+
+
+def test_an_embedding_card_states_its_scores_and_indexes_the_students():
+    report = EmbeddingCardReport(
+        teacher="sentence-transformers/all-MiniLM-L6-v2",
+        base_model="sentence-transformers/all-MiniLM-L6-v2",
+        student_layers=3,
+        teacher_layers=6,
+        layer_map=[0, 2, 4],
+        loss_weights={"L_embedding_cos": 1.0},
+        pooling="mean pooling over the tokens, L2-normalised",
+        max_seq_length=256,
+        similarity_dataset="Lee, Pincombe & Welsh (2005)",
+        similarity=[
+            Similarity("teacher", 0.656, 0.508),
+            Similarity("student (distilled)", 0.631, 0.52),
+            Similarity("model2vec static (distill_from_model)", note="not run: no skeletoken"),
+        ],
+        agreement_sentences=1000,
+        mean_cosine=0.91,
+        neighbour_agreement=float("nan"),  # unknown: left out, never printed as nan
+        speed=Speed(100, encoder_teacher_seconds=2.0, encoder_student_seconds=1.0),
+        hardware="CPU, 2 threads",
+    )
+    card = render_embedding_card(report, "alice/mini-embedder")
+    data = card.data.to_dict()
+    assert data["pipeline_tag"] == "sentence-similarity" and data["library_name"] == "sentence-transformers"
+    (index,) = data["model-index"]
+    metrics = {m["type"]: m["value"] for m in index["results"][0]["metrics"]}
+    assert metrics == {"pearson": 0.631, "spearman": 0.52}  # the student's row, not the teacher's
+    assert index["results"][0]["task"]["type"] == "sentence-similarity"
+    text = str(card)
+    assert "| student (distilled) | 0.631 | 0.520 |" in text and "| teacher | 0.656 | 0.508 |" in text
+    assert "| model2vec static (distill_from_model) | — | not run: no skeletoken |" in text
+    assert "| mean cosine between student and teacher embeddings | 0.910 |" in text and "nan" not in text
+    assert "runs **2.00x faster than the teacher**" in text and "teacher's layers 0, 2, 4" in text
+
+
+def test_the_sentence_transformers_modules_are_uploaded(tmp_path):
+    for name in ("config.json", "modules.json", "1_Pooling/config.json", "2_Normalize/config.json", "x/config.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("{}")
+    uploaded, left_out = files_to_upload(tmp_path)
+    assert uploaded == ["1_Pooling/config.json", "2_Normalize/config.json", "config.json", "modules.json"]
+    assert left_out == ["x/config.json"]

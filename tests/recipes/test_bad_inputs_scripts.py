@@ -168,6 +168,7 @@ def test_distil_bilstm_refuses_the_teachers_folder_through_a_symlink(assets, tmp
 
 OUTPUT_CASES = {
     "distil_bert.py": ["--teacher", "{a}/teacher", "--train_file", "{a}/train.txt"],
+    "distil_embeddings.py": ["--teacher", "{a}/teacher", "--train_file", "{a}/train.txt"],
     "finetune.py": ["--model", "{a}/teacher", "--train_file", "{a}/good.csv"],
     "distil_bilstm.py": ["--teacher", "{a}/teacher", "--train_file", "{a}/good.csv"],
     "cache_teacher.py": ["--teacher", "{a}/teacher", "--train_file", "{a}/train.txt"],
@@ -315,6 +316,25 @@ def test_a_training_file_alone_is_split_and_never_scored_on_its_own_rows(assets,
     three = write_csv(tmp_path / "three.csv", ["sentence", "label"], [["a", 0], ["b", 1], ["c", 0]])
     with pytest.raises(UsageError, match="holds 3 examples; holding 20% out needs at least 5"):
         task_splits("polarity", str(three), None)
+
+
+EMBEDDING_CASES = {
+    "missing train file": (["--train_file", "{a}/missing.txt"], "--train_file {a}/missing.txt: no such file"),
+    "two teachers": (["--teacher", "{a}/teacher", "{a}/teacher"], "learns from one teacher's embeddings; pass one"),
+    "MobileBERT student": (["--student_architecture", "mobilebert"], "pass --student_architecture same (the"),
+    "student folder without weights": (["--student", "{a}/no_weights"], "holds config.json but no weights"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EMBEDDING_CASES))
+def test_the_embedding_recipes_inputs_are_checked_in_one_line(assets, tmp_path, monkeypatch, capsys, case):
+    (assets / "no_weights").mkdir(exist_ok=True)
+    shutil.copy(assets / "teacher" / "config.json", assets / "no_weights" / "config.json")
+    flags, expected = EMBEDDING_CASES[case]
+    flags = [f.format(a=assets) for f in flags] + ["--output_dir", str(tmp_path / "out")]
+    code, stderr = in_process(monkeypatch, capsys, "distil_embeddings.py", *flags)
+    one_line(code, stderr, expected.format(a=assets))
+    assert not (tmp_path / "out").exists()
 
 
 # ---- Hub datasets while offline, counts of 0, and the BiLSTM's tasks ----
