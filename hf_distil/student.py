@@ -50,8 +50,9 @@ def init_student_from_teacher(
     """A student whose weights are copied from `teacher`, keeping only `layers` (see `select_layers`).
 
     architecture="distilbert" (BertForMaskedLM teachers): a DistilBertForMaskedLM without token types or
-    pooler; from a bare BertModel (a sentence encoder), a bare DistilBertModel. BERT adds token-type row 0 to every token when types are all zero; that row is folded into the
-    position embeddings, so a student keeping every layer computes exactly what the teacher computes.
+    pooler; from a bare BertModel (a sentence encoder), a bare DistilBertModel. BERT adds token-type row 0 to every
+    token when types are all zero; that row is folded into the position embeddings, so a student keeping every
+    layer computes exactly what the teacher computes.
     architecture="same": the teacher's own class (BERT, RoBERTa, ...) with fewer layers.
     The student's config records the teacher and the layers kept (`config.hf_distil`), for its model card.
     """
