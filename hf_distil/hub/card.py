@@ -181,6 +181,13 @@ def _objective(weights: dict[str, float]) -> str:
     return " + ".join(name.split(" (")[0] for name in weights) if weights else "distillation losses"
 
 
+def _eval_result(task_type: str, dataset: str, metric: str, value: float) -> EvalResult:
+    """One model-index entry: a metric of this model on a dataset named by the report."""
+    return EvalResult(
+        task_type=task_type, dataset_type=dataset, dataset_name=dataset, metric_type=metric, metric_value=value
+    )
+
+
 def render_model_card(
     report: CardReport, repo_id: str, *, license: str = "apache-2.0", plot: str | None = None
 ) -> ModelCard:
@@ -196,15 +203,7 @@ def render_model_card(
             continue
         theirs = getattr(teacher_results, key)
         eval_rows.append((label, "—" if theirs is None else f"{theirs * scale:.2f}", f"{value * scale:.2f}"))
-        eval_results.append(
-            EvalResult(
-                task_type="fill-mask",
-                dataset_type=dataset_name,
-                dataset_name=dataset_name,
-                metric_type=key,
-                metric_value=round(value * scale, 2),
-            )
-        )
+        eval_results.append(_eval_result("fill-mask", dataset_name, key, round(value * scale, 2)))
 
     size_rows, speed_sentence = _size_and_speed(report)
     recipe = _recipe(report)
@@ -254,13 +253,7 @@ def render_embedding_card(
         similarity_rows.append((score.label, f"{score.pearson:.3f}", f"{score.spearman:.3f}"))
         if score.label == EMBEDDING_STUDENT_LABEL:  # the model-index describes this model only
             eval_results += [
-                EvalResult(
-                    task_type="sentence-similarity",
-                    dataset_type=dataset,
-                    dataset_name=dataset,
-                    metric_type=metric,
-                    metric_value=round(value, 4),
-                )
+                _eval_result("sentence-similarity", dataset, metric, round(value, 4))
                 for metric, value in (("pearson", score.pearson), ("spearman", score.spearman))
             ]
     agreement_rows = [
