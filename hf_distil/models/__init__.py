@@ -1,21 +1,39 @@
 """Model-side pieces: running a model with its LM head at chosen rows, layer maps, the width projection, and
-the other student architectures (BiLSTM, MobileBERT)."""
+the other student architectures (BiLSTM, MobileBERT), and vocabulary trimming."""
 
 from .bilstm import BiLSTMConfig, BiLSTMForSequenceClassification, bilstm_from_teacher, non_embedding_parameters
 from .heads import hidden_and_row_logits
 from .layer_map import PROVENANCE_KEY, plan_layers, plan_relation
 from .mobilebert import mobilebert_student
 from .projection import HiddenProjection
+from .vocabulary import (
+    TrimmedVocabulary,
+    choose_vocabulary,
+    keep_vocabulary_rows,
+    kept_teacher_ids,
+    mass_outside,
+    restrict_teacher,
+    trim_tokenizer,
+    trim_vocabulary,
+)
 
 __all__ = [
     "BiLSTMConfig",
     "BiLSTMForSequenceClassification",
     "HiddenProjection",
     "PROVENANCE_KEY",
+    "TrimmedVocabulary",
     "bilstm_from_teacher",
+    "choose_vocabulary",
     "hidden_and_row_logits",
+    "keep_vocabulary_rows",
+    "kept_teacher_ids",
+    "mass_outside",
     "mobilebert_student",
     "non_embedding_parameters",
     "plan_layers",
     "plan_relation",
+    "restrict_teacher",
+    "trim_tokenizer",
+    "trim_vocabulary",
 ]
