@@ -164,3 +164,13 @@ def test_gpu_check_without_cuda_stops_at_once_naming_the_torch_it_found():
     done = script("gpu_check.py", CUDA_VISIBLE_DEVICES="")
     assert done.returncode == 1 and "plan:" not in done.stdout
     assert f"error: no CUDA device: torch {torch.__version__}" in done.stderr
+
+
+def test_vocabulary_compares_the_trimmed_student_with_the_untrimmed_one_on_the_same_pieces():
+    report = bench("vocabulary.py")
+    assert report["vocabulary"] == [30522, 2000] and report["param_ratio"] < 0.2
+    lee, held = report["lee_cor"], report["held_out"]
+    assert lee["texts"] == 50 and lee["token_growth"] > 0 and lee["unk_rate"][1] <= 0.005
+    assert 0 < held["agreeing_share"] < 1 and held["masked_positions"] > 0
+    # A random teacher spreads its mass evenly: outside 2,000 of 30,522 tokens lies 1 - 2000/30522 of it.
+    assert held["teacher_mass_outside"]["masked"] == pytest.approx(1 - 2000 / 30522, abs=0.01)
