@@ -215,6 +215,21 @@ def test_the_calibrated_schemes_learn_from_sentences_the_gate_does_not_measure(t
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
 
 
+def test_the_int8_embeddings_scheme_stores_the_embedding_tables_in_8_bits_too(tmp_path):
+    """(Its file is smaller on a real student only: a tiny model's tables are smaller than what the rewrite adds.)"""
+    folder = saved(tiny_student("masked-lm"), tmp_path / "m")
+    report = export_student(
+        folder, tmp_path / "out", schemes=["smooth_split_int8_embeddings"], min_agreement=0.5, **FAST
+    )
+    assert report.chosen == "smooth_split_int8_embeddings" and report.schemes[0].agreement >= 0.5
+    graph = onnx.load(str(tmp_path / "out" / INT8_FILE)).graph
+    types = {t.name: t.data_type for t in graph.initializer}
+    tables = [n.input[0] for n in graph.node if n.op_type == "Gather" and n.input[0] in types]
+    eight_bits = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+    assert len(tables) == 2 and all(types[t] in eight_bits for t in tables)  # word and position embeddings
+    assert {"DynamicQuantizeLinear", "MatMulInteger", "DequantizeLinear"} <= {n.op_type for n in graph.node}
+
+
 def test_a_calibrated_scheme_without_sentences_left_to_calibrate_on_is_refused(tmp_path):
     folder = saved(tiny_student("masked-lm"), tmp_path / "student")
     texts = held_out_sentences()[:12]
