@@ -5,6 +5,7 @@
     python benchmarks/inference.py --tiny                           # tiny models built in code (CI)
     python benchmarks/inference.py --json                           # one JSON line instead of the table
     python benchmarks/inference.py --deployment --threads 1         # + PyTorch / ONNX fp32 / ONNX int8 table
+    python benchmarks/inference.py --deployment --student A --trimmed_student B  # + a trimmed-vocabulary student
 
 Each setting (batch 1, the paper's, and 32; on CPU, and on CUDA when present) times a full pass over
 the same sentences for the encoder alone (the paper's setting: its tasks put a small head on it) and
@@ -14,7 +15,8 @@ noise hits both alike. Passes repeat until each model has run --min_seconds (def
 
 --deployment adds the deployment table (hf_distil.deployment): both models exported to ONNX (fp32, and int8
 through the export's accuracy gate) under --deployment_dir, then all six timed in turn at batch 1 and 32 on
-held-out sentences, with their top-1 agreement at [MASK] with the same model in PyTorch fp32.
+held-out sentences, with their top-1 agreement at [MASK] with the same model in PyTorch fp32. --trimmed_student adds
+a student distilled with --vocabulary_size (its own tokenizer, read from its folder) as three more rows.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import tempfile
 from dataclasses import asdict
 
 import torch
-from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM
+from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM
 
 from hf_distil import init_student_from_teacher
 from hf_distil.cli import run_script
@@ -98,6 +100,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="one JSON line (ratios, inputs, machine), not the table")
     parser.add_argument("--deployment", action="store_true", help="also PyTorch / ONNX fp32 / ONNX int8, each model")
     parser.add_argument("--deployment_dir", help="where the exports go (default: a temporary folder)")
+    parser.add_argument(
+        "--trimmed_student", help="with --deployment: a student with a trimmed vocabulary, as more rows"
+    )
     parser.add_argument("--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime (default: PyTorch's)")
     cli = parser.parse_args()
     if cli.threads:
@@ -147,7 +152,11 @@ def main() -> None:
     report["passes"] = min(passes)
     if cli.deployment:
         teacher.to("cpu"), student.to("cpu")
-        rows = deployment(teacher, student, tokenizer, count, cli)
+        models, tokenizers = {"teacher": teacher, "student": student}, {"teacher": tokenizer, "student": tokenizer}
+        if cli.trimmed_student:
+            models["trimmed student"] = AutoModelForMaskedLM.from_pretrained(cli.trimmed_student)
+            tokenizers["trimmed student"] = AutoTokenizer.from_pretrained(cli.trimmed_student)
+        rows = deployment(models, tokenizers, count, cli)
         report["deployment"] = [asdict(row) for row in rows]
     if cli.json:
         print(json.dumps(report))
@@ -160,14 +169,12 @@ def main() -> None:
 
 
 def default_tokenizer():
-    from transformers import AutoTokenizer
-
     from hf_distil.teachers import packaged_encoder_path
 
     return AutoTokenizer.from_pretrained(packaged_encoder_path())
 
 
-def deployment(teacher, student, tokenizer, count: int, cli) -> list:
+def deployment(models: dict, tokenizers: dict, count: int, cli) -> list:
     """The deployment table's rows: exports under --deployment_dir (or a temporary folder), all timed in turn."""
     from hf_distil.deploy import held_out_sentences
 
@@ -178,8 +185,8 @@ def deployment(teacher, student, tokenizer, count: int, cli) -> list:
     fast = tiny if cli.tiny else dict(speed_sentences=1)
     with tempfile.TemporaryDirectory() as scratch:
         return measure_deployment(
-            {"teacher": teacher, "student": student},
-            tokenizer,
+            models,
+            tokenizers,
             cli.deployment_dir or scratch,
             held_out[:count],
             held_out[-(20 if cli.tiny else 200) :],  # the gate measures the first sentences, calibrates on the next

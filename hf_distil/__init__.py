@@ -7,6 +7,7 @@ from .deploy.export import export_student
 from .errors import RunFailed, UsageError
 from .hub import push_to_hub
 from .models.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification, bilstm_from_teacher
+from .models.vocabulary import trim_vocabulary
 from .student import init_student_from_teacher
 from .task_config import TaskDistillationArguments
 from .task_trainer import TaskDistillationTrainer, label_with_teacher
@@ -28,4 +29,5 @@ __all__ = [
     "label_with_teacher",
     "push_to_hub",
     "token_counts",
+    "trim_vocabulary",
 ]

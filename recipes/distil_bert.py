@@ -8,9 +8,9 @@ Settings come from a YAML file (`--config`, default `recipes/configs/distil_bert
 command line, which wins. Every option: `python recipes/distil_bert.py --help`.
 
 The story of a run: arguments → logging → output folder check → seed → teacher and tokenizer → student
-(extracted from the teacher's layers) → corpus (tokenised once, cached) → masking collator →
-DistillationTrainer → train (resuming this run's own last checkpoint) → save → evaluate teacher and student on
-held-out text → summary table → model card → push to the Hub (--push_to_hub --hub_model_id NAME).
+(extracted from the teacher's layers; --vocabulary_size N trims it to N tokens) → corpus (tokenised once, cached) →
+masking collator → DistillationTrainer → train (resuming this run's own last checkpoint) → save → evaluate teacher
+and student on held-out text → summary table → model card → push to the Hub (--push_to_hub --hub_model_id NAME).
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from hf_distil import (
     DataCollatorForDistillation,
     DistillationArguments,
     DistillationTrainer,
+    UsageError,
     init_student_from_teacher,
+    trim_vocabulary,
 )
 from hf_distil.callbacks import NonFiniteLossGuard, TeacherAgreementCallback
 from hf_distil.cli import (
@@ -42,7 +44,7 @@ from hf_distil.cli import (
     run_script,
 )
 from hf_distil.config import loss_weights
-from hf_distil.data import DataArguments, prepare_corpus
+from hf_distil.data import DataArguments, load_texts, prepare_corpus
 from hf_distil.evaluation import (
     REPORT_FILE,
     RunReport,
@@ -53,7 +55,7 @@ from hf_distil.evaluation import (
 )
 from hf_distil.hub import CardReport, HeldOut, Speed, describe_speedup, save_model_card, save_training_arguments
 from hf_distil.losses import terms_needing_a_teacher
-from hf_distil.models import mobilebert_student
+from hf_distil.models import mobilebert_student, restrict_teacher
 from hf_distil.run_folder import RUN_SETTINGS_FILE, resume_point
 from hf_distil.student import PROVENANCE_KEY
 from hf_distil.teachers import (
@@ -104,6 +106,11 @@ def main() -> None:
         overwrite=args.overwrite_output_dir,
     )
     check_corpus_dataset(data_args)
+    if model_args.vocabulary_size and data_args.teacher_cache:
+        raise UsageError(
+            f"--teacher_cache {data_args.teacher_cache} holds the whole vocabulary's soft targets, --vocabulary_size "
+            f"{model_args.vocabulary_size} trims it; drop one of the two."
+        )
     if data_args.teacher_cache:  # the path now; whether it fits this run's teacher and corpus once they are loaded
         read_teacher_cache(data_args.teacher_cache)
     set_seed(args.seed)
@@ -132,6 +139,14 @@ def main() -> None:
         )
         if model_args.random_init_student:
             student = type(student)(student.config)
+    teacher_parameters = teacher.num_parameters()  # the whole teacher's, whatever view of it teaches
+    # A trimmed vocabulary: the student keeps the rows its training text needs, and the teacher (training and every
+    # evaluation) reads the same pieces through the kept ids (hf_distil.models.restrict_teacher).
+    if model_args.vocabulary_size:
+        texts = load_texts(data_args)["train"]["text"]
+        student, tokenizer, kept_ids = trim_vocabulary(student, tokenizer, texts, model_args.vocabulary_size)
+        logger.info(f"vocabulary trimmed to {len(kept_ids)} of the teacher's {teacher.config.vocab_size} tokens")
+        teacher = restrict_teacher(teacher, kept_ids)
 
     # Corpus: tokenised, chunked and counted once (main process first), then read from the cache.
     with args.main_process_first(desc="corpus preparation"):
@@ -164,7 +179,7 @@ def main() -> None:
         prepare_teacher(teacher, trainer.accelerator)
     # Resume from this run's last checkpoint, if any; a folder holding another run's model is refused.
     # Beside what the trainer records (run_folder.py): where the student's first weights came from.
-    origin = ("student", "student_layers", "student_num_layers", "random_init_student")
+    origin = ("student", "student_layers", "student_num_layers", "random_init_student", "vocabulary_size")
     trainer.run_settings.update({name: getattr(model_args, name) for name in origin})
     with args.main_process_first(desc="output folder check"):
         checkpoint = resume_point(args, trainer.run_settings)
@@ -216,7 +231,7 @@ def main() -> None:
             or "gensim enwiki excerpt, held-out articles",
             speed_batch_1=speed,
             speed_sentences=len(sentences),
-            params={"teacher": whole_teacher.num_parameters(), "student": whole_student.num_parameters()},
+            params={"teacher": teacher_parameters, "student": whole_student.num_parameters()},
             teacher_layers=teacher.config.num_hidden_layers,
             # what init_student_from_teacher recorded in the student's config, or the folder of a given student
             layer_map=model_args.student or getattr(student.config, PROVENANCE_KEY).get("teacher_layers"),

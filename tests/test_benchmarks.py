@@ -180,3 +180,13 @@ def test_embedder_inference_times_the_four_encoders_in_turn_and_reports_the_int8
     assert report["int8_over_teacher"] == pytest.approx(ms["teacher, PyTorch fp32"] / ms["student, ONNX int8"])
     assert report["int8_scheme"] == "blockwise" and report["gate_sentences"] == 20
     assert report["nn_agreement"] >= 0.95 and 0.999 < report["mean_cosine"] < 1
+
+
+def test_vocabulary_compares_the_trimmed_student_with_the_untrimmed_one_on_the_same_pieces():
+    report = bench("vocabulary.py")
+    assert report["vocabulary"] == [30522, 2000] and report["param_ratio"] < 0.2
+    lee, held = report["lee_cor"], report["held_out"]
+    assert lee["texts"] == 50 and lee["token_growth"] > 0 and lee["unk_rate"][1] <= 0.005
+    assert 0 < held["agreeing_share"] < 1 and held["masked_positions"] > 0
+    # A random teacher spreads its mass evenly: outside 2,000 of 30,522 tokens lies 1 - 2000/30522 of it.
+    assert held["teacher_mass_outside"]["masked"] == pytest.approx(1 - 2000 / 30522, abs=0.01)

@@ -26,6 +26,7 @@ from hf_distil import (
     DistillationArguments,
     DistillationTrainer,
     init_student_from_teacher,
+    trim_vocabulary,
 )
 from hf_distil.errors import UsageError
 from hf_distil.losses._ops import fused_linear
@@ -186,6 +187,34 @@ def test_accumulation_equals_one_large_batch(tmp_path, teacher, tokenizer, texts
     for key in keys:
         assert acc_log[key] == pytest.approx(big_log[key], rel=1e-5, abs=1e-9), key
     assert_same_update(big, acc, base)
+
+
+def test_a_trimmed_student_accumulates_like_one_large_batch_taught_through_the_kept_ids(
+    tmp_path, teacher, tokenizer, texts
+):
+    """GA 2 × 4 = GA 1 × 8 with the student's vocabulary trimmed and the full teacher handed to the trainer; L_ce is
+    the KL to the teacher's distribution over the kept ids, renormalised, the teacher reading the same pieces."""
+    base = init_student_from_teacher(teacher, layers=[0, 3])
+    student, trimmed_tokenizer, kept = trim_vocabulary(base, tokenizer, texts, 36)
+    assert student.config.vocab_size == len(kept) == 36 < teacher.config.vocab_size
+    with torch.no_grad():  # a student that disagrees with its teacher: L_ce has work to do
+        student.vocab_projector.bias.normal_(0, 1)
+    data = premasked(trimmed_tokenizer, texts)
+    big, acc = copy.deepcopy(student), copy.deepcopy(student)
+    big_log = one_sgd_step(tmp_path / "a", big, teacher, data, stack, batch=8, accumulation=1)
+    acc_log = one_sgd_step(tmp_path / "b", acc, teacher, data, stack, batch=4, accumulation=2)
+    for key in ("loss", "loss_ce", "loss_mlm", "loss_cos"):
+        assert acc_log[key] == pytest.approx(big_log[key], rel=1e-5, abs=1e-9), key
+    assert_same_update(big, acc, student)
+    # L_ce by hand: the full teacher on the same pieces in its own ids, its logits at the kept ids (T 2, every token).
+    batch, index = stack([data[i] for i in range(8)]), torch.tensor(kept)
+    with torch.no_grad():
+        t = teacher(input_ids=index[batch["input_ids"]], attention_mask=batch["attention_mask"]).logits[..., index]
+        s = student.eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    rows = batch["attention_mask"].bool()
+    target, log_q = (t[rows] / 2).softmax(-1), (s[rows] / 2).log_softmax(-1)
+    expected = 4 * (target * (target.log() - log_q)).sum(-1).mean()
+    assert big_log["loss_ce"] == pytest.approx(expected.item(), rel=1e-4)
 
 
 @pytest.mark.parametrize("triple", [False, True], ids=["relation_alone", "relation_and_triple"])

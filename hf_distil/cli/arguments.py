@@ -54,6 +54,14 @@ class ModelArguments:
     random_init_student: bool = field(
         default=False, metadata={"help": "Re-initialise the extracted student's weights (the paper's ablation)."}
     )
+    vocabulary_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Trim the extracted student's vocabulary to the N tokens the training text needs most, special "
+            "and single-character tokens included (hf_distil.trim_vocabulary); the teacher keeps its own and teaches "
+            "through the kept ids. Default: the teacher's whole vocabulary."
+        },
+    )
 
     def __post_init__(self) -> None:
         # Typed values only (parse_with_config reads the command line's words); a malformed one fails now, before
@@ -65,6 +73,13 @@ class ModelArguments:
             )
         layers = "distilbert" if self.student_layers is None else self.student_layers
         self.student_layers = check_student_layers(layers)
+        if self.vocabulary_size is not None and self.vocabulary_size < 1:
+            raise UsageError(f"--vocabulary_size {self.vocabulary_size}: pass a positive number of tokens, e.g. 8000.")
+        if self.vocabulary_size is not None and self.student:
+            raise UsageError(
+                f"--vocabulary_size trims a student extracted from the teacher, but --student {self.student} is given "
+                "and keeps its own vocabulary; drop one of the two."
+            )
 
 
 def parse_with_config(dataclass_types: tuple, argv: list[str], default_config: Path | None = None) -> tuple:

@@ -8,7 +8,8 @@ gate kept (`hf_distil.export.export_student`); a model whose gate kept none has 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ def _size_mb(paths: Sequence[Path]) -> float:
 
 def measure_deployment(
     models: dict[str, PreTrainedModel],
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: PreTrainedTokenizerBase | Mapping[str, PreTrainedTokenizerBase],
     work_dir: str | Path,
     sentences: Sequence[str],
     fidelity_sentences: Sequence[str],
@@ -55,13 +56,15 @@ def measure_deployment(
 ) -> list[DeploymentRow]:
     """Export each masked LM of `models` (name -> model) under `work_dir`/name, then time every runtime of every
     model in turn on `sentences` (batches of 1 and 32) and count its top-1 agreement at [MASK] with the model in
-    PyTorch fp32 on `fidelity_sentences` (one fixed mask draw each). `export_options` go to `export_student`."""
+    PyTorch fp32 on `fidelity_sentences` (one fixed mask draw each). `tokenizer`: one for all, or one per model (a
+    student with a trimmed vocabulary reads its own pieces). `export_options` go to `export_student`."""
+    tokenizers = tokenizer if isinstance(tokenizer, Mapping) else dict.fromkeys(models, tokenizer)
     task = TASKS["ForMaskedLM"]
     max_length = min(128, *(m.config.max_position_embeddings for m in models.values()))
     rows: list[DeploymentRow] = []
     runners: dict[str, Callable] = {}
     for name, model in models.items():
-        model = model.float().eval()
+        model, tokenizer = model.float().eval(), tokenizers[name]
         folder = Path(work_dir, name)
         model.save_pretrained(folder / "pytorch")
         tokenizer.save_pretrained(folder / "pytorch")
@@ -82,14 +85,24 @@ def measure_deployment(
             rows.append(row)
             runners[row.name] = run
 
-    # Speed: every runtime of every model takes its turn within each round, on the same batches.
-    encoded = [tokenizer(s, truncation=True, max_length=max_length)["input_ids"] for s in sentences]
+    # Speed: every runtime of every model takes its turn within each round, on the same sentences (the i-th batch of
+    # each model's own pieces).
     for size in BATCH_SIZES:
-        batches = [_padded(encoded[i : i + size], tokenizer.pad_token_id) for i in range(0, len(encoded), size)]
-        timed = latencies(runners, batches, rounds)
+        batches = {}
+        for name, tokenizer in tokenizers.items():
+            encoded = [tokenizer(s, truncation=True, max_length=max_length)["input_ids"] for s in sentences]
+            batches[name] = [
+                _padded(encoded[i : i + size], tokenizer.pad_token_id) for i in range(0, len(encoded), size)
+            ]
+        turns = {row.name: functools.partial(_run_batch, runners[row.name], batches[row.model]) for row in rows}
+        timed = latencies(turns, range(len(batches[rows[0].model])), rounds)
         for row in rows:
-            row.ms_per_sentence[size] = timed[row.name] * len(batches) / len(encoded)
+            row.ms_per_sentence[size] = timed[row.name] * len(batches[row.model]) / len(sentences)
     return rows
+
+
+def _run_batch(run: Callable, batches: Sequence[dict[str, np.ndarray]], index: int) -> Any:
+    return run(batches[index])
 
 
 def _logits(outputs: Any) -> list:

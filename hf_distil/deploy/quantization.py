@@ -338,6 +338,47 @@ def _smooth_split(source: Path, target: Path, config: dict, calibration: Sequenc
     quantize_outlier_split(source, target, calibration, smooth=SMOOTH_ALPHA, split_width=intermediate_size(config))
 
 
+def quantize_embedding_rows(source: str | Path, target: str | Path) -> None:
+    """The model at `source` with every embedding table read by a Gather (a 2-D fp32 initializer indexed by ids)
+    stored in int8, one scale per row: Gather(W) becomes Gather(W_int8) · Gather(scale). Per row, because rows differ
+    in norm (frequent and rare tokens): one scale per table, onnxruntime's dynamic Gather quantisation, rounds the
+    small rows coarsely."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(source))
+    weights = {t.name: t for t in model.graph.initializer}
+    nodes = []
+    for node in model.graph.node:
+        table = weights.get(node.input[0]) if node.op_type == "Gather" else None
+        if table is None or len(table.dims) != 2 or table.data_type != onnx.TensorProto.FLOAT:
+            nodes.append(node)
+            continue
+        w = numpy_helper.to_array(table)
+        scale = np.maximum(np.abs(w).max(axis=1, keepdims=True), 1e-12) / 127.0
+        prefix = f"{node.name or table.name}/int8"
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.round(w / scale).astype(np.int8), f"{prefix}/table"),
+                numpy_helper.from_array(scale.astype(np.float32), f"{prefix}/scale"),
+            ]
+        )
+        rows = _emit(nodes, prefix, "Gather", [f"{prefix}/table", node.input[1]], "rows", axis=0)
+        scales = _emit(nodes, prefix, "Gather", [f"{prefix}/scale", node.input[1]], "scales", axis=0)
+        widened = _emit(nodes, prefix, "Cast", [rows], "float", to=onnx.TensorProto.FLOAT)
+        nodes.append(helper.make_node("Mul", [widened, scales], list(node.output), name=f"{prefix}/out"))
+    save_rewritten(model, nodes, target)
+
+
+def _smooth_split_int8_embeddings(source: Path, target: Path, config: dict, calibration: Sequence = ()) -> None:
+    """smooth_split, then the embedding tables in int8 as well (`quantize_embedding_rows`): the rewrite leaves them
+    fp32, which is most of the file for a small student."""
+    with tempfile.TemporaryDirectory() as scratch:
+        split = Path(scratch) / "smooth_split.onnx"
+        _smooth_split(source, split, config, calibration)
+        quantize_embedding_rows(split, target)
+
+
 def intermediate_size(config: dict) -> int | None:
     """The feed-forward block's inner width, under DistilBERT's name or BERT's."""
     return config.get("hidden_dim") or config.get("intermediate_size")
@@ -368,6 +409,13 @@ SCHEMES = [  # in order of speed on the shipped teacher's student
         "dynamic_per_channel",
         "quantize_dynamic QInt8, one weight scale per output channel",
         _dynamic(per_channel=True),
+    ),
+    Scheme(
+        "smooth_split_int8_embeddings",
+        "as smooth_split, the embedding tables in int8 too (one scale per row): a far smaller file for a small "
+        "student",
+        _smooth_split_int8_embeddings,
+        calibrated=True,
     ),
     Scheme(
         "smooth_split",

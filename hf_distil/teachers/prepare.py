@@ -21,6 +21,7 @@ from ..errors import UsageError
 from ..losses import LinearLogits, terms_needing_a_teacher
 from ..losses.terms import LOGIT_TERMS
 from ..models import heads
+from ..models.vocabulary import match_teacher_vocabulary
 from .cache import CACHE_COLUMNS
 
 logger = logging.get_logger(__name__)
@@ -251,6 +252,8 @@ class Teachers:
         loaded = [
             load_teacher(t, flag="teacher_model", auto_class=auto_class) if isinstance(t, str) else t for t in listed
         ]
+        # A student with a trimmed vocabulary is taught by each teacher's view through its kept ids.
+        loaded = [t if t is None else match_teacher_vocabulary(t, student) for t in loaded]
         mixture = check_teacher_weights(weights) or [1.0] * len(loaded)
         if len(mixture) != len(loaded) == 1:  # values are checked with the arguments
             raise UsageError(

@@ -153,6 +153,10 @@ def test_model_arguments_in_python_take_the_typed_forms_only():
         ModelArguments(student_layers=["0", "3"])
     with pytest.raises(UsageError, match=r"^teacher 'bert-base-uncased' is one name; pass a list, teacher=\['bert"):
         ModelArguments(teacher="bert-base-uncased")
+    with pytest.raises(UsageError, match=r"^--vocabulary_size 0: pass a positive number of tokens"):
+        ModelArguments(vocabulary_size=0)
+    with pytest.raises(UsageError, match=r"^--vocabulary_size trims a student extracted .* --student s/x is given"):
+        ModelArguments(vocabulary_size=8000, student="s/x")
 
 
 def test_help_shows_text_with_percent_signs_as_written(parse, capsys):

@@ -46,7 +46,7 @@ from hf_distil.deploy.fidelity import (
     fidelity_feeds,
     largest_relative_error,
 )
-from hf_distil.deploy.quantization import SCHEME_NAMES, SCHEMES, feed_forward_matmuls
+from hf_distil.deploy.quantization import SCHEME_NAMES, SCHEMES, feed_forward_matmuls, quantize_embedding_rows
 from hf_distil.errors import UsageError
 from hf_distil.hub import card
 
@@ -213,6 +213,35 @@ def test_the_calibrated_schemes_learn_from_sentences_the_gate_does_not_measure(t
     assert report.chosen == scheme and kept.agreement >= 0.95 and (tmp_path / "out" / INT8_FILE).exists()
     ops = {n.op_type for n in onnx.load(str(tmp_path / "out" / INT8_FILE)).graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+
+
+def test_the_int8_embeddings_scheme_stores_the_embedding_tables_in_int8_one_scale_per_row(tmp_path):
+    """(Its file is smaller on a real student only: a tiny model's tables are smaller than what the rewrite adds.)"""
+    folder = saved(tiny_student("masked-lm"), tmp_path / "m")
+    report = export_student(
+        folder, tmp_path / "out", schemes=["smooth_split_int8_embeddings"], min_agreement=0.5, **FAST
+    )
+    assert report.chosen == "smooth_split_int8_embeddings" and report.schemes[0].agreement >= 0.5
+    graph = onnx.load(str(tmp_path / "out" / INT8_FILE)).graph
+    weights = {t.name: t for t in graph.initializer}
+    read = [weights[n.input[0]] for n in graph.node if n.op_type == "Gather" and n.input[0] in weights]
+    tables = [t for t in read if t.dims[1] > 1]
+    assert [t.data_type for t in tables] == [onnx.TensorProto.INT8] * 2  # word and position embeddings, in int8
+    assert all(t.dims[1] == 1 and t.data_type == onnx.TensorProto.FLOAT for t in read if t not in tables)  # scales
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {n.op_type for n in graph.node}
+
+
+def test_embedding_rows_in_int8_give_the_table_back_to_half_a_step_per_row(tmp_path):
+    table = (np.random.default_rng(0).normal(size=(50, 8)) * np.linspace(0.01, 3, 50)[:, None]).astype(np.float32)
+    ids = onnx.helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [None])
+    out = onnx.helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, [None, 8])
+    gather = onnx.helper.make_node("Gather", ["table", "ids"], ["out"], name="embed")
+    graph = onnx.helper.make_graph([gather], "g", [ids], [out], [onnx.numpy_helper.from_array(table, "table")])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), tmp_path / "a.onnx")
+    quantize_embedding_rows(tmp_path / "a.onnx", tmp_path / "b.onnx")
+    rows = session(tmp_path / "b.onnx").run(None, {"ids": np.arange(50)})[0]
+    step = np.abs(table).max(axis=1, keepdims=True) / 127
+    assert np.all(np.abs(rows - table) <= step / 2 + 1e-7) and (tmp_path / "b.onnx").stat().st_size < table.nbytes
 
 
 def test_a_calibrated_scheme_without_sentences_left_to_calibrate_on_is_refused(tmp_path):

@@ -104,7 +104,8 @@ def test_mobilebert_student_trains_with_the_width_projection_and_reloads(assets,
 
 
 def test_resumed_run_ends_identical_to_an_uninterrupted_one(assets, tmp_path):
-    flags = ("--max_steps", "6", "--save_steps", "3", "--train_sampling_strategy", "random")
+    """With the vocabulary trimmed (the untrimmed run is checked above): the resumed run trims it the same way."""
+    flags = ("--max_steps", "6", "--save_steps", "3", "--train_sampling_strategy", "random", "--vocabulary_size", "45")
     run(assets, tmp_path / "full", *flags)
     run(assets, tmp_path / "crashed", *flags)
     crashed = tmp_path / "crashed"
@@ -114,6 +115,11 @@ def test_resumed_run_ends_identical_to_an_uninterrupted_one(assets, tmp_path):
     a, b = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(crashed / "model.safetensors"))
     for name in a:
         assert torch.equal(a[name], b[name]), name
+    # The trimmed student and its tokenizer load with stock classes and agree with each other.
+    student, tokenizer = AutoModelForMaskedLM.from_pretrained(crashed), AutoTokenizer.from_pretrained(crashed)
+    assert student.config.vocab_size == len(tokenizer) == 45 < len(AutoTokenizer.from_pretrained(assets / "teacher"))
+    logs = [h for h in json.loads((crashed / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+    assert all(h["loss_ce"] > 0 and h["loss_mlm"] > 0 for h in logs)
 
 
 @pytest.mark.distributed
