@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -22,15 +21,15 @@ from .data.collator import check_vocabulary
 from .data.corpus import datasets_from_text
 from .data.sentences import (
     SENTENCE_COLUMNS,
-    TEACHER_PREFIX,
     SentenceCollator,
     has_triplets,
     is_sentence_dataset,
     same_tokenization,
+    split_teacher_inputs,
 )
 from .errors import UsageError
 from .launch import keep_freed_memory
-from .losses.pooled import cached_term, similarity_kl_and_gradient
+from .losses.pooled import cached_term
 from .losses.schedules import check_schedules
 from .losses.terms import COUNTS, HEAD_TERMS, IGNORE_INDEX, LOGIT_TERMS, LOSS_TERMS, POOLED_TERMS, distillation_loss
 from .model_card import training_card_report
@@ -45,6 +44,7 @@ from .run_folder import (
     run_settings,
     save_run_settings,
 )
+from .similarity_cache import SIMILARITY_KEY, SimilarityCacheMixin, SimilarityShare
 from .student import kept_teacher_layers
 from .teachers.cache import CACHE_COLUMNS
 from .teachers.prepare import Teachers, TeacherSignals
@@ -52,44 +52,6 @@ from .teachers.prepare import Teachers, TeacherSignals
 logger = logging.get_logger(__name__)
 
 _AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-_SIMILARITY_KEY = "_hf_distil_similarity"  # a micro-batch's share of the whole-batch similarity KL (GradCache)
-
-
-@dataclass
-class _RandomState:
-    """The random state of the CPU and the accelerator at one point: replayed, the student's forward draws the
-    same dropout again (GradCache's RandContext)."""
-
-    cpu: torch.Tensor
-    device: torch.device
-    accelerator: torch.Tensor | None
-
-    @classmethod
-    def capture(cls, device: torch.device) -> _RandomState:
-        module = torch.get_device_module(device.type) if device.type != "cpu" else None
-        return cls(torch.get_rng_state(), device, module.get_rng_state(device) if module else None)
-
-    @contextlib.contextmanager
-    def replayed(self) -> Any:
-        devices = [self.device] if self.accelerator is not None else []
-        with torch.random.fork_rng(devices=devices, device_type=self.device.type):
-            torch.set_rng_state(self.cpu)
-            if self.accelerator is not None:
-                torch.get_device_module(self.device.type).set_rng_state(self.accelerator, self.device)
-            yield
-
-
-@dataclass
-class _SimilarityShare:
-    """What one micro-batch of an update needs of the similarity KL computed over the whole update (and every
-    process): its share of the value, the gradient at its student embeddings, its teacher embeddings, and the
-    random state its student forward started from. A plain object (not a tensor or a tuple): Trainer's
-    `_prepare_inputs` passes it through unchanged."""
-
-    share: torch.Tensor
-    gradient: torch.Tensor
-    teacher: torch.Tensor
-    random_state: _RandomState
 
 
 class _Reads(NamedTuple):
@@ -100,7 +62,7 @@ class _Reads(NamedTuple):
     causal: bool  # a causal student: full logits, next-token labels
 
 
-class DistillationTrainer(BatchTermsMixin, Trainer):
+class DistillationTrainer(SimilarityCacheMixin, BatchTermsMixin, Trainer):
     """Trains `model` (the student) to imitate `teacher_model` with DistilBERT's triple loss.
 
     Every term of `DistillationArguments` is normalised by the count of its items over the whole
@@ -418,8 +380,8 @@ class DistillationTrainer(BatchTermsMixin, Trainer):
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Student forward, teacher signals, one call into the loss; terms logged per step."""
         cached = {k: inputs.pop(k) for k in CACHE_COLUMNS if k in inputs}
-        similarity: _SimilarityShare | None = inputs.pop(_SIMILARITY_KEY, None)
-        teacher_inputs = _teacher_inputs(inputs)
+        similarity: SimilarityShare | None = inputs.pop(SIMILARITY_KEY, None)
+        teacher_inputs = split_teacher_inputs(inputs)
         labels = inputs.get("labels")
         mask = inputs.setdefault("attention_mask", torch.ones_like(inputs["input_ids"]))
         rows = self._selected_rows(labels, mask)
@@ -516,7 +478,7 @@ class DistillationTrainer(BatchTermsMixin, Trainer):
         mask: torch.Tensor,
         teacher: TeacherSignals,
         teacher_mask: torch.Tensor,
-        similarity: _SimilarityShare | None,
+        similarity: SimilarityShare | None,
     ) -> dict[str, Any] | None:
         """Both sides' sentence embeddings as the `pooled` argument of `distillation_loss`; None when no pooled
         term is on. With the update's cached similarity KL, the teacher's embeddings come from it too."""
@@ -535,62 +497,6 @@ class DistillationTrainer(BatchTermsMixin, Trainer):
             "similarity": kl,
         }
 
-    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: torch.device) -> tuple[list, Any]:
-        """The update's micro-batches and counts; with the in-batch similarity KL, each micro-batch also carries its
-        share of that term over the whole update (`_share_similarity`)."""
-        batch_samples, counts = super().get_batch_samples(epoch_iterator, num_batches, device)
-        if batch_samples and "similarity_kl" in self._active and self.teacher is not None:
-            self._share_similarity(batch_samples)
-        return batch_samples, counts
-
-    @torch.no_grad()
-    def _share_similarity(self, batch_samples: list[dict[str, Any]]) -> None:
-        """GradCache (Gao et al. 2021) for the in-batch similarity KL, whose items depend on the whole accumulated
-        and gathered batch: embed every micro-batch without grad (student and teacher), gather them over the
-        processes, take the KL and its gradient at the student's embeddings once, and leave each micro-batch its
-        share of the value, the gradient at its rows, its teacher embeddings and the random state its forward
-        started from. compute_loss then runs the student again with grad, replaying that state, and its
-        `cached_term` has the whole term's gradient. One extra student forward without grad per micro-batch."""
-        model = self.model_wrapped
-        model.train()  # as training_step will: the same dropout
-        split = model is self.model and heads.can_encode_alone(self.model)
-        students, teachers, states = [], [], []
-        for batch in batch_samples:
-            inputs = self._prepare_inputs(batch)
-            teacher_inputs = _teacher_inputs(inputs)
-            mask = inputs.setdefault("attention_mask", torch.ones_like(inputs["input_ids"]))
-            states.append(_RandomState.capture(self.args.device))
-            with self.compute_loss_context_manager():
-                hidden = heads.hidden_and_row_logits(model, inputs, None, split).hidden
-                teacher = self.teachers.signals(teacher_inputs, None, logits=False, hidden=True)
-            with torch.autocast(device_type=mask.device.type, enabled=False):
-                students.append(self.pooling(hidden, mask))
-                teachers.append(self.pooling(teacher.hidden, teacher_inputs["attention_mask"]))
-        local = torch.cat(students)
-        everyone, start = self._gathered_rows(local)
-        loss, gradient = similarity_kl_and_gradient(
-            everyone, self._gathered_rows(torch.cat(teachers))[0], self.args.similarity_temperature, len(everyone)
-        )
-        for batch, embeddings, teacher, state, rows in zip(
-            batch_samples,
-            students,
-            teachers,
-            states,
-            gradient[start : start + len(local)].split([len(e) for e in students]),
-        ):
-            batch[_SIMILARITY_KEY] = _SimilarityShare(loss * len(embeddings) / len(everyone), rows, teacher, state)
-
-    def _gathered_rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """This process's rows (N_p, H) and those of the others, in rank order, with where its own start; only this
-        process's when the counts are not gathered either (average_tokens_across_devices=False)."""
-        if not self._gathers_counts:
-            return rows, 0
-        sizes = self.accelerator.gather(torch.tensor([len(rows)], device=rows.device)).tolist()
-        padded = self.accelerator.gather(self.accelerator.pad_across_processes(rows, dim=0))
-        most = max(sizes)
-        parts = [padded[rank * most : rank * most + n] for rank, n in enumerate(sizes)]
-        return torch.cat(parts), sum(sizes[: self.accelerator.process_index])
-
     def prediction_step(
         self,
         model: nn.Module,
@@ -604,14 +510,6 @@ class DistillationTrainer(BatchTermsMixin, Trainer):
             loss = self.compute_loss(model, inputs, num_items_in_batch=self._term_counts([inputs], self.args.device))
         self._eval_batches += 1
         return loss.detach(), None, None
-
-
-def _teacher_inputs(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The teacher's own token ids and mask (popped from `inputs`) when it reads the text with its own tokenizer,
-    else `inputs` itself."""
-    if TEACHER_PREFIX + "input_ids" not in inputs:
-        return inputs
-    return {k.removeprefix(TEACHER_PREFIX): inputs.pop(k) for k in list(inputs) if k.startswith(TEACHER_PREFIX)}
 
 
 def _active_terms(args: DistillationArguments) -> set[str]:

@@ -85,3 +85,11 @@ class SentenceCollator:
     ) -> dict[str, torch.Tensor]:
         encoded = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+
+def split_teacher_inputs(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The teacher's own token ids and mask (popped from `inputs`) when it reads the text with its own tokenizer,
+    else `inputs` itself."""
+    if TEACHER_PREFIX + "input_ids" not in inputs:
+        return inputs
+    return {k.removeprefix(TEACHER_PREFIX): inputs.pop(k) for k in list(inputs) if k.startswith(TEACHER_PREFIX)}
