@@ -31,10 +31,9 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertFo
 
 from hf_distil import init_student_from_teacher, trim_vocabulary
 from hf_distil.cli import run_script
-from hf_distil.data.corpus import wikipedia_splits
+from hf_distil.data import wikipedia_splits
 from hf_distil.deploy import held_out_sentences
-from hf_distil.models import choose_vocabulary, kept_teacher_ids, mass_outside, trim_tokenizer
-from hf_distil.models.vocabulary import PRIOR_WEIGHT
+from hf_distil.models import PRIOR_WEIGHT, choose_vocabulary, kept_teacher_ids, mass_outside, trim_tokenizer
 from hf_distil.teachers import load_default_teacher, packaged_encoder_path
 
 MASK_SHARE = 0.15
