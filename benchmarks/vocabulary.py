@@ -4,6 +4,7 @@
     python recipes/distil_bert.py --max_steps 60 --save_strategy no --vocabulary_size 8000 --output_dir outputs/v8000
     python benchmarks/vocabulary.py --student outputs/full --trimmed outputs/v8000
     python benchmarks/vocabulary.py --tiny     # tiny random models, the real tokenizer (CI)
+    python benchmarks/vocabulary.py --tokens 8000 12000 [--prior_weight 0]   # the tokenizers only, no training
 
 Side by side, in one run: tokens and [UNK] rate on gensim's lee.cor (news that no run trains on); held-out top-1 at
 [MASK] on the Wikipedia held-out articles, at the positions where both tokenisations agree (the same characters in
@@ -11,6 +12,11 @@ one piece on both sides; their share is printed), for the teacher and both stude
 the probability mass the teacher puts outside the kept vocabulary there (what L_ce's renormalisation removes, at
 temperature 1); parameters and safetensors size. The ONNX sizes and speeds are in
 `benchmarks/inference.py --deployment --trimmed_student`. Ends with one JSON line.
+
+--tokens chooses the vocabulary as the recipe does (from its default training text, the Wikipedia excerpt's training
+articles) at each size and reports only the tokenizers: growth and [UNK] on lee.cor, on lee_background.cor (the news
+the teacher prior's weight was chosen on) and on the held-out Wikipedia articles; --prior_weight 0 is the choice
+without the teacher's order.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertFo
 
 from hf_distil import init_student_from_teacher, trim_vocabulary
 from hf_distil.cli import run_script
+from hf_distil.data import wikipedia_splits
 from hf_distil.deploy import held_out_sentences
-from hf_distil.models import kept_teacher_ids, mass_outside
+from hf_distil.models import PRIOR_WEIGHT, choose_vocabulary, kept_teacher_ids, mass_outside, trim_tokenizer
 from hf_distil.teachers import load_default_teacher, packaged_encoder_path
 
 MASK_SHARE = 0.15
@@ -109,6 +116,33 @@ def masked_top1(teacher, student, trimmed, full_tok, trimmed_tok, sentences: lis
     }
 
 
+def token_growth(sizes: list[int], prior_weight: float) -> dict:
+    """The recipe's choice from its default training text at each size, and what it does to unseen text."""
+    tokenizer = AutoTokenizer.from_pretrained(str(packaged_encoder_path()))
+    splits = wikipedia_splits()
+    texts = {
+        "lee_cor": news("lee.cor"),
+        "lee_background_cor": news("lee_background.cor"),
+        "held_out_wikipedia": list(splits["test"]["text"]),
+    }
+    train = list(splits["train"]["text"])
+    rows = {}
+    for size in sizes:
+        trimmed = trim_tokenizer(tokenizer, choose_vocabulary(tokenizer, train, size, prior_weight))
+        rows[size] = {name: token_figures(tokenizer, trimmed, lines) for name, lines in texts.items()}
+    return {"benchmark": "vocabulary_tokens", "prior_weight": prior_weight, "sizes": rows}
+
+
+def token_table(report: dict) -> str:
+    names = next(iter(report["sizes"].values())).keys()
+    lines = [f"prior weight {report['prior_weight']}: token growth (trimmed [UNK] rate) against the full tokenizer"]
+    lines.append(f"{'N':>6}  " + "  ".join(f"{name:>24}" for name in names))
+    for size, row in report["sizes"].items():
+        cells = (f"{100 * f['token_growth']:+.1f}% ({100 * f['unk_rate'][1]:.3f}%)" for f in row.values())
+        lines.append(f"{size:>6}  " + "  ".join(f"{c:>24}" for c in cells))
+    return "\n".join(lines)
+
+
 def size_mb(folder: str | None) -> float | None:
     return round(sum(p.stat().st_size for p in Path(folder).glob("*.safetensors")) / 1e6, 2) if folder else None
 
@@ -119,7 +153,14 @@ def main() -> None:
     parser.add_argument("--trimmed", help="a student distilled with --vocabulary_size, at the same budget")
     parser.add_argument("--tiny", action="store_true", help="tiny random models, the real tokenizer (CI)")
     parser.add_argument("--sentences", type=int, default=None, help="held-out sentences (default 400; --tiny: 20)")
+    parser.add_argument("--tokens", type=int, nargs="+", metavar="N", help="tokenizers only, at these sizes")
+    parser.add_argument("--prior_weight", type=float, default=PRIOR_WEIGHT, help="with --tokens: the teacher prior's")
     cli = parser.parse_args()
+    if cli.tokens:
+        report = token_growth(cli.tokens, cli.prior_weight)
+        print(token_table(report))
+        print(json.dumps(report))
+        return
     count = cli.sentences or (20 if cli.tiny else 400)
     if cli.tiny:
         full_tok = AutoTokenizer.from_pretrained(str(packaged_encoder_path()))

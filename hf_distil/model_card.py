@@ -13,6 +13,7 @@ from .config import DistillationArguments
 from .hub.report import CardReport, Masking
 from .losses.terms import LOSS_TERMS
 from .models.layer_map import PROVENANCE_KEY
+from .models.vocabulary import kept_teacher_ids
 from .teachers import base_model_of
 
 
@@ -45,6 +46,8 @@ def training_card_report(
         student_parameters=_parameters(student),
         teacher_parameters=teacher_parameters,
         layer_map=provenance.get("teacher_layers"),
+        vocabulary_size=len(kept) if (kept := kept_teacher_ids(student)) else None,
+        teacher_vocabulary_size=provenance.get("teacher_vocabulary_size") if kept else None,
         loss_weights={term.description: weight for term in LOSS_TERMS if (weight := getattr(args, term.weight_field))},
         temperature=args.temperature,
         restrict_ce_to_mask=args.restrict_ce_to_mask,

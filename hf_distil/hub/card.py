@@ -116,6 +116,8 @@ def _size_and_speed(report: CardReport) -> tuple[list[tuple[str, str, str]], str
         ("parameters", _millions(report.teacher_parameters), _millions(report.student_parameters)),
         ("layers", report.teacher_layers, report.student_layers),
     ]
+    if trimmed := _trimmed_vocabulary(report):
+        size_rows.append(("vocabulary (WordPiece tokens)", trimmed[0], f"{trimmed[1]} (trimmed)"))
     speed_sentence = None
     if speed is not None:
         size_rows += [
@@ -144,6 +146,14 @@ def _size_and_speed(report: CardReport) -> tuple[list[tuple[str, str, str]], str
                 f"runs **{describe_speedup(ratio)}**."
             )
     return _rows(size_rows), speed_sentence
+
+
+def _trimmed_vocabulary(report: CardReport) -> tuple[str, str] | None:
+    """(teacher's, student's) vocabulary sizes as the card prints them, if the student's was trimmed."""
+    if report.vocabulary_size is None:
+        return None
+    teacher = report.teacher_vocabulary_size
+    return ("—" if teacher is None else f"{teacher:,}"), f"{report.vocabulary_size:,}"
 
 
 def _layer_map(layer_map: list[int] | str | None) -> str | None:
@@ -227,6 +237,7 @@ def render_model_card(
         teacher_link=_teacher_link(report.teacher, report.base_model),
         student_layers=report.student_layers,
         layer_map=layer_map,
+        vocabulary=_trimmed_vocabulary(report),
         objective=_objective(weights),
         size_rows=size_rows,
         speed_sentence=speed_sentence,

@@ -81,6 +81,8 @@ class CardReport:
     student_parameters: int | None = None
     teacher_parameters: int | None = None
     layer_map: list[int] | str | None = None  # teacher layers the student started from, or the student's origin
+    vocabulary_size: int | None = None  # the student's tokens, when its vocabulary was trimmed from the teacher's
+    teacher_vocabulary_size: int | None = None  # the teacher's tokens, when the student's were trimmed from them
     loss_weights: dict[str, float] = field(default_factory=dict)  # {term as the card names it: weight}, weight > 0
     temperature: float | None = None
     restrict_ce_to_mask: bool | None = None  # soft targets at masked tokens only, or at every non-pad token

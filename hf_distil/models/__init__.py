@@ -10,6 +10,7 @@ from .pooling import Pooling, folder_max_seq_length
 from .projection import HiddenProjection
 from .sentence_layout import save_sentence_transformers_layout
 from .vocabulary import (
+    PRIOR_WEIGHT,
     TrimmedVocabulary,
     choose_vocabulary,
     keep_vocabulary_rows,
@@ -24,6 +25,7 @@ __all__ = [
     "BiLSTMConfig",
     "BiLSTMForSequenceClassification",
     "HiddenProjection",
+    "PRIOR_WEIGHT",
     "PROVENANCE_KEY",
     "Pooling",
     "TrimmedVocabulary",

@@ -13,9 +13,10 @@ import torch
 from conftest import tiny_tokenizer
 from test_export import saved, tiny_distilbert
 from test_export_embedder import encode_with_sentence_transformers
-from transformers import AutoTokenizer, DistilBertForSequenceClassification
+from transformers import AutoTokenizer, DistilBertForMaskedLM, DistilBertForSequenceClassification
 
-from hf_distil import init_student_from_teacher
+from hf_distil import init_student_from_teacher, trim_vocabulary
+from hf_distil.data.sentence_corpus import news_background
 from hf_distil.deploy.export import FP32_FILE, INT8_FILE, export_student, held_out_sentences, session
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "transformers_js"
@@ -62,25 +63,46 @@ def exported_student(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
     return folder, student
 
 
+def assert_fill_mask_matches(folder: Path, model: torch.nn.Module, text: str) -> None:
+    """transformers.js' fill-mask on `folder` gives PyTorch's top-5 (fp32) and Python ONNX Runtime's (int8)."""
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    encoded = tokenizer(text, return_tensors="pt")
+    at = int((encoded["input_ids"][0] == tokenizer.mask_token_id).nonzero())
+    with torch.no_grad():
+        logits = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits
+    ids, scores = top5(logits[0, at].numpy())
+    fp32 = run_node("fill_mask.mjs", str(folder), text, "fp32")
+    assert [r["token"] for r in fp32] == ids, text  # same tokens, same order
+    assert [r["token_str"] for r in fp32] == [tokenizer.decode([i]) for i in ids], text
+    np.testing.assert_allclose([r["score"] for r in fp32], scores, atol=1e-6, rtol=1e-4)
+    # The int8 file (dtype "q8") runs in transformers.js' onnxruntime-node as in Python's ONNX Runtime.
+    feed = {k: v.numpy() for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
+    ids, scores = top5(session(folder / INT8_FILE).run(None, feed)[0][0, at])
+    q8 = run_node("fill_mask.mjs", str(folder), text, "q8")
+    assert [r["token"] for r in q8] == ids, text
+    np.testing.assert_allclose([r["score"] for r in q8], scores, atol=1e-5, rtol=1e-3)
+
+
 def test_fill_mask_in_transformers_js_gives_pytorchs_top5(exported_student):
     folder, student = exported_student
-    tokenizer = AutoTokenizer.from_pretrained(folder)
     words = held_out_sentences()[3].split()
     for text in ("Paris is the [MASK] of France.", " ".join(words[:4] + ["[MASK]"] + words[5:])):
-        encoded = tokenizer(text, return_tensors="pt")
-        at = int((encoded["input_ids"][0] == tokenizer.mask_token_id).nonzero())
-        with torch.no_grad():
-            logits = student(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits
-        ids, scores = top5(logits[0, at].numpy())
-        fp32 = run_node("fill_mask.mjs", str(folder), text, "fp32")
-        assert [r["token"] for r in fp32] == ids, text  # same tokens, same order
-        np.testing.assert_allclose([r["score"] for r in fp32], scores, atol=1e-6, rtol=1e-4)
-        # The int8 file (dtype "q8") runs in transformers.js' onnxruntime-node as in Python's ONNX Runtime.
-        feed = {k: v.numpy() for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
-        ids, scores = top5(session(folder / INT8_FILE).run(None, feed)[0][0, at])
-        q8 = run_node("fill_mask.mjs", str(folder), text, "q8")
-        assert [r["token"] for r in q8] == ids, text
-        np.testing.assert_allclose([r["score"] for r in q8], scores, atol=1e-5, rtol=1e-3)
+        assert_fill_mask_matches(folder, student, text)
+
+
+def test_fill_mask_in_transformers_js_reads_a_trimmed_vocabulary(minilm_folder, tmp_path):
+    """A student trimmed to 2,000 tokens, exported as any other: transformers.js reads its tokenizer.json (the
+    renumbered ids, a word the teacher keeps whole split into kept pieces) as Python does."""
+    full = AutoTokenizer.from_pretrained(minilm_folder)
+    trimmed = trim_vocabulary(tiny_distilbert(DistilBertForMaskedLM, full), full, news_background()[:100], 2000)
+    folder = tmp_path / "trimmed"
+    trimmed.model.save_pretrained(folder)
+    trimmed.tokenizer.save_pretrained(folder)
+    export_student(folder, folder, **FAST)
+    text = "The guitarist said [MASK] pounds was too much."
+    pieces = trimmed.tokenizer.tokenize(text)
+    assert "guitarist" in full.tokenize(text) and "guitarist" not in pieces and len(pieces) > len(full.tokenize(text))
+    assert_fill_mask_matches(folder, trimmed.model.eval(), text)
 
 
 def test_classification_in_transformers_js_gives_pytorchs_scores(tmp_path):

@@ -43,6 +43,15 @@ def test_an_empty_report_gives_a_card_that_states_nothing_unknown(tmp_path):
     assert ModelCard((tmp_path / "README.md").read_text()).data.model_name == "alice/bare"
 
 
+def test_a_trimmed_student_card_states_its_vocabulary_and_where_its_tokenizer_comes_from():
+    trimmed = str(render_model_card(CardReport(vocabulary_size=8000, teacher_vocabulary_size=30522), "alice/v8000"))
+    assert "| vocabulary (WordPiece tokens) | 30,522 | 8,000 (trimmed) |" in trimmed
+    assert "trimmed to **8,000 of the teacher's 30,522 WordPiece tokens**" in trimmed
+    assert "its tokenizer is the teacher's with the other tokens removed" in trimmed
+    untrimmed = str(render_model_card(CardReport(student_parameters=10**6), "alice/full"))
+    assert "vocabulary" not in untrimmed.lower().split("## how to use")[0]
+
+
 def test_the_loss_plot_says_what_it_shows():
     history = [{"loss": 3.0, "loss_ce": 1.0, "step": 1}, {"loss": 2.0, "loss_ce": 0.5, "step": 2}, {"eval_loss": 1}]
     (axes,) = loss_figure(history).axes

@@ -69,6 +69,21 @@ def test_kept_tokens_hold_the_specials_and_characters_and_held_out_news_has_almo
     )
 
 
+def test_the_teachers_order_keeps_a_common_word_the_corpus_lacks_over_a_rare_one(bert_tokenizer, news, chosen):
+    backend = bert_tokenizer.backend_tokenizer
+    words = {
+        w
+        for text in news[0]
+        for w, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(text))
+    }
+    common, rare = bert_tokenizer.convert_tokens_to_ids(["album", "guitarist"])  # whole words, early and late
+    assert "album" not in words and "guitarist" not in words and common < rare  # equal corpus counts: none
+    plain = set(choose_vocabulary(bert_tokenizer, news[0], 3000, prior_weight=0))
+    assert common in chosen and rare not in chosen
+    assert common not in plain and rare not in plain  # the corpus alone keeps neither
+    assert len(plain & set(chosen)) > 0.9 * 3000  # the corpus still chooses most of the vocabulary
+
+
 def test_a_size_below_the_required_tokens_is_refused_in_one_line(bert_tokenizer, news):
     with pytest.raises(UsageError, match=r"vocabulary size 50 is below the \d+ special and single-character"):
         choose_vocabulary(bert_tokenizer, news[0][:5], 50)

@@ -117,7 +117,10 @@ def test_resumed_run_ends_identical_to_an_uninterrupted_one(assets, tmp_path):
         assert torch.equal(a[name], b[name]), name
     # The trimmed student and its tokenizer load with stock classes and agree with each other.
     student, tokenizer = AutoModelForMaskedLM.from_pretrained(crashed), AutoTokenizer.from_pretrained(crashed)
-    assert student.config.vocab_size == len(tokenizer) == 45 < len(AutoTokenizer.from_pretrained(assets / "teacher"))
+    teacher_vocabulary = len(AutoTokenizer.from_pretrained(assets / "teacher"))
+    assert student.config.vocab_size == len(tokenizer) == 45 < teacher_vocabulary
+    card = (crashed / "README.md").read_text()  # the card says so
+    assert f"trimmed to **45 of the teacher's {teacher_vocabulary:,} WordPiece tokens**" in card
     logs = [h for h in json.loads((crashed / "trainer_state.json").read_text())["log_history"] if "loss" in h]
     assert all(h["loss_ce"] > 0 and h["loss_mlm"] > 0 for h in logs)
 
