@@ -29,7 +29,7 @@ from .data.sentences import (
     same_tokenization,
 )
 from .errors import UsageError
-from .launch import keep_freed_memory
+from .launch import check_fsdp_layer_classes, keep_freed_memory
 from .losses.pooled import cached_term, similarity_kl_and_gradient
 from .losses.schedules import check_schedules
 from .losses.terms import COUNTS, HEAD_TERMS, IGNORE_INDEX, LOGIT_TERMS, LOSS_TERMS, POOLED_TERMS, distillation_loss
@@ -212,6 +212,8 @@ class DistillationTrainer(BatchTermsMixin, Trainer):
                 self.accelerator.num_processes,
                 sharded=self.is_deepspeed_enabled or self.is_fsdp_enabled,
             )
+        if self.is_fsdp_enabled:
+            check_fsdp_layer_classes(model, self.accelerator.state.fsdp_plugin.transformer_cls_names_to_wrap)
         self.teachers.prepare(self.accelerator, args.teacher_dtype)
         if args.fp16 and self.args.device.type == "cpu":
             logger.warning(
