@@ -59,7 +59,12 @@ from hf_distil.hub import (
     describe_speedup,
     save_model_card,
 )
-from hf_distil.models import Pooling, folder_max_seq_length, save_sentence_transformers_layout
+from hf_distil.models import (
+    Pooling,
+    folder_max_seq_length,
+    save_sentence_transformers_layout,
+    sentence_transformers_folder,
+)
 from hf_distil.run_folder import RUN_SETTINGS_FILE, resume_point
 from hf_distil.teachers import base_model_of, load_teacher, load_tokenizer, minilm, packaged_encoder_path
 
@@ -136,12 +141,18 @@ def main() -> None:
     source = teacher_name or str(packaged_encoder_path())
     teacher = load_teacher(source, auto_class=AutoModel).eval()
     tokenizer = load_tokenizer(source)
-    folder = sentence_transformers_folder(source)
-    pooling = Pooling.from_folder(folder)
+    try:
+        folder = sentence_transformers_folder(source)
+    except OSError as error:  # the Hub refused or could not be reached
+        raise UsageError(f"--teacher {source}: its Sentence Transformers files cannot be read ({error}).") from None
+    pooling = Pooling.from_folder(folder) if folder else None
     if pooling is None:
         pooling = Pooling("mean", normalize=True)
-        logger.warning(f"{source} is not a Sentence Transformers model (no modules.json): pooling {pooling}")
-    max_seq_length = folder_max_seq_length(folder) or min(
+        logger.warning(
+            f"{source} has no Sentence Transformers modules.json (in its folder, on the Hub or in the Hub cache): "
+            f"pooling {describe_pooling(pooling)}, the common default"
+        )
+    max_seq_length = (folder_max_seq_length(folder) if folder else None) or min(
         tokenizer.model_max_length, teacher.config.max_position_embeddings
     )
 
@@ -285,20 +296,6 @@ def main() -> None:
     # Every process waits for the others, then the process group is closed (as distil_bert.py).
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()
-
-
-def sentence_transformers_folder(name: str) -> Path:
-    """A local folder holding the model's Sentence Transformers files: the folder itself, or for a Hub id the few
-    small files fetched into the Hub cache (a model without them gets the default pooling)."""
-    if Path(name).expanduser().is_dir():
-        return Path(name).expanduser()
-    from huggingface_hub import snapshot_download
-
-    patterns = ["modules.json", "sentence_bert_config.json", "*_Pooling/config.json", "*_Normalize/config.json"]
-    try:
-        return Path(snapshot_download(name, allow_patterns=patterns))
-    except OSError as error:
-        raise UsageError(f"--teacher {name}: its Sentence Transformers files cannot be read ({error}).") from None
 
 
 def static_baseline(teacher: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Similarity:

@@ -65,12 +65,13 @@ def test_the_default_config_trains_on_the_pooled_terms_only():
     assert settings["alpha_embedding_cos"] > 0 and settings["student_layers"] == [0, 2, 4]
 
 
-def run(embedder: Path, out: Path, config: Path | None = None, *flags: str) -> str:
-    """The recipe on the tiny teacher, one process (config None) or as `accelerate launch` starts it; its stdout."""
-    data = ["--teacher", str(embedder / "teacher"), "--train_file", str(embedder / "train.txt")]
+def run(embedder: Path, out: Path, config: Path | None = None, *flags: str, teacher: str | None = None) -> str:
+    """The recipe on the tiny teacher (its folder, or a Hub id), one process (config None) or as `accelerate
+    launch` starts it; its stdout."""
+    data = ["--teacher", teacher or str(embedder / "teacher"), "--train_file", str(embedder / "train.txt")]
     cmd = [*launcher(config), str(RECIPE), *data, "--output_dir", str(out), *FLAGS, *flags]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if "--push_to_hub" not in flags:  # nothing to download: prove it
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_CACHE": str(out.parent / "hub-cache")}
+    if teacher is None and "--push_to_hub" not in flags:  # nothing to download: prove it
         env["HF_HUB_OFFLINE"] = "1"
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
@@ -116,8 +117,9 @@ def test_a_tiny_run_writes_a_student_that_sentence_transformers_loads(one_proces
 @pytest.mark.parametrize("launch", ["ddp", "zero2", "zero3", "fsdp2"])
 def test_launch_configs_train_save_once_and_evaluate_like_one_process(launch, embedder, one_process, hub, tmp_path):
     """Two CPU processes under each launch config (the masked-LM recipe's, tests/recipes/test_launch_configs.py):
-    the same updates, one save, one evaluation, table and card. The DDP run also publishes (--push_to_hub to
-    tests/hub_server.py): the Sentence Transformers layout, the card, safetensors only, no local record."""
+    the same updates, one save, one evaluation, table and card. The DDP run also talks to tests/hub_server.py:
+    its teacher is a Hub id there, whose pooling comes from its Sentence Transformers files, and it publishes
+    (--push_to_hub): the Sentence Transformers layout, the card, safetensors only, no local record."""
     if launch == "ddp":
         config = ROOT / "ds_configs" / "cpu_2proc.yaml"
     elif launch == "fsdp2":  # the student is the teacher's class: BertLayer blocks, as docs/distributed.md says
@@ -125,15 +127,22 @@ def test_launch_configs_train_save_once_and_evaluate_like_one_process(launch, em
     else:
         config = deepspeed_cpu_config(tmp_path, int(launch[-1]))
     push = ["--push_to_hub", "--hub_model_id", "alice/embedder", "--hub_token", "hf_x"] if launch == "ddp" else []
+    if push:
+        folder = embedder / "teacher"
+        hub.files[("alice/teacher", "main")] = {
+            p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*.*")
+        }
     out = tmp_path / "out"
-    shown = run(embedder, out, config, *push)
+    shown = run(embedder, out, config, *push, teacher="alice/teacher" if push else None)
     assert shown.count("student written to") == 1 and shown.count("student keeps") == 1
     assert not list(out.glob("checkpoint-*")) and [p.name for p in out.glob("*.safetensors")] == ["model.safetensors"]
 
     saved, alone = load_file(str(out / "model.safetensors")), load_file(str(one_process / "model.safetensors"))
     assert set(saved) == set(alone)
+    # Weights move by about lr = 1e-3 per update; Adam's first updates divide each gradient by its own size, so a
+    # rounding difference in a near-zero gradient (summed in another order) shows in a few weights (~2e-5).
     for name in saved:
-        torch.testing.assert_close(saved[name], alone[name], rtol=0, atol=1e-5, msg=name)
+        torch.testing.assert_close(saved[name], alone[name], rtol=0, atol=1e-4, msg=name)
     ours, theirs = (json.loads((o / "embedding_results.json").read_text()) for o in (out, one_process))
     for mine, one in zip(ours["lee"], theirs["lee"], strict=True):
         assert mine["label"] == one["label"]
@@ -144,6 +153,7 @@ def test_launch_configs_train_save_once_and_evaluate_like_one_process(launch, em
     assert "pipeline_tag: sentence-similarity" in (out / "README.md").read_text()
 
     if push:
+        assert "GET /alice/teacher/resolve/main/1_Pooling/config.json" in hub.requests
         files = hub.files[("alice/embedder", "main")]
         layout = {"modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"}
         layout |= {"1_Pooling/config.json", "2_Normalize/config.json", "config.json", "tokenizer.json"}
