@@ -58,6 +58,7 @@ from hf_distil.hub import (
     Speed,
     describe_speedup,
     save_model_card,
+    save_training_arguments,
 )
 from hf_distil.models import (
     Pooling,
@@ -204,6 +205,7 @@ def main() -> None:
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()
+    save_training_arguments(trainer.args, args.output_dir)  # JSON: Trainer's own copy is a pickle, never uploaded
 
     # Save in the Sentence Transformers layout: the model and tokenizer, then the modules around them.
     # Every process takes part (under ZeRO-3 the weights are gathered); the evaluation needs whole models in one

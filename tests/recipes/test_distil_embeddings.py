@@ -157,7 +157,9 @@ def test_launch_configs_train_save_once_and_evaluate_like_one_process(launch, em
         files = hub.files[("alice/embedder", "main")]
         layout = {"modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"}
         layout |= {"1_Pooling/config.json", "2_Normalize/config.json", "config.json", "tokenizer.json"}
-        assert layout | {"README.md", "model.safetensors", "embedding_results.json"} <= set(files)
+        assert layout | {"README.md", "model.safetensors", "embedding_results.json", "training_args.json"} <= set(
+            files
+        )
         assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl")) or "checkpoint-" in f]
         assert "hf_distil_output.json" not in files and all(b"hf_x" not in content for content in files.values())
         assert files["README.md"] == (out / "README.md").read_bytes()
