@@ -136,7 +136,7 @@ def main() -> None:
     set_seed(args.seed)
 
     # Teacher: a plain encoder (AutoModel) with its tokenizer; its pooling and input length come from its Sentence
-    # Transformers folder, so the student learns the embeddings users of the teacher get.
+    # Transformers files (in its folder, or in its Hub repo), so the student learns the embeddings its users get.
     if teacher_name is None:
         logger.info(f"no --teacher given: using the packaged {minilm.BASE_MODEL} (offline)")
     source = teacher_name or str(packaged_encoder_path())
@@ -145,7 +145,8 @@ def main() -> None:
     try:
         folder = sentence_transformers_folder(source)
     except OSError as error:  # the Hub refused or could not be reached
-        raise UsageError(f"--teacher {source}: its Sentence Transformers files cannot be read ({error}).") from None
+        reason = " ".join(str(error).split())[:200]  # Hub errors span several lines
+        raise UsageError(f"--teacher {source}: its Sentence Transformers files cannot be read ({reason}).") from None
     pooling = Pooling.from_folder(folder) if folder else None
     if pooling is None:
         pooling = Pooling("mean", normalize=True)

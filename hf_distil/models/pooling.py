@@ -84,8 +84,7 @@ def sentence_transformers_folder(
     Pooling module that file names and `sentence_bert_config.json`, fetched file by file into the Hub cache (as
     sentence-transformers' `load_file_path` does: a few small files, not the repo). None for a repo without
     `modules.json` (a plain transformers model), a name that is no repo id, or, offline, a repo whose settings were
-    never cached. Honours
-    HF_ENDPOINT, read at call time; other Hub errors (access, network) propagate."""
+    never cached. Honours HF_ENDPOINT, read at call time; other Hub errors (access, network) propagate."""
     if Path(name_or_path).expanduser().is_dir():
         return Path(name_or_path).expanduser()
     from huggingface_hub import hf_hub_download
