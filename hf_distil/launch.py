@@ -22,6 +22,7 @@ import os
 import platform
 from pathlib import Path
 
+import torch
 from transformers import TrainingArguments
 from transformers.utils import logging
 
@@ -57,6 +58,25 @@ def check_fsdp_launch(args: TrainingArguments) -> None:
             "the launch config asks for FSDP, which Accelerate runs on GPUs only (on CPU processes it would "
             "silently train with DDP); on CPUs launch with a multi-CPU config (accelerate config: distributed_type "
             "MULTI_CPU), or run FSDP on GPUs."
+        )
+
+
+def check_fsdp_layer_classes(student: torch.nn.Module, names: list[str] | None) -> None:
+    """The layer classes an FSDP config wraps (`fsdp_transformer_layer_cls_to_wrap`) exist in the student.
+
+    Accelerate finds out only at the first training step, with a bare ValueError that names neither the setting nor
+    the fix; the shipped ds_configs/fsdp2.yaml names DistilBERT's TransformerBlock, which a student of the
+    teacher's own class (e.g. BertModel's BertLayer) lacks.
+    """
+    from accelerate.utils.dataclasses import get_module_class_from_name
+
+    missing = [name for name in names or [] if get_module_class_from_name(student, name) is None]
+    if missing:
+        stacks = {type(m[0]).__name__ for m in student.modules() if isinstance(m, torch.nn.ModuleList) and len(m)}
+        raise UsageError(
+            f"fsdp_transformer_layer_cls_to_wrap: {', '.join(missing)} is not a layer class of the student "
+            f"({type(student).__name__}); write {' or '.join(sorted(stacks)) or 'its block class'} in the launch "
+            "config."
         )
 
 

@@ -28,14 +28,14 @@ from .data.sentences import (
     split_teacher_inputs,
 )
 from .errors import UsageError
-from .launch import keep_freed_memory
+from .launch import check_fsdp_layer_classes, keep_freed_memory
 from .losses.pooled import cached_term
 from .losses.schedules import check_schedules
 from .losses.terms import COUNTS, HEAD_TERMS, IGNORE_INDEX, LOGIT_TERMS, LOSS_TERMS, POOLED_TERMS, distillation_loss
 from .model_card import training_card_report
 from .models import heads
 from .models.layer_map import RelationPlan, plan_layers, plan_relation
-from .models.pooling import Pooling, folder_max_seq_length
+from .models.pooling import Pooling, folder_max_seq_length, sentence_transformers_folder
 from .models.projection import HiddenProjection
 from .run_folder import (
     check_checkpoint,
@@ -137,7 +137,8 @@ class DistillationTrainer(SimilarityCacheMixin, BatchTermsMixin, Trainer):
                 m.set_attn_implementation("eager")
         self.layer_pairs = plan.pairs
         # The sentence embeddings: pooled as the teacher's Sentence Transformers folder says, else mean, normalised.
-        self.pooling = pooling or _folder_pooling(teacher) or Pooling()
+        # (A Hub id's settings are fetched only when a pooled term uses them.)
+        self.pooling = pooling or _folder_pooling(teacher, hub=bool(active & set(POOLED_TERMS))) or Pooling()
         self.run_settings["pooling"] = [self.pooling.mode, self.pooling.normalize]
         compares_embeddings = active & {"embedding_mse", "embedding_cos"}
         projected = teacher is not None and (plan.pairs or compares_embeddings)
@@ -174,6 +175,8 @@ class DistillationTrainer(SimilarityCacheMixin, BatchTermsMixin, Trainer):
                 self.accelerator.num_processes,
                 sharded=self.is_deepspeed_enabled or self.is_fsdp_enabled,
             )
+        if self.is_fsdp_enabled:
+            check_fsdp_layer_classes(model, self.accelerator.state.fsdp_plugin.transformer_cls_names_to_wrap)
         self.teachers.prepare(self.accelerator, args.teacher_dtype)
         if args.fp16 and self.args.device.type == "cpu":
             logger.warning(
@@ -559,15 +562,18 @@ def _check_heads(student: PreTrainedModel, active: set[str]) -> None:
         )
 
 
-def _teacher_folder(teacher: PreTrainedModel | None) -> Path | None:
-    """The local folder the teacher was loaded from, if any (a Sentence Transformers folder says how it pools)."""
+def _teacher_folder(teacher: PreTrainedModel | None, hub: bool = True) -> Path | None:
+    """The folder of the teacher's Sentence Transformers settings (which say how it pools): the local folder it was
+    loaded from, or with `hub` those of its Hub id (`sentence_transformers_folder`); None without them."""
     source = getattr(getattr(teacher, "config", None), "name_or_path", None)
-    return Path(source) if source and Path(source).is_dir() else None
+    if not source or not (hub or Path(source).is_dir()):
+        return None
+    return sentence_transformers_folder(source)
 
 
-def _folder_pooling(teacher: PreTrainedModel | None) -> Pooling | None:
-    """The pooling of the teacher's Sentence Transformers folder, when it was loaded from one."""
-    folder = _teacher_folder(teacher)
+def _folder_pooling(teacher: PreTrainedModel | None, hub: bool) -> Pooling | None:
+    """The pooling of the teacher's Sentence Transformers settings, when it has them."""
+    folder = _teacher_folder(teacher, hub)
     return Pooling.from_folder(folder) if folder else None
 
 

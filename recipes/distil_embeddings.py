@@ -58,8 +58,14 @@ from hf_distil.hub import (
     Speed,
     describe_speedup,
     save_model_card,
+    save_training_arguments,
 )
-from hf_distil.models import Pooling, folder_max_seq_length, save_sentence_transformers_layout
+from hf_distil.models import (
+    Pooling,
+    folder_max_seq_length,
+    save_sentence_transformers_layout,
+    sentence_transformers_folder,
+)
 from hf_distil.run_folder import RUN_SETTINGS_FILE, resume_point
 from hf_distil.teachers import base_model_of, load_teacher, load_tokenizer, minilm, packaged_encoder_path
 
@@ -130,18 +136,25 @@ def main() -> None:
     set_seed(args.seed)
 
     # Teacher: a plain encoder (AutoModel) with its tokenizer; its pooling and input length come from its Sentence
-    # Transformers folder, so the student learns the embeddings users of the teacher get.
+    # Transformers files (in its folder, or in its Hub repo), so the student learns the embeddings its users get.
     if teacher_name is None:
         logger.info(f"no --teacher given: using the packaged {minilm.BASE_MODEL} (offline)")
     source = teacher_name or str(packaged_encoder_path())
     teacher = load_teacher(source, auto_class=AutoModel).eval()
     tokenizer = load_tokenizer(source)
-    folder = sentence_transformers_folder(source)
-    pooling = Pooling.from_folder(folder)
+    try:
+        folder = sentence_transformers_folder(source)
+    except OSError as error:  # the Hub refused or could not be reached
+        reason = " ".join(str(error).split())[:200]  # Hub errors span several lines
+        raise UsageError(f"--teacher {source}: its Sentence Transformers files cannot be read ({reason}).") from None
+    pooling = Pooling.from_folder(folder) if folder else None
     if pooling is None:
         pooling = Pooling("mean", normalize=True)
-        logger.warning(f"{source} is not a Sentence Transformers model (no modules.json): pooling {pooling}")
-    max_seq_length = folder_max_seq_length(folder) or min(
+        logger.warning(
+            f"{source} has no Sentence Transformers modules.json (in its folder, on the Hub or in the Hub cache): "
+            f"pooling {describe_pooling(pooling)}, the common default"
+        )
+    max_seq_length = (folder_max_seq_length(folder) if folder else None) or min(
         tokenizer.model_max_length, teacher.config.max_position_embeddings
     )
 
@@ -193,6 +206,7 @@ def main() -> None:
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()
+    save_training_arguments(trainer.args, args.output_dir)  # JSON: Trainer's own copy is a pickle, never uploaded
 
     # Save in the Sentence Transformers layout: the model and tokenizer, then the modules around them.
     # Every process takes part (under ZeRO-3 the weights are gathered); the evaluation needs whole models in one
@@ -285,20 +299,6 @@ def main() -> None:
     # Every process waits for the others, then the process group is closed (as distil_bert.py).
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()
-
-
-def sentence_transformers_folder(name: str) -> Path:
-    """A local folder holding the model's Sentence Transformers files: the folder itself, or for a Hub id the few
-    small files fetched into the Hub cache (a model without them gets the default pooling)."""
-    if Path(name).expanduser().is_dir():
-        return Path(name).expanduser()
-    from huggingface_hub import snapshot_download
-
-    patterns = ["modules.json", "sentence_bert_config.json", "*_Pooling/config.json", "*_Normalize/config.json"]
-    try:
-        return Path(snapshot_download(name, allow_patterns=patterns))
-    except OSError as error:
-        raise UsageError(f"--teacher {name}: its Sentence Transformers files cannot be read ({error}).") from None
 
 
 def static_baseline(teacher: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Similarity:

@@ -2,16 +2,20 @@
 
 It answers the endpoints `create_repo`, `create_branch` and `upload_folder` use (repo create, branch,
 preupload, commit; every file "regular", so contents arrive base64 in the commit), keeps what arrives
-per repo and revision, and can be told to refuse the next commits (`fail_commits`).
+per repo and revision, and can be told to refuse the next commits (`fail_commits`). It serves what it keeps
+to `hf_hub_download` (HEAD and GET of /{repo}/resolve/{revision}/{path}; a missing file or repo answers 404
+with the Hub's X-Error-Code), so a test can also put files in `files` and download them.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 
 
 class HubState:
@@ -23,14 +27,20 @@ class HubState:
         self.requests: list[str] = []
 
 
+def _sha(content: bytes) -> str:
+    return hashlib.sha1(content).hexdigest()
+
+
 def _handler(state: HubState, endpoint: list[str]):
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args) -> None:  # keep test output quiet
             pass
 
-        def _reply(self, status: int, payload: dict) -> None:
+        def _reply(self, status: int, payload: dict | list, headers: dict[str, str] | None = None) -> None:
             body = json.dumps(payload).encode()
             self.send_response(status)
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -38,6 +48,41 @@ def _handler(state: HubState, endpoint: list[str]):
 
         def _body(self) -> bytes:
             return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+        def do_HEAD(self) -> None:
+            self._resolve(body=False)
+
+        def do_GET(self) -> None:
+            self._resolve(body=True)
+
+        def _resolve(self, body: bool) -> None:
+            path = unquote(self.path.split("?")[0])
+            state.requests.append(f"{self.command} {path}")
+            tree = re.fullmatch(r"/api/models/(.+?/.+?)/tree/([^/]+)/?(.*)", path)
+            if tree:  # list_repo_tree, which transformers' tokenizer loading calls
+                files = state.files.get(tree.groups()[:2], {})
+                prefix = f"{tree.group(3)}/" if tree.group(3) else ""
+                under = [name for name in sorted(files) if name.startswith(prefix)]
+                if not under:
+                    return self._reply(404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
+                entries = [{"type": "file", "path": n, "size": len(files[n]), "oid": _sha(files[n])} for n in under]
+                return self._reply(200, entries)
+            match = re.fullmatch(r"/(.+?/.+?)/resolve/([^/]+)/(.+)", path)
+            files = state.files.get(match.groups()[:2]) if match else None
+            content = files.get(match.group(3)) if files is not None else None
+            if content is None:
+                self.send_response(404)
+                self.send_header("X-Error-Code", "RepoNotFound" if files is None else "EntryNotFound")
+                self.send_header("Content-Length", "0")
+                return self.end_headers()
+            self.send_response(200)
+            snapshot = json.dumps({name: _sha(data) for name, data in sorted(files.items())})
+            self.send_header("X-Repo-Commit", _sha(snapshot.encode()))
+            self.send_header("ETag", f'"{_sha(content)}"')
+            self.send_header("Content-Length", str(len(content)))
+            self.end_headers()
+            if body:
+                self.wfile.write(content)
 
         def do_POST(self) -> None:
             path = self.path.split("?")[0]

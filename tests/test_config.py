@@ -2,10 +2,12 @@ import dataclasses
 import json
 
 import pytest
-from transformers import HfArgumentParser, TrainingArguments
+from conftest import tiny_bert_config
+from transformers import BertModel, HfArgumentParser, TrainingArguments
 
 from hf_distil import DistillationArguments
 from hf_distil.errors import UsageError
+from hf_distil.launch import check_fsdp_layer_classes
 
 
 def make(**kwargs) -> DistillationArguments:
@@ -146,3 +148,15 @@ def test_an_fsdp_launch_that_loads_weights_on_one_process_only_is_refused(monkey
         make(use_cpu=True)
     monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "false")
     assert make(use_cpu=True).use_cpu  # one process without a launcher: nothing to refuse
+
+
+def test_an_fsdp_config_wrapping_blocks_the_student_lacks_is_refused_naming_its_own(tokenizer):
+    """ds_configs/fsdp2.yaml wraps DistilBERT's TransformerBlock; a student of the teacher's class (BertModel, the
+    embedding recipe's) has BertLayer blocks. Accelerate would fail at the first step with a bare ValueError."""
+    student = BertModel(tiny_bert_config(len(tokenizer)))
+    with pytest.raises(UsageError, match=r"^fsdp_transformer_layer_cls_to_wrap: TransformerBlock is not a layer .*"):
+        check_fsdp_layer_classes(student, ["TransformerBlock"])
+    with pytest.raises(UsageError, match=r"\(BertModel\); write BertLayer in the launch config\.$"):
+        check_fsdp_layer_classes(student, ["BertLayer", "TransformerBlock"])
+    check_fsdp_layer_classes(student, ["BertLayer"])
+    check_fsdp_layer_classes(student, None)  # none named: Accelerate takes the model's _no_split_modules

@@ -252,3 +252,34 @@ def test_settings_the_data_or_models_cannot_train_are_refused(tmp_path, tokenize
 def test_pooled_settings_that_make_no_sense_are_refused(tmp_path, settings, message):
     with pytest.raises(UsageError, match=message):
         DistillationArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, **settings)
+
+
+def test_a_hub_teachers_pooling_and_length_come_from_its_sentence_transformers_files(
+    tmp_path, hub, encoder, tokenizer, monkeypatch
+):
+    """A teacher loaded by Hub id (its config's name_or_path): the trainer reads how it pools and how long its inputs
+    are from the Hub (tests/hub_server.py), as from a folder; a Hub teacher without them gets mean, normalised."""
+    import json
+
+    import huggingface_hub
+
+    from hf_distil.models.sentence_layout import save_sentence_transformers_layout
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    folder = tmp_path / "layout"
+    save_sentence_transformers_layout(folder, Pooling("cls", normalize=False), encoder.config.hidden_size, 40)
+    hub.files[("alice/cls-teacher", "main")] = {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+    hub.files[("alice/plain-teacher", "main")] = {"config.json": json.dumps({"model_type": "bert"}).encode()}
+    student = init_student_from_teacher(encoder, layers=[0, 2])
+    for repo, pooling, length in (
+        ("alice/cls-teacher", Pooling("cls", False), 40),
+        ("alice/plain-teacher", Pooling(), 64),
+    ):
+        encoder.config.name_or_path = repo
+        trainer = make_trainer(
+            tmp_path / repo, student, encoder, train_dataset=sentences(), processing_class=tokenizer,
+            **POOLED_ONLY, alpha_embedding_cos=1.0,
+        )  # fmt: skip
+        assert (trainer.pooling, trainer.data_collator.max_length) == (pooling, length), repo

@@ -6,7 +6,7 @@ from .bilstm import BiLSTMConfig, BiLSTMForSequenceClassification, bilstm_from_t
 from .heads import hidden_and_row_logits
 from .layer_map import PROVENANCE_KEY, plan_layers, plan_relation
 from .mobilebert import mobilebert_student
-from .pooling import Pooling, folder_max_seq_length
+from .pooling import Pooling, folder_max_seq_length, sentence_transformers_folder
 from .projection import HiddenProjection
 from .sentence_layout import save_sentence_transformers_layout
 from .vocabulary import (
@@ -42,6 +42,7 @@ __all__ = [
     "plan_relation",
     "restrict_teacher",
     "save_sentence_transformers_layout",
+    "sentence_transformers_folder",
     "trim_tokenizer",
     "trim_vocabulary",
 ]

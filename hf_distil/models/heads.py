@@ -175,8 +175,21 @@ def _encoder_only(
     else through the model's own forward (DDP's and the sharding engines' hooks), whose logits are then dropped."""
     inner = getattr(model, "module", model)
     encoder = inner.base_model if alone else model
+    if is_fully_sharded(encoder):
+        _record_outputs_under_fsdp(getattr(encoder, "module", encoder))
     out = encoder(**model_inputs(encoder, inputs), return_dict=True, **{**extra, "output_hidden_states": True})
     return LMOutputs(out.hidden_states[-1], None, None, out.hidden_states if states else None, out.attentions)
+
+
+def _record_outputs_under_fsdp(model: nn.Module) -> None:
+    """FSDP2's `fully_shard` turns a model's class into an `FSDP<Class>` subclass, and transformers looks up which
+    outputs a model records (hidden states, attentions) by its exact class (output_capturing's registry): a sharded
+    bare encoder (an AutoModel such as BertModel, the top unit) would return no hidden states. Register the subclass
+    under its model's entries."""
+    from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
+
+    if not _CAN_RECORD_REGISTRY.get(model) and getattr(model, "_can_record_outputs", None):
+        _CAN_RECORD_REGISTRY[model] = model._can_record_outputs
 
 
 def can_encode_alone(model: nn.Module) -> bool:

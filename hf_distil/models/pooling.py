@@ -8,8 +8,9 @@ chain exactly, so the pooling is read from the teacher's folder, not assumed.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import torch
@@ -69,6 +70,57 @@ def folder_max_seq_length(folder: str | Path) -> int | None:
         return int(json.loads((Path(folder) / "sentence_bert_config.json").read_text())["max_seq_length"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def sentence_transformers_folder(
+    name_or_path: str | Path,
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | Path | None = None,
+) -> Path | None:
+    """The local folder holding a model's Sentence Transformers settings, for `Pooling.from_folder` and
+    `folder_max_seq_length`: a local folder as it is; for a Hub id, its `modules.json`, the `config.json` of the
+    Pooling module that file names and `sentence_bert_config.json`, fetched file by file into the Hub cache (as
+    sentence-transformers' `load_file_path` does: a few small files, not the repo). None for a repo without
+    `modules.json` (a plain transformers model), a name that is no repo id, or, offline, a repo whose settings were
+    never cached. Honours HF_ENDPOINT, read at call time; other Hub errors (access, network) propagate."""
+    if Path(name_or_path).expanduser().is_dir():
+        return Path(name_or_path).expanduser()
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HFValidationError
+
+    def fetch(filename: str) -> Path | None:
+        try:
+            path = hf_hub_download(
+                str(name_or_path),
+                filename,
+                revision=revision,
+                token=token,
+                cache_dir=cache_dir,
+                endpoint=os.environ.get("HF_ENDPOINT"),
+                library_name="hf_distil",
+            )
+        except EntryNotFoundError:  # not in the repo, or (offline) not in the cache
+            return None
+        except HFValidationError:  # not a repo id either (e.g. a folder since removed): no settings to read
+            return None
+        return Path(path)
+
+    modules_file = fetch("modules.json")
+    if modules_file is None:
+        return None
+    try:
+        modules = json.loads(modules_file.read_text())
+    except ValueError:
+        modules = []  # Pooling.from_folder reports the unreadable file
+    for module in modules if isinstance(modules, list) else []:
+        folder = module.get("path") if isinstance(module, dict) else None
+        inside = isinstance(folder, str) and not PurePosixPath(folder).is_absolute() and ".." not in folder
+        if module.get("type") == _POOLING_TYPE and inside:
+            fetch(f"{folder}/config.json")
+    fetch("sentence_bert_config.json")
+    return modules_file.parent  # one revision's snapshot folder holds every file fetched
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:

@@ -57,11 +57,14 @@ def deepspeed_cpu_config(tmp_path: Path, stage: int) -> Path:
     return config
 
 
-def fsdp2_cpu_config(tmp_path: Path, reshard_after_forward: bool = True) -> Path:
-    """ds_configs/fsdp2.yaml on two CPU processes, in fp32 (bf16 autocast is slower than fp32 on these CPUs)."""
+def fsdp2_cpu_config(tmp_path: Path, reshard_after_forward: bool = True, layer_class: str | None = None) -> Path:
+    """ds_configs/fsdp2.yaml on two CPU processes, in fp32 (bf16 autocast is slower than fp32 on these CPUs);
+    `layer_class` replaces the blocks it wraps, as a user edits it for a student of another class."""
     config = yaml.safe_load((ROOT / "ds_configs" / "fsdp2.yaml").read_text())
     config.update(num_processes=2, use_cpu=True, mixed_precision="no")
     config["fsdp_config"]["fsdp_reshard_after_forward"] = reshard_after_forward
+    if layer_class:
+        config["fsdp_config"]["fsdp_transformer_layer_cls_to_wrap"] = layer_class
     path = tmp_path / "fsdp2_cpu.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
