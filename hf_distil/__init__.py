@@ -8,7 +8,7 @@ from .errors import RunFailed, UsageError
 from .hub import push_to_hub
 from .models.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification, bilstm_from_teacher
 from .models.vocabulary import trim_vocabulary
-from .student import init_student_from_teacher
+from .student import count_parameters, init_student_from_teacher
 from .task_config import TaskDistillationArguments
 from .task_trainer import TaskDistillationTrainer, label_with_teacher
 from .trainer import DistillationTrainer
@@ -24,6 +24,7 @@ __all__ = [
     "TaskDistillationTrainer",
     "UsageError",
     "bilstm_from_teacher",
+    "count_parameters",
     "export_student",
     "init_student_from_teacher",
     "label_with_teacher",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
 from transformers import PreTrainedModel, TrainerState
 
 from .config import DistillationArguments
@@ -14,12 +13,8 @@ from .hub.report import CardReport, Masking
 from .losses.terms import LOSS_TERMS
 from .models.layer_map import PROVENANCE_KEY
 from .models.vocabulary import kept_teacher_ids
+from .student import count_parameters
 from .teachers import base_model_of
-
-
-def _parameters(model: nn.Module) -> int:
-    """Every parameter once; under ZeRO-3 a parameter's full size (`ds_numel`), not its local shard."""
-    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
 
 
 def training_card_report(
@@ -37,13 +32,13 @@ def training_card_report(
     teacher_layers, teacher_parameters = provenance.get("teacher_num_layers"), provenance.get("teacher_parameters")
     if teacher is not None:
         teacher_layers = teacher_layers or teacher.config.num_hidden_layers
-        teacher_parameters = teacher_parameters or _parameters(teacher)
+        teacher_parameters = teacher_parameters or count_parameters(teacher)
     return CardReport(
         teacher=teacher_name,
         base_model=base_model_of(teacher_name),
         student_layers=getattr(student.config, "num_hidden_layers", None),
         teacher_layers=teacher_layers,
-        student_parameters=_parameters(student),
+        student_parameters=count_parameters(student),
         teacher_parameters=teacher_parameters,
         layer_map=provenance.get("teacher_layers"),
         vocabulary_size=len(kept) if (kept := kept_teacher_ids(student)) else None,

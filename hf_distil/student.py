@@ -66,12 +66,15 @@ def init_student_from_teacher(
                 "teacher": teacher.config.name_or_path or None,
                 "teacher_layers": chosen,
                 "teacher_num_layers": teacher.config.num_hidden_layers,
-                "teacher_parameters": sum(
-                    p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in teacher.parameters()
-                ),
+                "teacher_parameters": count_parameters(teacher),
             },
         )
     return student
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Every parameter once, at its full size: under ZeRO-3 `numel()` is the local shard (0 outside a gather)."""
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
 
 
 def kept_teacher_layers(student: PreTrainedModel) -> list[int] | None:

@@ -30,6 +30,7 @@ from hf_distil import (
     DistillationArguments,
     DistillationTrainer,
     UsageError,
+    count_parameters,
     init_student_from_teacher,
     trim_vocabulary,
 )
@@ -139,7 +140,7 @@ def main() -> None:
         )
         if model_args.random_init_student:
             student = type(student)(student.config)
-    teacher_parameters = teacher.num_parameters()  # the whole teacher's, whatever view of it teaches
+    teacher_parameters = count_parameters(teacher)  # the whole teacher's, whatever view of it teaches
     # A trimmed vocabulary: the student keeps the rows its training text needs, and the teacher (training and every
     # evaluation) reads the same pieces through the kept ids (hf_distil.models.restrict_teacher).
     if model_args.vocabulary_size:
@@ -231,7 +232,7 @@ def main() -> None:
             or "gensim enwiki excerpt, held-out articles",
             speed_batch_1=speed,
             speed_sentences=len(sentences),
-            params={"teacher": teacher_parameters, "student": whole_student.num_parameters()},
+            params={"teacher": teacher_parameters, "student": count_parameters(whole_student)},
             teacher_layers=teacher.config.num_hidden_layers,
             # what init_student_from_teacher recorded in the student's config, or the folder of a given student
             layer_map=model_args.student or getattr(student.config, PROVENANCE_KEY).get("teacher_layers"),

@@ -252,8 +252,10 @@ class Teachers:
         loaded = [
             load_teacher(t, flag="teacher_model", auto_class=auto_class) if isinstance(t, str) else t for t in listed
         ]
-        # A student with a trimmed vocabulary is taught by each teacher's view through its kept ids.
-        loaded = [t if t is None else match_teacher_vocabulary(t, student) for t in loaded]
+        # A student with a trimmed vocabulary is taught by each teacher's view through its kept ids, unless the
+        # teacher reads the text with its own tokenizer, and so its own ids.
+        if not own_tokenizer:
+            loaded = [t if t is None else match_teacher_vocabulary(t, student) for t in loaded]
         mixture = check_teacher_weights(weights) or [1.0] * len(loaded)
         if len(mixture) != len(loaded) == 1:  # values are checked with the arguments
             raise UsageError(

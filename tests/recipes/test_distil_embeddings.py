@@ -113,6 +113,34 @@ def test_a_tiny_run_writes_a_student_that_sentence_transformers_loads(one_proces
     assert "SentenceTransformer(" in card
 
 
+def test_a_trimmed_student_reads_its_own_pieces_while_the_teacher_reads_the_whole_vocabulary(embedder, tmp_path):
+    """--vocabulary_size: the student (and its undistilled copy) keep the training text's tokens; the teacher keeps
+    its tokenizer and reads the text with it, so only pooled terms compare the two; token-level terms are refused."""
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    out = tmp_path / "out"
+    shown = run(embedder, out, None, "--vocabulary_size", "50")
+    teacher_tokenizer = AutoTokenizer.from_pretrained(embedder / "teacher")
+    tokenizer, model = AutoTokenizer.from_pretrained(out), AutoModel.from_pretrained(out)
+    assert len(tokenizer) == model.config.vocab_size == 50 < len(teacher_tokenizer)
+    kept = model.config.hf_distil["teacher_vocabulary"]  # the teacher id of each student id
+    assert teacher_tokenizer.convert_ids_to_tokens(kept) == tokenizer.convert_ids_to_tokens(range(len(tokenizer)))
+    assert "student before distillation" in shown
+    text = (embedder / "train.txt").read_text().splitlines()[0]
+    assert "[UNK]" not in tokenizer.tokenize(text) and len(tokenizer.tokenize(text)) >= len(text.split())
+    loaded = sentence_transformers.SentenceTransformer(str(out), device="cpu")
+    batch = tokenizer([text], return_tensors="pt")
+    with torch.no_grad():
+        ours = Pooling("mean")(model(**batch).last_hidden_state, batch["attention_mask"])
+    assert torch.allclose(loaded.encode([text], convert_to_tensor=True), ours, atol=1e-5)
+
+    data = ["--teacher", str(embedder / "teacher"), "--train_file", str(embedder / "train.txt")]
+    cmd = [sys.executable, str(RECIPE), *data, "--output_dir", str(tmp_path / "cos"), *FLAGS]
+    done = subprocess.run([*cmd, "--vocabulary_size", "50", "--alpha_cos", "1"], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "tokens do not line up, but alpha_cos > 0" in done.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "cos" / "model.safetensors").exists()
+
+
 @pytest.mark.distributed
 @pytest.mark.parametrize("launch", ["ddp", "zero2", "zero3", "fsdp2"])
 def test_launch_configs_train_save_once_and_evaluate_like_one_process(launch, embedder, one_process, hub, tmp_path):
