@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForMaskedLM, set_seed
+from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.utils import logging
 
 from hf_distil import (
@@ -111,6 +112,11 @@ def main() -> None:
         raise UsageError(
             f"--teacher_cache {data_args.teacher_cache} holds the whole vocabulary's soft targets, --vocabulary_size "
             f"{model_args.vocabulary_size} trims it; drop one of the two."
+        )
+    if model_args.vocabulary_size and is_deepspeed_zero3_enabled():
+        raise UsageError(
+            f"--vocabulary_size {model_args.vocabulary_size} cuts the teacher's vocabulary rows, which ZeRO-3 "
+            "partitions across processes; launch with DDP or ZeRO-2, or drop --vocabulary_size."
         )
     if data_args.teacher_cache:  # the path now; whether it fits this run's teacher and corpus once they are loaded
         read_teacher_cache(data_args.teacher_cache)

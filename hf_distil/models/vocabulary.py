@@ -219,6 +219,11 @@ def keep_vocabulary_rows(model: PreTrainedModel, kept_ids: Sequence[int]) -> Pre
         raise UsageError(f"kept ids reach {int(index.max())}, beyond the model's {model.config.vocab_size} tokens.")
     new_id = {old: new for new, old in enumerate(index.tolist())}
     old_in = model.get_input_embeddings()
+    if hasattr(old_in.weight, "ds_numel"):  # each process holds a shard of each row: there are no rows to pick
+        raise UsageError(
+            "the model is partitioned by DeepSpeed ZeRO-3, so its vocabulary rows cannot be picked: trim the "
+            "vocabulary with the whole model on each process (DDP or ZeRO-2)."
+        )
     new_in = nn.Embedding(len(index), old_in.embedding_dim, dtype=old_in.weight.dtype, device=old_in.weight.device)
     new_in.weight.copy_(old_in.weight[index.to(old_in.weight.device)])
     new_in.padding_idx = new_id.get(old_in.padding_idx) if old_in.padding_idx is not None else None

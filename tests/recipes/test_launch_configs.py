@@ -56,12 +56,17 @@ def assets(tmp_path_factory) -> Path:
     return save_recipe_assets(tmp_path_factory.mktemp("assets"))
 
 
-def run(assets: Path, out: Path, config: Path | None, *flags: str) -> Path:
+def launch_recipe(assets: Path, out: Path, config: Path | None, *flags: str) -> subprocess.CompletedProcess:
     data = ["--teacher", str(assets / "teacher"), "--train_file", str(assets / "train.txt")]
     data += ["--data_cache_dir", str(assets / "cache"), "--output_dir", str(out)]
     cmd = [*launcher(config), str(RECIPE), *data, *FLAGS, *flags]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    env.pop("HF_DISTIL_TRACEBACK", None)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def run(assets: Path, out: Path, config: Path | None, *flags: str) -> Path:
+    done = launch_recipe(assets, out, config, *flags)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out
 
@@ -120,6 +125,25 @@ def test_sharded_launch_evaluates_a_teacher_that_training_does_not_use(launch, a
     config = deepspeed_cpu_config(tmp_path, 3) if launch == "zero3" else fsdp2_cpu_config(tmp_path)
     two = run(assets, tmp_path / "out", config, *MLM_ONLY)
     assert_same_evaluation(one_process(*MLM_ONLY), two)
+
+
+def test_ddp_with_a_trimmed_vocabulary_evaluates_like_one_process(assets, one_process, tmp_path):
+    trimmed = ("--vocabulary_size", "45")
+    two = run(assets, tmp_path / "out", ROOT / "ds_configs" / "cpu_2proc.yaml", *trimmed)
+    assert_same_evaluation(one_process(*trimmed), two)
+    assert AutoModelForMaskedLM.from_pretrained(two).config.vocab_size <= 45
+
+
+def test_zero3_refuses_a_trimmed_vocabulary_before_any_model_loads(assets, tmp_path):
+    """ZeRO-3 partitions the teacher's vocabulary rows, which the trimmed student's teacher view is cut from."""
+    out = tmp_path / "out"
+    done = launch_recipe(assets, out, deepspeed_cpu_config(tmp_path, 3), "--vocabulary_size", "45")
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    # Each process ends on the same line with exit code 2; the only traceback is the launcher's own report.
+    assert done.returncode != 0 and done.stderr.count("exitcode  : 2") == 2, done.stderr[-3000:]
+    assert "hf_distil/" not in done.stderr and 'distil_bert.py", line' not in done.stderr, done.stderr[-3000:]
+    assert len(errors) == 2 and len(set(errors)) == 1 and "--vocabulary_size 45" in errors[0]
+    assert "DDP or ZeRO-2" in errors[0] and not out.exists()
 
 
 def test_fsdp2_evaluates_saves_and_resumes_like_one_process(assets, one_process, tmp_path):
