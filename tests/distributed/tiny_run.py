@@ -26,7 +26,7 @@ from transformers import (
     DistilBertForMaskedLM,
 )
 
-from hf_distil import DistillationArguments, DistillationTrainer, init_student_from_teacher
+from hf_distil import DistillationArguments, DistillationTrainer, count_parameters, init_student_from_teacher
 
 
 def fixed_batch(vocab: int = 50, n: int = 8, length: int = 16) -> datasets.Dataset:
@@ -135,7 +135,7 @@ def main(out: Path, narrow: bool) -> None:
         # Under ZeRO-3 a rank holds only shards: the local tensors of a partitioned model are empty; under FSDP2
         # each parameter is a DTensor whose local tensor is this rank's shard.
         "teacher_local_numel": sum(_local(p).numel() for p in teacher_params),
-        "teacher_numel": sum(getattr(p, "ds_numel", p.numel()) for p in teacher_params),
+        "teacher_numel": count_parameters(teacher_module),
         "teacher_peak_local_numel": peak[0],
         "teacher_trained": any(p.requires_grad or p.grad is not None or id(p) in optimized for p in teacher_params),
     }
